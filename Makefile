@@ -1,0 +1,41 @@
+# Recycler. `make demo` runs the main job on the built-in simulated cluster;
+# `make test` runs every test. Both build or install what they need.
+GO      ?= go
+BIN     := bin/recycler
+# Control-plane binaries (etcd, kube-apiserver, …, kwok) are built once per version here.
+export RECYCLER_CACHE ?= $(CURDIR)/.cache
+NODE_DIR := tools/node
+
+.PHONY: all build test demo bench lint node-deps controlplane clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/recycler
+
+# npm packages used by tests (asl-validator, aws-local-stepfunctions).
+node-deps: $(NODE_DIR)/node_modules/.installed
+$(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Builds the control plane into $(RECYCLER_CACHE) (only what is missing).
+controlplane:
+	$(GO) run ./cmd/recycler sim build
+
+test: node-deps controlplane
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 40m ./...
+
+demo: controlplane
+	$(GO) run ./cmd/recycler demo
+
+bench: node-deps controlplane
+	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 30m ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin

@@ -1,0 +1,102 @@
+// Package cli defines recycler's commands. main only calls Execute.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"runtime/debug"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit codes shared by every command; documented in the README.
+const (
+	ExitOK          = 0
+	ExitFailed      = 1 // the operation failed and was rolled back
+	ExitBadInput    = 2 // bad input or a refused precondition: nothing changed
+	ExitNeedsPerson = 3 // left in a state that needs a person (explained in the output)
+)
+
+// Version is set at build time with -ldflags "-X github.com/recycler/recycler/internal/cli.Version=…".
+var Version = ""
+
+// usageError marks errors caused by the caller's input; they exit with ExitBadInput.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// badInput wraps err so that Execute exits with ExitBadInput.
+func badInput(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+// Execute runs the command line args and returns the process exit code.
+func Execute(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := newRoot(stdin, stdout, stderr)
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	fmt.Fprintf(stderr, "recycler: %v\n", err)
+	var ue usageError
+	var ce exitCoder
+	switch {
+	case errors.As(err, &ce):
+		return ce.ExitCode()
+	case errors.As(err, &ue):
+		return ExitBadInput
+	default:
+		return ExitFailed
+	}
+}
+
+// exitCoder lets a command choose its exit code (e.g. ExitNeedsPerson).
+type exitCoder interface{ ExitCode() int }
+
+func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "recycler",
+		Short: "Replace Kubernetes worker nodes with zero downtime",
+		Long: `Recycler replaces Kubernetes worker nodes that run on Auto Scaling groups with zero
+downtime: it fences the node, surges a replacement, waits until the replacement is Ready,
+drains the old node with PodDisruptionBudgets honoured (waiting for long-running pods you
+select), and retires the old instance. Every step is durable and rolls back on failure.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	// Flag parse errors are the caller's mistake: exit 2, not 1.
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return usageError{fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
+	})
+	root.AddCommand(newVersionCmd(stdout))
+	return root
+}
+
+func newVersionCmd(stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version of recycler",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintln(stdout, "recycler", versionString())
+			return err
+		},
+	}
+}
+
+func versionString() string {
+	if Version != "" {
+		return Version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
