@@ -1,0 +1,30 @@
+package recycle
+
+import (
+	_ "embed"
+	"fmt"
+	"strings"
+)
+
+// FunctionPlaceholder stands where the deployed definition names the Lambda function.
+// Deploying substitutes the function's ARN; the embedded engine registers the same
+// string for its local dispatcher, so one definition serves both engines.
+const FunctionPlaceholder = "${RecyclerFunctionArn}"
+
+// StateMachineName names the recycle workflow in both engines.
+const StateMachineName = "recycler-recycle"
+
+//go:embed statemachine.asl.json
+var definition string
+
+// Definition returns the recycle state machine as ASL JSON. With a non-empty
+// functionARN the placeholder is replaced, ready for Step Functions.
+func Definition(functionARN string) ([]byte, error) {
+	if functionARN == "" {
+		return []byte(definition), nil
+	}
+	if !strings.HasPrefix(functionARN, "arn:") {
+		return nil, fmt.Errorf("function ARN %q: expected an ARN such as arn:aws:lambda:eu-west-1:123456789012:function:recycler", functionARN)
+	}
+	return []byte(strings.ReplaceAll(definition, FunctionPlaceholder, functionARN)), nil
+}

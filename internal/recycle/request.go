@@ -1,0 +1,211 @@
+// Package recycle is the domain of one node recycle: the request and its validation,
+// the ASL state machine that orders the steps, and the task functions both engines
+// (AWS Step Functions + Lambda, and the embedded engine) call.
+package recycle
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// OnTimeout says what Drain does with selected pods still running at max-wait.
+type OnTimeout string
+
+const (
+	OnTimeoutFail  OnTimeout = "fail"  // roll back; the node stays in service
+	OnTimeoutEvict OnTimeout = "evict" // evict the remaining selected pods, PDBs honoured
+	OnTimeoutForce OnTimeout = "force" // delete them with a capped grace period
+)
+
+// RetireMode says what happens to the old instance after it is detached.
+type RetireMode string
+
+const (
+	RetireTerminate RetireMode = "terminate"
+	RetireStop      RetireMode = "stop" // kept for forensics, tagged
+)
+
+// Request is one recycle, as every trigger (CLI, event, policy) builds it. It is the
+// execution input of the state machine, so its JSON form is a public contract.
+type Request struct {
+	// Target: exactly one of Node (a Kubernetes node name) or InstanceID (i-…).
+	Node       string `json:"node,omitempty"`
+	InstanceID string `json:"instanceId,omitempty"`
+
+	// The pods to wait for (long jobs): a label selector and namespaces, both optional.
+	// No selector and no namespaces: nothing is waited for, every pod is evicted.
+	Selector   string   `json:"selector,omitempty"`
+	Namespaces []string `json:"namespaces,omitempty"`
+
+	MaxWait            Duration   `json:"maxWait"`
+	OnTimeout          OnTimeout  `json:"onTimeout"`
+	EvictOthers        bool       `json:"evictOthers"`
+	ReplacementTimeout Duration   `json:"replacementTimeout"`
+	WorkloadTimeout    Duration   `json:"workloadTimeout"`
+	ForceGrace         Duration   `json:"forceGrace"`
+	Retire             RetireMode `json:"retire"`
+	NoSurge            bool       `json:"noSurge,omitempty"`
+	AllowRaiseMax      bool       `json:"allowRaiseMax,omitempty"`
+	// ReadyLabels must be on the replacement Node before it counts as ready.
+	ReadyLabels map[string]string `json:"readyLabels,omitempty"`
+
+	// CheckSeconds bounds how long one "done yet?" check may block on a watch before
+	// it answers "not yet"; the state machine then loops. Longer means fewer history
+	// events (Step Functions caps them at 25,000), shorter means quicker abort.
+	CheckSeconds int `json:"checkSeconds"`
+
+	// LifecycleHook is set when an Auto Scaling lifecycle hook started this recycle:
+	// the action is completed (CONTINUE on success, ABANDON only on a definite failure).
+	LifecycleHook *LifecycleHook `json:"lifecycleHook,omitempty"`
+}
+
+// LifecycleHook identifies one pending lifecycle action.
+type LifecycleHook struct {
+	Group string `json:"group"`
+	Name  string `json:"name"`
+	Token string `json:"token,omitempty"`
+}
+
+// Defaults used by every trigger; the CLI shows them in --help.
+const (
+	DefaultMaxWait            = 24 * time.Hour
+	DefaultReplacementTimeout = 15 * time.Minute
+	DefaultWorkloadTimeout    = 10 * time.Minute
+	DefaultForceGrace         = 30 * time.Second
+	DefaultCheckSeconds       = 20
+)
+
+// NewRequest returns a request for target with every default filled in.
+func NewRequest(target string) Request {
+	r := Request{
+		MaxWait:            Duration(DefaultMaxWait),
+		OnTimeout:          OnTimeoutFail,
+		EvictOthers:        true,
+		ReplacementTimeout: Duration(DefaultReplacementTimeout),
+		WorkloadTimeout:    Duration(DefaultWorkloadTimeout),
+		ForceGrace:         Duration(DefaultForceGrace),
+		Retire:             RetireTerminate,
+		CheckSeconds:       DefaultCheckSeconds,
+	}
+	r.SetTarget(target)
+	return r
+}
+
+// SetTarget sets Node or InstanceID depending on the shape of target.
+func (r *Request) SetTarget(target string) {
+	if strings.HasPrefix(target, "i-") {
+		r.InstanceID, r.Node = target, ""
+	} else {
+		r.Node, r.InstanceID = target, ""
+	}
+}
+
+// Target is the node or instance the request names, for messages and locks.
+func (r Request) Target() string {
+	if r.InstanceID != "" {
+		return r.InstanceID
+	}
+	return r.Node
+}
+
+var instanceIDPattern = regexp.MustCompile(`^i-([0-9a-f]{8}|[0-9a-f]{17})$`)
+
+// ValidInstanceID reports whether id has the shape of an EC2 instance id.
+func ValidInstanceID(id string) bool { return instanceIDPattern.MatchString(id) }
+
+// Validate checks every field and returns all problems at once, each saying what is
+// wrong and what to do. It has no side effects; it runs before anything changes.
+func (r Request) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	switch {
+	case r.Node == "" && r.InstanceID == "":
+		bad("no target: name a node (e.g. ip-10-0-1-23.eu-west-1.compute.internal) or an instance id (i-0123456789abcdef0)")
+	case r.Node != "" && r.InstanceID != "":
+		bad("both node %q and instance %q given: name exactly one target", r.Node, r.InstanceID)
+	case r.InstanceID != "" && !ValidInstanceID(r.InstanceID):
+		bad("instance id %q is malformed: expected i- followed by 8 or 17 hexadecimal digits", r.InstanceID)
+	case r.Node != "":
+		if msgs := validation.IsDNS1123Subdomain(r.Node); len(msgs) > 0 {
+			bad("node name %q is not a valid Kubernetes node name: %s", r.Node, strings.Join(msgs, "; "))
+		}
+	}
+	if r.Selector != "" {
+		if _, err := labels.Parse(r.Selector); err != nil {
+			bad("--selector %q is not a valid label selector: %v (example: app=airflow-worker,tier in (batch))", r.Selector, err)
+		}
+	}
+	seen := map[string]bool{}
+	for _, ns := range r.Namespaces {
+		if msgs := validation.IsDNS1123Label(ns); len(msgs) > 0 {
+			bad("--namespace %q is not a valid namespace name: %s", ns, strings.Join(msgs, "; "))
+		}
+		if seen[ns] {
+			bad("--namespace %q given twice", ns)
+		}
+		seen[ns] = true
+	}
+	positive := func(flag string, d Duration) {
+		if d <= 0 {
+			bad("%s must be a positive duration such as 90m or 24h, got %s", flag, time.Duration(d))
+		}
+	}
+	positive("--max-wait", r.MaxWait)
+	positive("--replacement-timeout", r.ReplacementTimeout)
+	positive("--workload-timeout", r.WorkloadTimeout)
+	if time.Duration(r.ForceGrace) < time.Second {
+		bad("--force-grace must be at least 1s (a zero grace period can leave two copies of a pod running), got %s", time.Duration(r.ForceGrace))
+	}
+	switch r.OnTimeout {
+	case OnTimeoutFail, OnTimeoutEvict, OnTimeoutForce:
+	default:
+		bad("--on-timeout %q is not one of fail, evict, force", r.OnTimeout)
+	}
+	switch r.Retire {
+	case RetireTerminate, RetireStop:
+	default:
+		bad("--retire %q is not one of terminate, stop", r.Retire)
+	}
+	if r.CheckSeconds < 1 || r.CheckSeconds > 600 {
+		bad("checkSeconds must be between 1 and 600, got %d", r.CheckSeconds)
+	}
+	for k, v := range r.ReadyLabels {
+		if msgs := validation.IsQualifiedName(k); len(msgs) > 0 {
+			bad("--ready-label key %q is invalid: %s", k, strings.Join(msgs, "; "))
+		}
+		if msgs := validation.IsValidLabelValue(v); len(msgs) > 0 {
+			bad("--ready-label %s value %q is invalid: %s", k, v, strings.Join(msgs, "; "))
+		}
+	}
+	if h := r.LifecycleHook; h != nil && (h.Group == "" || h.Name == "") {
+		bad("lifecycleHook needs both group and name")
+	}
+	return errors.Join(errs...)
+}
+
+// Duration is a time.Duration that reads and writes Go duration strings ("90m") in
+// JSON, so execution inputs stay readable in Step Functions' console.
+type Duration time.Duration
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return []byte(`"` + time.Duration(d).String() + `"`), nil
+}
+
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	s := strings.Trim(string(b), `"`)
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("duration %s: use Go syntax such as 90s, 15m or 24h: %w", b, err)
+	}
+	*d = Duration(v)
+	return nil
+}
