@@ -70,6 +70,14 @@ drains the old node with PodDisruptionBudgets honoured (waiting for long-running
 select), and retires the old instance. Every step is durable and rolls back on failure.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Without this, cobra reports an unknown command as a generic failure (exit 1).
+		Args: func(c *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return badInput("unknown command %q (see 'recycler --help')", args[0])
+			}
+			return nil
+		},
+		RunE: func(c *cobra.Command, _ []string) error { return c.Help() },
 	}
 	// Flag parse errors are the caller's mistake: exit 2, not 1.
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
