@@ -84,6 +84,7 @@ select), and retires the old instance. Every step is durable and rolls back on f
 		return usageError{fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
 	root.AddCommand(newVersionCmd(stdout))
+	root.AddCommand(newASLCmd(stdout))
 	return root
 }
 
@@ -91,7 +92,7 @@ func newVersionCmd(stdout io.Writer) *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
 		Short: "Print the version of recycler",
-		Args:  cobra.NoArgs,
+		Args:  usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			_, err := fmt.Fprintln(stdout, "recycler", versionString())
 			return err
@@ -107,4 +108,14 @@ func versionString() string {
 		return bi.Main.Version
 	}
 	return "dev"
+}
+
+// usageArgs makes cobra's positional-argument errors exit with ExitBadInput.
+func usageArgs(check cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := check(cmd, args); err != nil {
+			return usageError{fmt.Errorf("%w (see '%s --help')", err, cmd.CommandPath())}
+		}
+		return nil
+	}
 }

@@ -1,0 +1,32 @@
+package cli
+
+import (
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/recycler/recycler/internal/recycle"
+)
+
+func newASLCmd(stdout io.Writer) *cobra.Command {
+	var functionARN string
+	cmd := &cobra.Command{
+		Use:   "asl",
+		Short: "Print the recycle state machine (Amazon States Language JSON)",
+		Long: `Print the recycle workflow as Amazon States Language JSON: the definition the embedded
+engine runs and the one deployed to AWS Step Functions. With --function-arn, the Lambda
+placeholder ` + recycle.FunctionPlaceholder + ` is replaced by that ARN.`,
+		Example: "  recycler asl --function-arn arn:aws:lambda:eu-west-1:123456789012:function:recycler > recycle.asl.json",
+		Args:    usageArgs(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			def, err := recycle.Definition(functionARN)
+			if err != nil {
+				return usageError{err}
+			}
+			_, err = stdout.Write(def)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&functionARN, "function-arn", "", "Lambda function ARN to put in place of "+recycle.FunctionPlaceholder)
+	return cmd
+}
