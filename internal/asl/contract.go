@@ -143,7 +143,7 @@ type Context struct {
 	MapItemIndex   *int            // $$.Map.Item.Index inside a Map iteration
 	MapItemValue   json.RawMessage // $$.Map.Item.Value inside a Map iteration
 
-	Now  time.Time     // used for Wait.Until and timestamps
+	Now  time.Time      // used for Wait.Until and timestamps
 	Rand func() float64 // in [0,1): jitter and States.UUID; nil = math/rand/v2
 }
 

@@ -1,0 +1,787 @@
+package asl
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Machine is a parsed, validated state machine (or a Parallel branch / Map item
+// processor, which are machines of their own).
+type Machine struct {
+	def     json.RawMessage
+	startAt string
+	comment string
+	timeout int
+	states  map[string]*state
+	names   []string // in definition order of sorted names, for States()
+}
+
+// ParseError lists every problem found in a definition.
+type ParseError struct {
+	Problems []string
+}
+
+func (e *ParseError) Error() string {
+	return "invalid state machine definition: " + strings.Join(e.Problems, "; ")
+}
+
+type state struct {
+	name string
+	typ  string
+	next string
+	end  bool
+
+	inputPath  *jsonPath // nil and !inputNull: "$"
+	inputNull  bool
+	outputPath *jsonPath
+	outputNull bool
+	resultPath *refPath // nil and !resultNull: "$"
+	resultNull bool
+
+	parameters     *payloadTemplate
+	resultSelector *payloadTemplate
+
+	retry []*retrier
+	catch []*catcher
+
+	// Pass
+	result    any
+	hasResult bool
+
+	// Task
+	resource      string
+	timeoutSecs   int
+	timeoutPath   *refPath
+	heartbeatSecs int
+	heartbeatPath *refPath
+
+	// Choice
+	choices []*choiceRule
+	deflt   string
+
+	// Wait
+	seconds       int64
+	hasSeconds    bool
+	secondsPath   *refPath
+	timestamp     string
+	timestampPath *refPath
+
+	// Fail
+	errorName, cause string
+	errorPath        *refPath
+	errorCall        *intrinsic
+	causePath        *refPath
+	causeCall        *intrinsic
+
+	// Parallel
+	branches []*Machine
+
+	// Map
+	processor        *Machine
+	itemsPath        *refPath
+	itemSelector     *payloadTemplate
+	maxConcurrency   int
+	maxConcPath      *refPath
+	tolerancePct     float64
+	hasTolerancePct  bool
+	tolerancePctPath *refPath
+	toleranceCnt     int64
+	hasToleranceCnt  bool
+	toleranceCntPath *refPath
+}
+
+type retrier struct {
+	errorEquals []string
+	interval    float64
+	maxAttempts int
+	backoffRate float64
+	maxDelay    float64 // 0 = none
+	jitterFull  bool
+}
+
+type catcher struct {
+	errorEquals []string
+	next        string
+	resultPath  *refPath
+	resultNull  bool
+}
+
+// Parse parses and validates a definition. The error, a *ParseError, lists every
+// problem found, each naming the state and field.
+func Parse(definition []byte) (*Machine, error) {
+	root, err := decodeJSON(definition)
+	if err != nil {
+		return nil, &ParseError{Problems: []string{fmt.Sprintf("the definition is not valid JSON: %v", err)}}
+	}
+	obj, ok := root.(map[string]any)
+	if !ok {
+		return nil, &ParseError{Problems: []string{"the definition must be a JSON object"}}
+	}
+	p := &parser{seen: map[string]string{}}
+	m := p.machine(obj, "", true)
+	if len(p.problems) > 0 {
+		return nil, &ParseError{Problems: p.problems}
+	}
+	m.def = append(json.RawMessage(nil), definition...)
+	return m, nil
+}
+
+type parser struct {
+	problems []string
+	seen     map[string]string // state name → where it was defined (names are unique machine-wide)
+}
+
+func (p *parser) addf(format string, args ...any) {
+	p.problems = append(p.problems, fmt.Sprintf(format, args...))
+}
+
+// machine parses a (sub-)machine. scope prefixes messages ("" at the top level,
+// `state "P" branch 0: ` inside).
+func (p *parser) machine(obj map[string]any, scope string, top bool) *Machine {
+	m := &Machine{states: map[string]*state{}}
+	allowed := map[string]bool{"StartAt": true, "States": true, "Comment": true}
+	if top {
+		allowed["Version"], allowed["TimeoutSeconds"], allowed["QueryLanguage"] = true, true, true
+	} else {
+		allowed["ProcessorConfig"] = true
+	}
+	for k := range obj {
+		if !allowed[k] {
+			p.addf("%sunknown field %q", scope, k)
+		}
+	}
+	if ql, ok := obj["QueryLanguage"]; ok && ql != "JSONPath" {
+		p.addf("%sQueryLanguage %v is not supported (only JSONPath)", scope, ql)
+	}
+	if c, ok := obj["Comment"].(string); ok {
+		m.comment = c
+	}
+	if v, ok := obj["Version"]; ok {
+		if s, _ := v.(string); s != "1.0" {
+			p.addf("%sVersion must be \"1.0\"", scope)
+		}
+	}
+	if v, ok := obj["TimeoutSeconds"]; ok {
+		n, ok := toInt(v)
+		if !ok || n <= 0 {
+			p.addf("%sTimeoutSeconds must be a positive integer", scope)
+		}
+		m.timeout = int(n)
+	}
+	start, ok := obj["StartAt"].(string)
+	if !ok || start == "" {
+		p.addf("%smissing StartAt (the name of the first state)", scope)
+	}
+	m.startAt = start
+	states, ok := obj["States"].(map[string]any)
+	if !ok || len(states) == 0 {
+		p.addf("%smissing States (an object of named states)", scope)
+		return m
+	}
+	names := make([]string, 0, len(states))
+	for n := range states {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	m.names = names
+	for _, n := range names {
+		where := fmt.Sprintf("%sstate %q", scope, n)
+		if prev, dup := p.seen[n]; dup {
+			p.addf("%s: a state with this name already exists (%s); state names must be unique in the whole machine, branches included", where, prev)
+		} else {
+			p.seen[n] = where
+		}
+		if len(n) > 80 {
+			p.addf("%s: state names are at most 80 characters", where)
+		}
+		so, ok := states[n].(map[string]any)
+		if !ok {
+			p.addf("%s: must be an object", where)
+			continue
+		}
+		if st := p.state(n, so, where); st != nil {
+			m.states[n] = st
+		}
+	}
+	if start != "" {
+		if _, ok := states[start]; !ok {
+			p.addf("%sStartAt %q names no state", scope, start)
+		}
+	}
+	p.checkTransitions(m, scope)
+	return m
+}
+
+// checkTransitions checks targets, reachability and that the machine can end.
+func (p *parser) checkTransitions(m *Machine, scope string) {
+	targets := func(st *state) []string {
+		var t []string
+		if st.next != "" {
+			t = append(t, st.next)
+		}
+		for _, r := range st.choices {
+			t = append(t, r.next)
+		}
+		if st.deflt != "" {
+			t = append(t, st.deflt)
+		}
+		for _, c := range st.catch {
+			t = append(t, c.next)
+		}
+		return t
+	}
+	terminal := false
+	for _, n := range m.names {
+		st := m.states[n]
+		if st == nil {
+			continue
+		}
+		if st.end || st.typ == "Succeed" || st.typ == "Fail" {
+			terminal = true
+		}
+		for _, t := range targets(st) {
+			if _, ok := m.states[t]; !ok {
+				p.addf("%sstate %q: transition to %q, which is not a state of this machine", scope, n, t)
+			}
+		}
+	}
+	if !terminal && len(m.states) > 0 {
+		p.addf("%sno state ends the machine (no End: true, Succeed or Fail state)", scope)
+	}
+	if _, ok := m.states[m.startAt]; !ok {
+		return
+	}
+	reached := map[string]bool{m.startAt: true}
+	queue := []string{m.startAt}
+	for len(queue) > 0 {
+		st := m.states[queue[0]]
+		queue = queue[1:]
+		if st == nil {
+			continue
+		}
+		for _, t := range targets(st) {
+			if !reached[t] {
+				reached[t] = true
+				queue = append(queue, t)
+			}
+		}
+	}
+	for _, n := range m.names {
+		if !reached[n] {
+			p.addf("%sstate %q is unreachable from StartAt %q", scope, n, m.startAt)
+		}
+	}
+}
+
+var stateFields = map[string][]string{
+	"Pass":     {"Next", "End", "InputPath", "OutputPath", "ResultPath", "Parameters", "Result"},
+	"Task":     {"Next", "End", "InputPath", "OutputPath", "ResultPath", "Parameters", "ResultSelector", "Retry", "Catch", "Resource", "TimeoutSeconds", "TimeoutSecondsPath", "HeartbeatSeconds", "HeartbeatSecondsPath"},
+	"Choice":   {"Choices", "Default", "InputPath", "OutputPath"},
+	"Wait":     {"Next", "End", "InputPath", "OutputPath", "Seconds", "SecondsPath", "Timestamp", "TimestampPath"},
+	"Succeed":  {"InputPath", "OutputPath"},
+	"Fail":     {"Error", "ErrorPath", "Cause", "CausePath"},
+	"Parallel": {"Next", "End", "InputPath", "OutputPath", "ResultPath", "Parameters", "ResultSelector", "Retry", "Catch", "Branches"},
+	"Map": {"Next", "End", "InputPath", "OutputPath", "ResultPath", "Parameters", "ItemSelector", "ResultSelector", "Retry", "Catch",
+		"Iterator", "ItemProcessor", "ItemsPath", "MaxConcurrency", "MaxConcurrencyPath", "ToleratedFailurePercentage",
+		"ToleratedFailurePercentagePath", "ToleratedFailureCount", "ToleratedFailureCountPath", "Label"},
+}
+
+func (p *parser) state(name string, obj map[string]any, where string) *state {
+	typ, _ := obj["Type"].(string)
+	fields, ok := stateFields[typ]
+	if !ok {
+		p.addf("%s: Type must be one of Task, Pass, Choice, Wait, Succeed, Fail, Parallel, Map; got %v", where, obj["Type"])
+		return nil
+	}
+	st := &state{name: name, typ: typ}
+	allowed := map[string]bool{"Type": true, "Comment": true}
+	for _, f := range fields {
+		allowed[f] = true
+	}
+	for k := range obj {
+		if !allowed[k] {
+			switch k {
+			case "ItemReader", "ItemBatcher", "ResultWriter":
+				p.addf("%s: field %q (distributed Map) is not supported", where, k)
+			case "Assign", "Arguments", "Output", "QueryLanguage", "Variables":
+				p.addf("%s: field %q (JSONata / variables) is not supported", where, k)
+			default:
+				p.addf("%s: field %q is not allowed in a %s state", where, k, typ)
+			}
+		}
+	}
+	// Transitions.
+	next, hasNext := obj["Next"]
+	end, hasEnd := obj["End"]
+	switch typ {
+	case "Choice", "Succeed", "Fail":
+	default:
+		if hasNext {
+			s, ok := next.(string)
+			if !ok || s == "" {
+				p.addf("%s: Next must be a state name", where)
+			}
+			st.next = s
+		}
+		if hasEnd {
+			b, ok := end.(bool)
+			if !ok {
+				p.addf("%s: End must be true or false", where)
+			}
+			st.end = b
+		}
+		switch {
+		case st.next != "" && st.end:
+			p.addf("%s: has both Next and End; use one", where)
+		case st.next == "" && !st.end:
+			p.addf("%s: needs Next (the following state) or End: true", where)
+		}
+	}
+	// Paths.
+	if typ != "Fail" {
+		st.inputPath, st.inputNull = p.optPath(obj, "InputPath", where)
+		st.outputPath, st.outputNull = p.optPath(obj, "OutputPath", where)
+	}
+	if v, ok := obj["ResultPath"]; ok {
+		if v == nil {
+			st.resultNull = true
+		} else if s, ok := v.(string); !ok {
+			p.addf("%s.ResultPath: must be a reference path or null", where)
+		} else if rp, err := compileRefPath(s); err != nil {
+			p.addf("%s.ResultPath: %v", where, err)
+		} else if rp.context {
+			p.addf("%s.ResultPath: cannot write into the context object ($$)", where)
+		} else {
+			st.resultPath = rp
+		}
+	}
+	st.parameters = p.template(obj, "Parameters", where)
+	st.resultSelector = p.template(obj, "ResultSelector", where)
+	if typ == "Task" || typ == "Parallel" || typ == "Map" {
+		st.retry = p.retriers(obj["Retry"], obj, where)
+		st.catch = p.catchers(obj["Catch"], obj, where)
+	}
+
+	switch typ {
+	case "Pass":
+		st.result, st.hasResult = obj["Result"]
+	case "Task":
+		res, ok := obj["Resource"].(string)
+		if !ok || res == "" {
+			p.addf("%s: Resource must be a non-empty string", where)
+		}
+		st.resource = res
+		st.timeoutSecs, st.timeoutPath = p.secondsField(obj, "TimeoutSeconds", where)
+		st.heartbeatSecs, st.heartbeatPath = p.secondsField(obj, "HeartbeatSeconds", where)
+		if st.timeoutSecs > 0 && st.heartbeatSecs > 0 && st.heartbeatSecs >= st.timeoutSecs {
+			p.addf("%s: HeartbeatSeconds (%d) must be smaller than TimeoutSeconds (%d)", where, st.heartbeatSecs, st.timeoutSecs)
+		}
+	case "Choice":
+		list, ok := obj["Choices"].([]any)
+		if !ok || len(list) == 0 {
+			p.addf("%s: Choices must be a non-empty array of rules", where)
+		}
+		for i, r := range list {
+			rule, err := parseChoiceRule(r, fmt.Sprintf("%s.Choices[%d]", where, i), true)
+			if err != nil {
+				p.addf("%v", err)
+				continue
+			}
+			st.choices = append(st.choices, rule)
+		}
+		if d, ok := obj["Default"]; ok {
+			s, ok := d.(string)
+			if !ok || s == "" {
+				p.addf("%s: Default must be a state name", where)
+			}
+			st.deflt = s
+		}
+		if _, ok := obj["End"]; ok {
+			p.addf("%s: a Choice state cannot have End; its rules and Default choose the next state", where)
+		}
+		if _, ok := obj["Next"]; ok {
+			p.addf("%s: a Choice state cannot have Next; put Next in each rule and use Default", where)
+		}
+	case "Wait":
+		count := 0
+		if v, ok := obj["Seconds"]; ok {
+			count++
+			n, ok := toInt(v)
+			if !ok || n < 0 {
+				p.addf("%s.Seconds: must be a non-negative integer", where)
+			}
+			st.seconds, st.hasSeconds = n, true
+		}
+		if v, ok := obj["Timestamp"]; ok {
+			count++
+			s, _ := v.(string)
+			if _, ok := parseTimestamp(s); !ok {
+				p.addf("%s.Timestamp: %v is not an RFC 3339 timestamp (e.g. 2016-03-14T01:59:00Z)", where, v)
+			}
+			st.timestamp = s
+		}
+		for _, f := range []string{"SecondsPath", "TimestampPath"} {
+			if _, ok := obj[f]; ok {
+				count++
+			}
+		}
+		st.secondsPath = p.refField(obj, "SecondsPath", where)
+		st.timestampPath = p.refField(obj, "TimestampPath", where)
+		if count != 1 {
+			p.addf("%s: a Wait state needs exactly one of Seconds, SecondsPath, Timestamp, TimestampPath", where)
+		}
+	case "Fail":
+		st.errorName, st.errorPath, st.errorCall = p.failField(obj, "Error", where)
+		st.cause, st.causePath, st.causeCall = p.failField(obj, "Cause", where)
+	case "Parallel":
+		list, ok := obj["Branches"].([]any)
+		if !ok || len(list) == 0 {
+			p.addf("%s: Branches must be a non-empty array of state machines", where)
+		}
+		for i, b := range list {
+			bo, ok := b.(map[string]any)
+			if !ok {
+				p.addf("%s.Branches[%d]: must be an object with StartAt and States", where, i)
+				continue
+			}
+			sub := p.machine(bo, fmt.Sprintf("%s.Branches[%d]: ", where, i), false)
+			sub.def, _ = encodeJSON(bo)
+			st.branches = append(st.branches, sub)
+		}
+	case "Map":
+		p.mapFields(st, obj, where)
+	}
+	return st
+}
+
+func (p *parser) mapFields(st *state, obj map[string]any, where string) {
+	procField := "ItemProcessor"
+	proc, hasProc := obj["ItemProcessor"]
+	if it, ok := obj["Iterator"]; ok {
+		if hasProc {
+			p.addf("%s: has both Iterator and ItemProcessor; use ItemProcessor", where)
+		}
+		proc, hasProc, procField = it, true, "Iterator"
+	}
+	po, ok := proc.(map[string]any)
+	if !hasProc || !ok {
+		p.addf("%s: a Map state needs ItemProcessor (or the older Iterator) with StartAt and States", where)
+	} else {
+		if pc, ok := po["ProcessorConfig"].(map[string]any); ok {
+			if mode, ok := pc["Mode"]; ok && mode != "INLINE" && mode != "DISTRIBUTED" {
+				p.addf("%s.%s.ProcessorConfig.Mode: must be INLINE or DISTRIBUTED", where, procField)
+			}
+		}
+		st.processor = p.machine(po, fmt.Sprintf("%s.%s: ", where, procField), false)
+		st.processor.def, _ = encodeJSON(po)
+	}
+	if _, ok := obj["Parameters"]; ok {
+		if _, ok := obj["ItemSelector"]; ok {
+			p.addf("%s: has both Parameters and ItemSelector; use ItemSelector", where)
+		}
+		st.itemSelector, st.parameters = st.parameters, nil
+	} else {
+		st.itemSelector = p.template(obj, "ItemSelector", where)
+	}
+	st.itemsPath = p.refField(obj, "ItemsPath", where)
+	if v, ok := obj["MaxConcurrency"]; ok {
+		n, ok := toInt(v)
+		if !ok || n < 0 {
+			p.addf("%s.MaxConcurrency: must be a non-negative integer (0 = no limit)", where)
+		}
+		st.maxConcurrency = int(n)
+	}
+	st.maxConcPath = p.refField(obj, "MaxConcurrencyPath", where)
+	if st.maxConcPath != nil && st.maxConcurrency > 0 {
+		p.addf("%s: has both MaxConcurrency and MaxConcurrencyPath", where)
+	}
+	if v, ok := obj["ToleratedFailurePercentage"]; ok {
+		f, ok := toFloat(v)
+		if !ok || f < 0 || f > 100 {
+			p.addf("%s.ToleratedFailurePercentage: must be a number from 0 to 100", where)
+		}
+		st.tolerancePct, st.hasTolerancePct = f, true
+	}
+	st.tolerancePctPath = p.refField(obj, "ToleratedFailurePercentagePath", where)
+	if v, ok := obj["ToleratedFailureCount"]; ok {
+		n, ok := toInt(v)
+		if !ok || n < 0 {
+			p.addf("%s.ToleratedFailureCount: must be a non-negative integer", where)
+		}
+		st.toleranceCnt, st.hasToleranceCnt = n, true
+	}
+	st.toleranceCntPath = p.refField(obj, "ToleratedFailureCountPath", where)
+}
+
+func (p *parser) optPath(obj map[string]any, field, where string) (*jsonPath, bool) {
+	v, ok := obj[field]
+	if !ok {
+		return nil, false
+	}
+	if v == nil {
+		return nil, true
+	}
+	s, ok := v.(string)
+	if !ok {
+		p.addf("%s.%s: must be a path string or null", where, field)
+		return nil, false
+	}
+	jp, err := compilePath(s)
+	if err != nil {
+		p.addf("%s.%s: %v", where, field, err)
+		return nil, false
+	}
+	if jp.whole && !jp.context {
+		return nil, false
+	}
+	return jp, false
+}
+
+func (p *parser) refField(obj map[string]any, field, where string) *refPath {
+	v, ok := obj[field]
+	if !ok {
+		return nil
+	}
+	s, ok := v.(string)
+	if !ok {
+		p.addf("%s.%s: must be a reference path string", where, field)
+		return nil
+	}
+	rp, err := compileRefPath(s)
+	if err != nil {
+		p.addf("%s.%s: %v", where, field, err)
+		return nil
+	}
+	return rp
+}
+
+func (p *parser) template(obj map[string]any, field, where string) *payloadTemplate {
+	v, ok := obj[field]
+	if !ok {
+		return nil
+	}
+	t, err := compileTemplate(v, where+"."+field)
+	if err != nil {
+		p.addf("%v", err)
+		return nil
+	}
+	return t
+}
+
+func (p *parser) secondsField(obj map[string]any, field, where string) (int, *refPath) {
+	rp := p.refField(obj, field+"Path", where)
+	v, ok := obj[field]
+	if !ok {
+		return 0, rp
+	}
+	if rp != nil {
+		p.addf("%s: has both %s and %sPath", where, field, field)
+	}
+	n, ok := toInt(v)
+	if !ok || n <= 0 {
+		p.addf("%s.%s: must be a positive integer", where, field)
+	}
+	return int(n), rp
+}
+
+func (p *parser) failField(obj map[string]any, field, where string) (string, *refPath, *intrinsic) {
+	var lit string
+	if v, ok := obj[field]; ok {
+		s, ok := v.(string)
+		if !ok {
+			p.addf("%s.%s: must be a string", where, field)
+		}
+		lit = s
+		if _, ok := obj[field+"Path"]; ok {
+			p.addf("%s: has both %s and %sPath", where, field, field)
+		}
+	}
+	v, ok := obj[field+"Path"]
+	if !ok {
+		return lit, nil, nil
+	}
+	s, _ := v.(string)
+	if isIntrinsic(s) {
+		call, err := parseIntrinsic(s)
+		if err != nil {
+			p.addf("%s.%sPath: %v", where, field, err)
+		}
+		return lit, nil, call
+	}
+	return lit, p.refField(obj, field+"Path", where), nil
+}
+
+func (p *parser) errorEquals(v any, where string) []string {
+	list, ok := v.([]any)
+	if !ok || len(list) == 0 {
+		p.addf("%s.ErrorEquals: must be a non-empty array of error names", where)
+		return nil
+	}
+	var out []string
+	for i, e := range list {
+		s, ok := e.(string)
+		if !ok || s == "" {
+			p.addf("%s.ErrorEquals[%d]: must be an error name", where, i)
+			continue
+		}
+		if s == ErrAll && len(list) > 1 {
+			p.addf("%s.ErrorEquals: States.ALL must appear alone", where)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func (p *parser) retriers(v any, state map[string]any, where string) []*retrier {
+	if v == nil {
+		return nil
+	}
+	list, ok := v.([]any)
+	if !ok {
+		p.addf("%s.Retry: must be an array of retriers", where)
+		return nil
+	}
+	var out []*retrier
+	for i, e := range list {
+		w := fmt.Sprintf("%s.Retry[%d]", where, i)
+		obj, ok := e.(map[string]any)
+		if !ok {
+			p.addf("%s: must be an object", w)
+			continue
+		}
+		r := &retrier{interval: 1, maxAttempts: 3, backoffRate: 2}
+		for k, fv := range obj {
+			switch k {
+			case "ErrorEquals":
+				r.errorEquals = p.errorEquals(fv, w)
+			case "IntervalSeconds":
+				n, ok := toInt(fv)
+				if !ok || n < 1 {
+					p.addf("%s.IntervalSeconds: must be a positive integer", w)
+				}
+				r.interval = float64(n)
+			case "MaxAttempts":
+				n, ok := toInt(fv)
+				if !ok || n < 0 {
+					p.addf("%s.MaxAttempts: must be a non-negative integer", w)
+				}
+				r.maxAttempts = int(n)
+			case "BackoffRate":
+				f, ok := toFloat(fv)
+				if !ok || f < 1 {
+					p.addf("%s.BackoffRate: must be a number >= 1.0", w)
+				}
+				r.backoffRate = f
+			case "MaxDelaySeconds":
+				n, ok := toInt(fv)
+				if !ok || n < 1 {
+					p.addf("%s.MaxDelaySeconds: must be a positive integer", w)
+				}
+				r.maxDelay = float64(n)
+			case "JitterStrategy":
+				switch fv {
+				case "FULL":
+					r.jitterFull = true
+				case "NONE":
+				default:
+					p.addf("%s.JitterStrategy: must be FULL or NONE", w)
+				}
+			case "Comment":
+			default:
+				p.addf("%s: unknown field %q", w, k)
+			}
+		}
+		if _, ok := obj["ErrorEquals"]; !ok {
+			p.addf("%s: missing ErrorEquals", w)
+		}
+		if len(r.errorEquals) == 1 && r.errorEquals[0] == ErrAll && i != len(list)-1 {
+			p.addf("%s: a retrier with States.ALL must be the last one", w)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func (p *parser) catchers(v any, state map[string]any, where string) []*catcher {
+	if v == nil {
+		return nil
+	}
+	list, ok := v.([]any)
+	if !ok {
+		p.addf("%s.Catch: must be an array of catchers", where)
+		return nil
+	}
+	var out []*catcher
+	for i, e := range list {
+		w := fmt.Sprintf("%s.Catch[%d]", where, i)
+		obj, ok := e.(map[string]any)
+		if !ok {
+			p.addf("%s: must be an object", w)
+			continue
+		}
+		c := &catcher{}
+		for k, fv := range obj {
+			switch k {
+			case "ErrorEquals":
+				c.errorEquals = p.errorEquals(fv, w)
+			case "Next":
+				s, ok := fv.(string)
+				if !ok || s == "" {
+					p.addf("%s.Next: must be a state name", w)
+				}
+				c.next = s
+			case "ResultPath":
+				if fv == nil {
+					c.resultNull = true
+					continue
+				}
+				s, _ := fv.(string)
+				rp, err := compileRefPath(s)
+				if err != nil {
+					p.addf("%s.ResultPath: %v", w, err)
+				} else if rp.context {
+					p.addf("%s.ResultPath: cannot write into the context object ($$)", w)
+				}
+				c.resultPath = rp
+			case "Comment":
+			default:
+				p.addf("%s: unknown field %q", w, k)
+			}
+		}
+		if _, ok := obj["ErrorEquals"]; !ok {
+			p.addf("%s: missing ErrorEquals", w)
+		}
+		if c.next == "" {
+			p.addf("%s: missing Next", w)
+		}
+		if len(c.errorEquals) == 1 && c.errorEquals[0] == ErrAll && i != len(list)-1 {
+			p.addf("%s: a catcher with States.ALL must be the last one", w)
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// StartAt returns the name of the first state.
+func (m *Machine) StartAt() string { return m.startAt }
+
+// Comment returns the top-level Comment.
+func (m *Machine) Comment() string { return m.comment }
+
+// TimeoutSeconds returns the top-level TimeoutSeconds; 0 = none.
+func (m *Machine) TimeoutSeconds() int { return m.timeout }
+
+// Definition returns the definition as parsed (for a branch: its own object).
+func (m *Machine) Definition() json.RawMessage { return m.def }
+
+// States returns the machine's state names, sorted (branch states not included).
+func (m *Machine) States() []string { return append([]string(nil), m.names...) }
+
+// IsParseError reports whether err came from Parse rejecting a definition.
+func IsParseError(err error) bool {
+	var pe *ParseError
+	return errors.As(err, &pe)
+}
