@@ -21,7 +21,7 @@ $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/packag
 
 # Builds the control plane into $(RECYCLER_CACHE) (only what is missing).
 controlplane:
-	$(GO) run ./cmd/recycler sim build
+	$(GO) run ./cmd/recycler controlplane build
 
 test: node-deps controlplane
 	$(GO) vet ./...
