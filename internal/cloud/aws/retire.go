@@ -1,0 +1,226 @@
+package aws
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	sdkaws "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
+	"github.com/recycler/recycler/internal/cloud"
+)
+
+// Retire implements cloud.Retirer.
+func (p *Provider) Retire(ctx context.Context, id string, opts cloud.RetireOptions) (cloud.RetireResult, error) {
+	if err := cloud.ValidateInstanceID(id); err != nil {
+		return cloud.RetireResult{}, err
+	}
+	switch opts.Mode {
+	case "":
+		opts.Mode = cloud.RetireTerminate
+	case cloud.RetireTerminate, cloud.RetireStop:
+	default:
+		return cloud.RetireResult{}, fmt.Errorf("retire %s: mode %q: want %q or %q: %w", id, opts.Mode, cloud.RetireTerminate, cloud.RetireStop, cloud.ErrValidation)
+	}
+	var res cloud.RetireResult
+	details, err := p.describeASGInstances(ctx, []string{id})
+	if err != nil {
+		return res, fmt.Errorf("retire %s: %w", id, err)
+	}
+	d, inGroup := details[id]
+	if inGroup {
+		group, lifecycle := sdkaws.ToString(d.AutoScalingGroupName), sdkaws.ToString(d.LifecycleState)
+		if opts.Surge != nil && opts.Surge.Group != group {
+			return res, fmt.Errorf("retire %s: instance is in group %s, the surge was in %s: %w", id, group, opts.Surge.Group, cloud.ErrNotInGroup)
+		}
+		switch lifecycle {
+		case cloud.LifecycleInService, cloud.LifecycleStandby:
+			// Standby instances are outside desired capacity: decrementing would make
+			// the group terminate another instance (AWS user guide, detaching Standby).
+			decrement := lifecycle == cloud.LifecycleInService
+			if _, err := p.asg.DetachInstances(ctx, &autoscaling.DetachInstancesInput{
+				AutoScalingGroupName: &group, InstanceIds: []string{id}, ShouldDecrementDesiredCapacity: &decrement,
+			}); err != nil {
+				return res, classify(fmt.Sprintf("retire: detach %s (%s) from %s", id, lifecycle, group), err)
+			}
+			res.Detached = true
+		case cloud.LifecycleDetaching, cloud.LifecycleDetached:
+			// A previous attempt detached it.
+		case cloud.LifecycleTerminating, cloud.LifecycleTerminatingProc, cloud.LifecycleTerminated:
+			// The group is terminating it already.
+			res.AlreadyDone = true
+			return res, p.releaseAfterRetire(ctx, id, opts)
+		default:
+			return res, fmt.Errorf("retire %s: instance is %s in group %s; retire works on InService or Standby instances (complete a pending lifecycle action instead): %w",
+				id, lifecycle, group, cloud.ErrValidation)
+		}
+	} else if !p.wasOurs(id, opts) {
+		// Not in a group: only go on if this retirement detached it earlier (or the
+		// instance is gone anyway); never terminate an instance that was never ours.
+		in, err := p.Instances(ctx, id)
+		if err != nil {
+			return res, fmt.Errorf("retire %s: %w", id, err)
+		}
+		if len(in) == 0 || in[0].State == cloud.StateTerminated || in[0].State == cloud.StateShuttingDown {
+			res.AlreadyDone = true
+			return res, nil
+		}
+		if opts.Mode == cloud.RetireStop && in[0].State == cloud.StateStopped && in[0].Tags[cloud.TagRetiredAt] != "" {
+			res.AlreadyDone = true
+			return res, nil
+		}
+		return res, fmt.Errorf("retire %s: instance is in no Auto Scaling group and this retirement has no surge record naming it; refusing to %s it: %w",
+			id, opts.Mode, cloud.ErrNotInGroup)
+	}
+
+	switch opts.Mode {
+	case cloud.RetireStop:
+		done, err := p.stop(ctx, id, opts.ExecutionID)
+		if err != nil {
+			return res, err
+		}
+		res.Stopped, res.AlreadyDone = !done, done && !res.Detached
+	default:
+		done, err := p.terminate(ctx, id)
+		if err != nil {
+			return res, err
+		}
+		res.Terminated, res.AlreadyDone = !done, done && !res.Detached
+	}
+	return res, p.releaseAfterRetire(ctx, id, opts)
+}
+
+func (p *Provider) wasOurs(id string, opts cloud.RetireOptions) bool {
+	if opts.Surge == nil {
+		return false
+	}
+	for _, in := range opts.Surge.Instances {
+		if in.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *Provider) releaseAfterRetire(ctx context.Context, id string, opts cloud.RetireOptions) error {
+	if opts.Surge == nil {
+		return nil
+	}
+	g, err := p.describeGroup(ctx, opts.Surge.Group)
+	if cloud.ErrorName(err) == "NotFound" {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("retire %s: %w", id, err)
+	}
+	return p.release(ctx, g, *opts.Surge, g.CountLifecycle(cloud.LifecycleStandby))
+}
+
+// terminate returns done=true when the instance was already terminated or gone.
+func (p *Provider) terminate(ctx context.Context, id string) (bool, error) {
+	out, err := p.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}})
+	if err != nil {
+		if errors.Is(classify("", err), cloud.ErrNotFound) {
+			return true, nil
+		}
+		return false, classify("retire: terminate "+id, err)
+	}
+	for _, c := range out.TerminatingInstances {
+		if c.PreviousState != nil && (c.PreviousState.Name == ec2types.InstanceStateNameTerminated || c.PreviousState.Name == ec2types.InstanceStateNameShuttingDown) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// stop tags the instance (so a stopped instance is never anonymous), then stops it.
+// done=true when it was already stopped, terminated or gone.
+func (p *Provider) stop(ctx context.Context, id, execution string) (bool, error) {
+	tags := []ec2types.Tag{{Key: sdkaws.String(cloud.TagRetiredAt), Value: sdkaws.String(p.clock.Now().UTC().Format(time.RFC3339))}}
+	if execution != "" {
+		tags = append(tags, ec2types.Tag{Key: sdkaws.String(cloud.TagExecution), Value: sdkaws.String(execution)})
+	}
+	if _, err := p.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{id}, Tags: tags}); err != nil {
+		if errors.Is(classify("", err), cloud.ErrNotFound) {
+			return true, nil
+		}
+		return false, classify("retire: tag "+id, err)
+	}
+	out, err := p.ec2.StopInstances(ctx, &ec2.StopInstancesInput{InstanceIds: []string{id}})
+	if err != nil {
+		code, _ := apiCode(err)
+		if code == codeIncorrectState || errors.Is(classify("", err), cloud.ErrNotFound) {
+			return true, nil // terminated meanwhile: nothing to stop
+		}
+		return false, classify("retire: stop "+id, err)
+	}
+	for _, c := range out.StoppingInstances {
+		if c.PreviousState != nil && (c.PreviousState.Name == ec2types.InstanceStateNameStopped || c.PreviousState.Name == ec2types.InstanceStateNameStopping) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func validateAction(a cloud.LifecycleAction) error {
+	if err := cloud.ValidateGroupName(a.Group); err != nil {
+		return err
+	}
+	if a.Hook == "" {
+		return fmt.Errorf("lifecycle action: hook name is empty: %w", cloud.ErrValidation)
+	}
+	if a.InstanceID == "" && a.Token == "" {
+		return fmt.Errorf("lifecycle action on %s/%s: give the instance id or the action token: %w", a.Group, a.Hook, cloud.ErrValidation)
+	}
+	if a.InstanceID != "" {
+		return cloud.ValidateInstanceID(a.InstanceID)
+	}
+	return nil
+}
+
+func optional(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// RecordHeartbeat implements cloud.Lifecycle.
+func (p *Provider) RecordHeartbeat(ctx context.Context, a cloud.LifecycleAction) error {
+	if err := validateAction(a); err != nil {
+		return err
+	}
+	_, err := p.asg.RecordLifecycleActionHeartbeat(ctx, &autoscaling.RecordLifecycleActionHeartbeatInput{
+		AutoScalingGroupName: &a.Group, LifecycleHookName: &a.Hook,
+		InstanceId: optional(a.InstanceID), LifecycleActionToken: optional(a.Token),
+	})
+	if err != nil {
+		if isNoActiveLifecycleAction(err) {
+			return fmt.Errorf("heartbeat %s/%s for %s: the lifecycle action is over (completed or timed out): %w", a.Group, a.Hook, a.InstanceID, cloud.ErrNotFound)
+		}
+		return classify(fmt.Sprintf("heartbeat %s/%s for %s", a.Group, a.Hook, a.InstanceID), err)
+	}
+	return nil
+}
+
+// CompleteLifecycleAction implements cloud.Lifecycle.
+func (p *Provider) CompleteLifecycleAction(ctx context.Context, a cloud.LifecycleAction, result cloud.LifecycleResult) error {
+	if err := validateAction(a); err != nil {
+		return err
+	}
+	if result != cloud.LifecycleContinue && result != cloud.LifecycleAbandon {
+		return fmt.Errorf("complete lifecycle action: result %q: want CONTINUE or ABANDON: %w", result, cloud.ErrValidation)
+	}
+	_, err := p.asg.CompleteLifecycleAction(ctx, &autoscaling.CompleteLifecycleActionInput{
+		AutoScalingGroupName: &a.Group, LifecycleHookName: &a.Hook, LifecycleActionResult: sdkaws.String(string(result)),
+		InstanceId: optional(a.InstanceID), LifecycleActionToken: optional(a.Token),
+	})
+	if err != nil && !isNoActiveLifecycleAction(err) {
+		return classify(fmt.Sprintf("complete lifecycle action %s/%s for %s with %s", a.Group, a.Hook, a.InstanceID, result), err)
+	}
+	return nil
+}

@@ -1,0 +1,393 @@
+// Package cloud is Recycler's port to the cloud that owns the nodes' instances:
+// look up instances and their Auto Scaling group, surge a replacement, find it, roll
+// back, retire the old instance, answer lifecycle hooks, and detect drift.
+//
+// Every method is one bounded action or one check: none of them waits for the cloud
+// to converge (the workflow engine waits, then calls again). Every mutating method is
+// idempotent: calling it again after success (or after a partial failure) reaches the
+// same end state and returns success. Errors wrap one of the sentinels in errors.go;
+// IsRetryable tells the workflow whether to call again later.
+package cloud
+
+import (
+	"context"
+	"time"
+)
+
+// Provider is the whole port. Consumers should depend on the smallest interface they
+// need (Describer, Surger, Retirer, Lifecycle, DriftChecker).
+type Provider interface {
+	Describer
+	Surger
+	Retirer
+	Lifecycle
+	DriftChecker
+}
+
+// Describer looks things up. Read-only; every error except ErrValidation/ErrNotFound
+// may be retried.
+type Describer interface {
+	// Instances describes many instances with a constant number of calls (the AWS
+	// provider: one DescribeInstances and one DescribeAutoScalingInstances per 50
+	// ids). Ids that do not exist are absent from the result (no error); the result
+	// keeps the order of ids. Malformed ids: ErrValidation, nothing is called.
+	Instances(ctx context.Context, ids ...string) ([]Instance, error)
+	// Instance describes one instance; ErrNotFound if it does not exist.
+	Instance(ctx context.Context, id string) (Instance, error)
+	// Group describes a group with its launch template versions resolved to numbers
+	// and its lifecycle hooks. ErrNotFound if there is no such group.
+	Group(ctx context.Context, name string) (Group, error)
+}
+
+// Surger adds capacity before an instance is taken away, and undoes it.
+type Surger interface {
+	// Surge makes the group launch one replacement per instance while the old ones
+	// keep running: EnterStandby without decrementing desired capacity (chunks of
+	// ≤ 20), or desired+1 for instances standby does not apply to (Terminating:Wait
+	// under a lifecycle hook). It first checks headroom: when the group would exceed
+	// MaxSize it returns ErrNoHeadroom and changes nothing, unless
+	// opts.AllowRaiseMax (then MaxSize is raised and the old value recorded). It
+	// suspends AZRebalance while instances are in standby (recording whether it did).
+	//
+	// Errors: ErrValidation (malformed ids, instance Pending/Detaching/Terminating),
+	// ErrNotInGroup (an instance is not in this group), ErrNotFound (no group / no
+	// instance), ErrNoHeadroom. Already done (all instances already in Standby, or a
+	// record passed back in via opts.Previous): success, with the same record; no
+	// second replacement is requested.
+	Surge(ctx context.Context, group string, instanceIDs []string, opts SurgeOptions) (SurgeRecord, error)
+	// FindReplacement checks once for the replacements of a surge: instances not in
+	// rec.Snapshot. Ready when there are at least len(rec.Instances) new InService
+	// instances; otherwise Pending lists the new ones still on their way. Returns a
+	// *LaunchFailedError (ErrLaunchFailed) when a scaling activity of the group
+	// started after the surge has failed, so the caller does not wait for nothing.
+	// Read-only.
+	FindReplacement(ctx context.Context, rec SurgeRecord) (Replacement, error)
+	// Rollback undoes a surge: ExitStandby for instances still in Standby, terminates
+	// surplus replacements with decrement until desired capacity is back at
+	// rec.DesiredBefore, restores MaxSize if Surge raised it, resumes AZRebalance if
+	// Surge suspended it and no instance of the group is left in Standby.
+	// Idempotent: a rolled-back (or never applied) surge returns nil. A group that is
+	// gone returns nil too (nothing left to undo).
+	Rollback(ctx context.Context, rec SurgeRecord) error
+}
+
+// Retirer takes an old instance away for good.
+type Retirer interface {
+	// Retire detaches the instance from its group — InService: with desired
+	// decremented (so nothing new launches); Standby: without decrement (AWS does not
+	// count Standby instances in desired capacity, and decrementing would terminate
+	// another instance) — then terminates it (RetireTerminate) or stops it and tags it
+	// recycler/retired-at and recycler/execution (RetireStop). With opts.Surge set it
+	// also restores MaxSize and resumes AZRebalance as Rollback would.
+	//
+	// Idempotent: an instance already detached, stopped, terminated or gone returns a
+	// result with AlreadyDone set and no error. ErrValidation for a malformed id or a
+	// state AWS refuses (Pending, Terminating:Wait — complete its lifecycle action
+	// instead).
+	Retire(ctx context.Context, instanceID string, opts RetireOptions) (RetireResult, error)
+}
+
+// Lifecycle answers Auto Scaling lifecycle hooks.
+type Lifecycle interface {
+	// RecordHeartbeat extends the hook's timeout. ErrNotFound when there is no active
+	// lifecycle action any more (completed or timed out): stop heartbeating.
+	RecordHeartbeat(ctx context.Context, action LifecycleAction) error
+	// CompleteLifecycleAction ends the hook with CONTINUE or ABANDON. Idempotent:
+	// "no active lifecycle action" (already completed or timed out) returns nil.
+	CompleteLifecycleAction(ctx context.Context, action LifecycleAction, result LifecycleResult) error
+}
+
+// DriftChecker compares an instance with its group's current launch configuration.
+type DriftChecker interface {
+	// Drift resolves $Latest/$Default (also in a mixed-instances policy and its
+	// per-instance-type overrides) and compares the instance's launch template id +
+	// version (or launch configuration name) with the group's. ErrNotInGroup when
+	// inst has no group. Read-only.
+	Drift(ctx context.Context, inst Instance) (Drift, error)
+}
+
+// Lifecycle states of an instance in an Auto Scaling group (AWS spelling).
+const (
+	LifecyclePending         = "Pending"
+	LifecyclePendingWait     = "Pending:Wait"
+	LifecyclePendingProceed  = "Pending:Proceed"
+	LifecycleInService       = "InService"
+	LifecycleStandby         = "Standby"
+	LifecycleEnteringStandby = "EnteringStandby"
+	LifecycleDetaching       = "Detaching"
+	LifecycleDetached        = "Detached"
+	LifecycleTerminating     = "Terminating"
+	LifecycleTerminatingWait = "Terminating:Wait"
+	LifecycleTerminatingProc = "Terminating:Proceed"
+	LifecycleTerminated      = "Terminated"
+)
+
+// EC2 instance states (AWS spelling).
+const (
+	StatePending      = "pending"
+	StateRunning      = "running"
+	StateShuttingDown = "shutting-down"
+	StateTerminated   = "terminated"
+	StateStopping     = "stopping"
+	StateStopped      = "stopped"
+)
+
+// Process names for suspend/resume.
+const ProcessAZRebalance = "AZRebalance"
+
+// Tags Retire writes on a stopped instance.
+const (
+	TagRetiredAt = "recycler/retired-at"
+	TagExecution = "recycler/execution"
+)
+
+// LaunchTemplate names a launch template and a version. Version is what was
+// configured ("$Latest", "$Default" or a number); ResolvedVersion is the number it
+// meant when it was described (0 when unknown).
+type LaunchTemplate struct {
+	ID              string
+	Name            string
+	Version         string
+	ResolvedVersion int64
+}
+
+// Instance is one EC2 instance and, if it has one, its place in an Auto Scaling group.
+type Instance struct {
+	ID             string
+	State          string // EC2 state: pending, running, stopping, stopped, shutting-down, terminated
+	AZ             string
+	LaunchTime     time.Time
+	ImageID        string
+	InstanceType   string
+	PrivateDNSName string
+	// LaunchTemplate the instance was launched from (nil if none); version resolved.
+	LaunchTemplate *LaunchTemplate
+	// LaunchConfiguration name, for groups still on launch configurations.
+	LaunchConfiguration string
+	// Group is the Auto Scaling group name, "" when the instance is in no group.
+	Group string
+	// Lifecycle is the Auto Scaling lifecycle state (InService, Standby, …), "" without group.
+	Lifecycle string
+	// Health is the Auto Scaling health status (Healthy, Unhealthy), "" without group.
+	Health string
+	// ProtectedFromScaleIn as set on the group's instance.
+	ProtectedFromScaleIn bool
+	Tags                 map[string]string
+}
+
+// GroupInstance is an instance as the group lists it.
+type GroupInstance struct {
+	ID                  string
+	AZ                  string
+	Lifecycle           string
+	Health              string
+	InstanceType        string
+	LaunchTemplate      *LaunchTemplate
+	LaunchConfiguration string
+}
+
+// Override is one entry of a mixed-instances policy: an instance type, optionally
+// with its own launch template.
+type Override struct {
+	InstanceType     string
+	WeightedCapacity string
+	LaunchTemplate   *LaunchTemplate
+}
+
+// MixedInstances is a group's mixed-instances policy (launch template part).
+type MixedInstances struct {
+	LaunchTemplate LaunchTemplate
+	Overrides      []Override
+}
+
+// LifecycleHook as configured on a group.
+type LifecycleHook struct {
+	Name             string
+	Transition       string // autoscaling:EC2_INSTANCE_LAUNCHING | autoscaling:EC2_INSTANCE_TERMINATING
+	HeartbeatTimeout time.Duration
+	GlobalTimeout    time.Duration
+	DefaultResult    string
+}
+
+// Group is an Auto Scaling group.
+type Group struct {
+	Name      string
+	MinSize   int32
+	MaxSize   int32
+	Desired   int32
+	Instances []GroupInstance
+	// Exactly one of LaunchTemplate, MixedInstances, LaunchConfiguration is set.
+	LaunchTemplate      *LaunchTemplate
+	MixedInstances      *MixedInstances
+	LaunchConfiguration string
+	SuspendedProcesses  []string
+	LifecycleHooks      []LifecycleHook
+	AZs                 []string
+}
+
+// Suspended reports whether process is suspended on the group.
+func (g Group) Suspended(process string) bool {
+	for _, p := range g.SuspendedProcesses {
+		if p == process {
+			return true
+		}
+	}
+	return false
+}
+
+// Instance returns the group's entry for id.
+func (g Group) Instance(id string) (GroupInstance, bool) {
+	for _, in := range g.Instances {
+		if in.ID == id {
+			return in, true
+		}
+	}
+	return GroupInstance{}, false
+}
+
+// CountLifecycle counts the group's instances in the given lifecycle state.
+func (g Group) CountLifecycle(state string) int {
+	n := 0
+	for _, in := range g.Instances {
+		if in.Lifecycle == state {
+			n++
+		}
+	}
+	return n
+}
+
+// ScalingActivity is one Auto Scaling activity (launch, terminate, standby, …).
+type ScalingActivity struct {
+	ID            string
+	Description   string
+	Cause         string
+	Status        string // Successful, Failed, Cancelled, InProgress, …
+	StatusMessage string
+	Start         time.Time
+	End           time.Time
+}
+
+// SurgeMethod says how one instance's replacement was requested.
+type SurgeMethod string
+
+const (
+	// SurgeStandby: EnterStandby without decrement; the group launches a replacement.
+	SurgeStandby SurgeMethod = "standby"
+	// SurgeDesired: desired capacity +1 (the instance could not enter standby).
+	SurgeDesired SurgeMethod = "desired+1"
+)
+
+// SurgeOptions tune Surge.
+type SurgeOptions struct {
+	// AllowRaiseMax lets Surge raise MaxSize when the group has no headroom; the old
+	// value is recorded and restored by Rollback / Retire(opts.Surge).
+	AllowRaiseMax bool
+}
+
+// SurgedInstance is one old instance of a surge and how it was surged.
+type SurgedInstance struct {
+	ID     string
+	Method SurgeMethod
+}
+
+// SurgeRecord is everything needed to find the replacement and to undo the surge.
+// It is plain data (JSON-friendly) so a workflow can persist it between steps.
+type SurgeRecord struct {
+	Group     string
+	Instances []SurgedInstance
+	// Snapshot: ids of every instance of the group before the surge. A replacement
+	// is an instance not in this list.
+	Snapshot []string
+	// DesiredBefore is the desired capacity before the surge.
+	DesiredBefore int32
+	// MaxRaised is true when Surge raised MaxSize from MaxBefore to MaxAfter.
+	MaxRaised bool
+	MaxBefore int32
+	MaxAfter  int32
+	// SuspendedAZRebalance is true when this surge (or a concurrent surge of ours
+	// with an instance still in standby) suspended AZRebalance, so the last one of
+	// ours to finish resumes it. False when someone else had suspended it.
+	SuspendedAZRebalance bool
+	// ActivitiesBefore is the id of the group's newest scaling activity before the
+	// surge ("" when none): FindReplacement only looks at activities after it.
+	ActivitiesBefore string
+	StartedAt        time.Time
+}
+
+// IDs returns the ids of the surged instances.
+func (r SurgeRecord) IDs() []string {
+	ids := make([]string, len(r.Instances))
+	for i, in := range r.Instances {
+		ids[i] = in.ID
+	}
+	return ids
+}
+
+// Replacement is the outcome of one FindReplacement check.
+type Replacement struct {
+	// Ready is true when every surged instance has an InService replacement.
+	Ready bool
+	// InService are new instances (not in the snapshot) that are InService.
+	InService []string
+	// Pending are new instances still launching (Pending, Pending:Wait, …).
+	Pending []string
+}
+
+// RetireMode says what happens to a retired instance after it is detached.
+type RetireMode string
+
+const (
+	RetireTerminate RetireMode = "terminate"
+	RetireStop      RetireMode = "stop"
+)
+
+// RetireOptions tune Retire.
+type RetireOptions struct {
+	Mode RetireMode // default RetireTerminate
+	// ExecutionID is written to the recycler/execution tag of a stopped instance.
+	ExecutionID string
+	// Surge, when set, is the surge this retirement completes: MaxSize is restored and
+	// AZRebalance resumed as recorded there.
+	Surge *SurgeRecord
+}
+
+// RetireResult reports what Retire did.
+type RetireResult struct {
+	Detached    bool // a DetachInstances call was made by this Retire
+	Terminated  bool
+	Stopped     bool
+	AlreadyDone bool // nothing was left to do
+}
+
+// LifecycleResult is the result of a lifecycle action.
+type LifecycleResult string
+
+const (
+	LifecycleContinue LifecycleResult = "CONTINUE"
+	LifecycleAbandon  LifecycleResult = "ABANDON"
+)
+
+// LifecycleAction identifies one pending lifecycle action. Token is optional (the
+// instance id identifies it too).
+type LifecycleAction struct {
+	Group      string
+	Hook       string
+	InstanceID string
+	Token      string
+}
+
+// LaunchSpec is what an instance was (or would be) launched from: a launch template
+// with a resolved version, or a launch configuration.
+type LaunchSpec struct {
+	LaunchTemplate      *LaunchTemplate
+	LaunchConfiguration string
+}
+
+// Drift is the answer of DriftChecker.Drift.
+type Drift struct {
+	Drifted bool
+	// Reason says what differs, in words ("launch template lt-… version 3, group wants 4").
+	Reason   string
+	Instance LaunchSpec
+	Group    LaunchSpec
+}
