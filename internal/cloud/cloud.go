@@ -81,9 +81,13 @@ type Retirer interface {
 	// also restores MaxSize and resumes AZRebalance as Rollback would.
 	//
 	// Idempotent: an instance already detached, stopped, terminated or gone returns a
-	// result with AlreadyDone set and no error. ErrValidation for a malformed id or a
-	// state AWS refuses (Pending, Terminating:Wait — complete its lifecycle action
-	// instead).
+	// result with AlreadyDone set and no error. So does an instance the group is
+	// terminating itself (Terminating, or Terminating:Wait under a lifecycle hook: the
+	// caller completes the lifecycle action with CONTINUE to let it go).
+	// ErrValidation for a malformed id, an unknown mode, or a state AWS refuses
+	// (Pending, EnteringStandby). ErrNotInGroup when the instance is running in no
+	// group and opts.Surge does not name it: Retire never terminates an instance it
+	// cannot tell was a group member.
 	Retire(ctx context.Context, instanceID string, opts RetireOptions) (RetireResult, error)
 }
 

@@ -50,12 +50,13 @@ func (p *Provider) Retire(ctx context.Context, id string, opts cloud.RetireOptio
 			res.Detached = true
 		case cloud.LifecycleDetaching, cloud.LifecycleDetached:
 			// A previous attempt detached it.
-		case cloud.LifecycleTerminating, cloud.LifecycleTerminatingProc, cloud.LifecycleTerminated:
-			// The group is terminating it already.
+		case cloud.LifecycleTerminating, cloud.LifecycleTerminatingWait, cloud.LifecycleTerminatingProc, cloud.LifecycleTerminated:
+			// The group is terminating it already (Terminating:Wait: once its lifecycle
+			// action is completed, which is the caller's job).
 			res.AlreadyDone = true
 			return res, p.releaseAfterRetire(ctx, id, opts)
 		default:
-			return res, fmt.Errorf("retire %s: instance is %s in group %s; retire works on InService or Standby instances (complete a pending lifecycle action instead): %w",
+			return res, fmt.Errorf("retire %s: instance is %s in group %s; retire works on InService, Standby or terminating instances; wait until it is InService: %w",
 				id, lifecycle, group, cloud.ErrValidation)
 		}
 	} else if !p.wasOurs(id, opts) {
