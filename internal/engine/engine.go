@@ -1,0 +1,661 @@
+// Package engine runs Amazon States Language executions durably: every transition
+// computed by internal/asl is written to SQLite in one transaction before the next
+// action starts, waits are stored deadlines woken by a scheduler, and on Open every
+// unfinished execution continues from its last recorded transition. See docs/engine.md.
+package engine
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+
+	"github.com/google/uuid"
+	"k8s.io/utils/clock"
+
+	"github.com/recycler/recycler/internal/asl"
+)
+
+// Status is an execution's status, spelled as Step Functions does.
+type Status string
+
+const (
+	StatusRunning   Status = "RUNNING"
+	StatusSucceeded Status = "SUCCEEDED"
+	StatusFailed    Status = "FAILED"
+	StatusAborted   Status = "ABORTED"
+	StatusTimedOut  Status = "TIMED_OUT"
+)
+
+// Done reports whether the status is final.
+func (s Status) Done() bool { return s != StatusRunning && s != "" }
+
+var (
+	// ErrNotFound: no execution with that id.
+	ErrNotFound = errors.New("execution not found")
+	// ErrExecutionAlreadyExists: Start was called with a name already used for this
+	// state machine but with a different input or definition.
+	ErrExecutionAlreadyExists = errors.New("ExecutionAlreadyExists")
+	// ErrNotRunning: Stop was called on an execution that already ended.
+	ErrNotRunning = errors.New("execution is not running")
+	// ErrClosed: the engine was closed.
+	ErrClosed = errors.New("engine closed")
+)
+
+// Options configure Open.
+type Options struct {
+	Path     string           // SQLite file; created if missing
+	Clock    clock.WithTicker // nil = real clock
+	Registry asl.Registry     // Task resources; tasks must be idempotent (re-run after a crash)
+	// Workers bounds how many frames (transitions and running Tasks) proceed at once.
+	// 0 = max(8, 4×GOMAXPROCS): Tasks are I/O-bound calls, the database is the real limit.
+	Workers int
+	Logger  *slog.Logger // nil = slog.Default()
+	// SyncFull makes every commit fsync (synchronous=FULL): survives power loss, not only
+	// process crashes. The default (NORMAL, WAL) already survives kill -9. See docs/engine.md.
+	SyncFull bool
+	// OnEvent, if set, is called after each history event is committed, from the worker
+	// that wrote it: it must return quickly. For per-execution streams use Watch.
+	OnEvent func(Event)
+}
+
+// StartInput describes a new execution.
+type StartInput struct {
+	StateMachine string       // state machine name (required); Name is unique per StateMachine
+	Definition   []byte       // ASL JSON; or
+	Machine      *asl.Machine // an already parsed machine
+	// Name is the idempotency key: a second Start with the same StateMachine and Name
+	// returns the first execution (ErrExecutionAlreadyExists if input or definition
+	// differ). Empty = a random name.
+	Name  string
+	Input json.RawMessage // empty = {}
+	// OnAbort, if set, is started as a new execution when this one is stopped or times
+	// out (see docs/engine.md, "Abort and rollback").
+	OnAbort *Rollback
+}
+
+// Rollback is the state machine run when an execution is aborted. Its input is
+// {"Execution":{"Id","Name","StateMachine","Input"},"Error","Cause","State","StateInput"}
+// where State/StateInput are the top-level state the execution was in.
+type Rollback struct {
+	StateMachine string // name; empty = "<StateMachine>-rollback"
+	Definition   []byte
+}
+
+// Execution is the durable record of one run.
+type Execution struct {
+	ID           string          `json:"id"`
+	StateMachine string          `json:"stateMachine"`
+	Name         string          `json:"name"`
+	Status       Status          `json:"status"`
+	Input        json.RawMessage `json:"input"`
+	Output       json.RawMessage `json:"output,omitempty"`
+	Error        string          `json:"error,omitempty"`
+	Cause        string          `json:"cause,omitempty"`
+	StartTime    time.Time       `json:"startTime"`
+	StopTime     time.Time       `json:"stopTime,omitzero"`
+	RollbackOf   string          `json:"rollbackOf,omitempty"` // set on a rollback execution
+	RollbackID   string          `json:"rollbackId,omitempty"` // set on an aborted execution that started one
+}
+
+// Event is one history event, shaped like Step Functions' HistoryEvent.
+type Event struct {
+	ExecutionID     string          `json:"executionId"`
+	ID              int64           `json:"id"`
+	Type            string          `json:"type"`
+	Timestamp       time.Time       `json:"timestamp"`
+	PreviousEventID int64           `json:"previousEventId"`
+	Details         json.RawMessage `json:"details"`
+}
+
+// ListFilter selects executions for List; zero fields match everything.
+type ListFilter struct {
+	StateMachine string
+	Status       Status
+	Limit        int // 0 = no limit
+}
+
+// Engine runs executions. It is safe for concurrent use.
+type Engine struct {
+	db      *sql.DB
+	clock   clock.WithTicker
+	reg     asl.Registry
+	log     *slog.Logger
+	onEvent func(Event)
+
+	ctx    context.Context // canceled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	q      *queue
+	timers *timerSet
+
+	machMu   sync.Mutex
+	machines map[string]*machineInfo // by definition hash
+	hashes   map[*asl.Machine]string // branch machines already hashed
+
+	mu       sync.Mutex
+	running  map[string]*execRun        // in-flight task cancellation per execution
+	waiters  map[string][]chan struct{} // closed when the execution ends
+	watchers map[string]map[chan struct{}]struct{}
+}
+
+type execRun struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	tasks  int
+}
+
+// machineInfo is a parsed definition plus the state types the history needs.
+type machineInfo struct {
+	hash  string
+	m     *asl.Machine
+	types map[string]string
+}
+
+// Open opens the store, resumes every unfinished execution and starts the scheduler.
+func Open(ctx context.Context, o Options) (*Engine, error) {
+	if o.Path == "" {
+		return nil, errors.New("engine: Options.Path is empty: name the SQLite file to use")
+	}
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Workers <= 0 {
+		o.Workers = max(8, 4*runtime.GOMAXPROCS(0))
+	}
+	db, err := openDB(ctx, o.Path, o.SyncFull)
+	if err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
+	}
+	e := &Engine{
+		db: db, clock: o.Clock, reg: o.Registry, log: o.Logger, onEvent: o.OnEvent,
+		q:        newQueue(),
+		timers:   newTimerSet(),
+		machines: map[string]*machineInfo{},
+		hashes:   map[*asl.Machine]string{},
+		running:  map[string]*execRun{},
+		waiters:  map[string][]chan struct{}{},
+		watchers: map[string]map[chan struct{}]struct{}{},
+	}
+	e.ctx, e.cancel = context.WithCancel(context.Background())
+	if err := e.resume(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("engine: resume: %w", err)
+	}
+	for range o.Workers {
+		e.wg.Add(1)
+		go e.worker()
+	}
+	e.wg.Add(1)
+	go e.timerLoop()
+	return e, nil
+}
+
+// Close stops the scheduler and waits for workers. Tasks in flight are canceled and
+// their results dropped; they re-run on the next Open.
+func (e *Engine) Close() error {
+	e.cancel()
+	e.q.close()
+	e.wg.Wait()
+	return e.db.Close()
+}
+
+// resume loads timers and enqueues every frame that is ready to act.
+func (e *Engine) resume(ctx context.Context) error {
+	rows, err := e.db.QueryContext(ctx, `SELECT id, frame_id, kind, due_at FROM timers`)
+	if err != nil {
+		return err
+	}
+	var ts []timerEntry
+	for rows.Next() {
+		var t timerEntry
+		var due int64
+		if err := rows.Scan(&t.id, &t.frame, &t.kind, &due); err != nil {
+			rows.Close()
+			return err
+		}
+		t.due = fromNanos(due)
+		ts = append(ts, t)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, t := range ts {
+		e.timers.add(t)
+	}
+	rows, err = e.db.QueryContext(ctx, `SELECT id, phase FROM frames WHERE phase IN (?, ?, ?) ORDER BY id`,
+		phaseEnter, phaseTask, phaseJoin)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		var phase string
+		if err := rows.Scan(&id, &phase); err != nil {
+			return err
+		}
+		e.q.push(work{frame: id, resumed: phase == phaseTask})
+	}
+	return rows.Err()
+}
+
+// Start creates an execution (or returns the existing one with the same name).
+func (e *Engine) Start(ctx context.Context, in StartInput) (Execution, error) {
+	if e.ctx.Err() != nil {
+		return Execution{}, ErrClosed
+	}
+	if in.StateMachine == "" {
+		return Execution{}, errors.New("start: StateMachine is empty: name the state machine")
+	}
+	if err := checkName(in.Name); err != nil {
+		return Execution{}, fmt.Errorf("start %s: %w", in.StateMachine, err)
+	}
+	mi, err := e.machineFromInput(in.Definition, in.Machine)
+	if err != nil {
+		return Execution{}, fmt.Errorf("start %s: %w", in.StateMachine, err)
+	}
+	input := in.Input
+	if len(input) == 0 {
+		input = json.RawMessage(`{}`)
+	}
+	if !json.Valid(input) {
+		return Execution{}, fmt.Errorf("start %s: input is not valid JSON", in.StateMachine)
+	}
+	var onAbort []byte
+	if in.OnAbort != nil {
+		rb, err := e.machineFromInput(in.OnAbort.Definition, nil)
+		if err != nil {
+			return Execution{}, fmt.Errorf("start %s: OnAbort: %w", in.StateMachine, err)
+		}
+		name := in.OnAbort.StateMachine
+		if name == "" {
+			name = in.StateMachine + "-rollback"
+		}
+		onAbort, _ = json.Marshal(abortSpec{StateMachine: name, DefHash: rb.hash, def: rb})
+	}
+	name := in.Name
+	if name == "" {
+		name = uuid.NewString()
+	}
+	var ex Execution
+	var post []func()
+	err = e.write(ctx, func(w *writer) error {
+		prev, found, err := w.byName(in.StateMachine, name)
+		if err != nil {
+			return err
+		}
+		if found {
+			if prev.defHash != mi.hash || !sameJSON(prev.Input, input) {
+				return fmt.Errorf("start %s name %q: %w: an execution with this name exists with a different input or definition; use another name",
+					in.StateMachine, name, ErrExecutionAlreadyExists)
+			}
+			ex = prev.Execution
+			return nil
+		}
+		if in.OnAbort != nil {
+			var spec abortSpec
+			_ = json.Unmarshal(onAbort, &spec)
+			if err := w.putDefinition(spec.DefHash, in.OnAbort.Definition, nil); err != nil {
+				return err
+			}
+		}
+		ex, err = e.createExecution(w, mi, in.StateMachine, name, input, onAbort, "", nil)
+		return err
+	}, &post)
+	if err != nil {
+		return Execution{}, err
+	}
+	e.runPost(post)
+	return ex, nil
+}
+
+type abortSpec struct {
+	StateMachine string       `json:"stateMachine"`
+	DefHash      string       `json:"defHash"`
+	def          *machineInfo `json:"-"`
+}
+
+// createExecution inserts the execution, its top frame and ExecutionStarted, inside w.
+func (e *Engine) createExecution(w *writer, mi *machineInfo, machine, name string, input json.RawMessage,
+	onAbort []byte, rollbackOf string, extra map[string]any) (Execution, error) {
+	now := e.clock.Now().UTC()
+	ex := Execution{ID: uuid.NewString(), StateMachine: machine, Name: name, Status: StatusRunning,
+		Input: input, StartTime: now, RollbackOf: rollbackOf}
+	if err := w.putDefinition(mi.hash, mi.m.Definition(), mi); err != nil {
+		return ex, err
+	}
+	if _, err := w.tx.Exec(`INSERT INTO executions(id, state_machine, name, def_hash, input, status, start_time, on_abort, rollback_of, last_event_id)
+		VALUES(?,?,?,?,?,?,?,?,?,1)`, ex.ID, machine, name, mi.hash, []byte(input), StatusRunning, nanos(now), onAbort, rollbackOf); err != nil {
+		return ex, fmt.Errorf("insert execution: %w", err)
+	}
+	details := map[string]any{"input": input, "stateMachine": machine, "name": name}
+	for k, v := range extra {
+		details[k] = v
+	}
+	if err := w.insertEvent(ex.ID, 1, "ExecutionStarted", now, 0, details); err != nil {
+		return ex, err
+	}
+	cur, _ := json.Marshal(asl.Cursor{State: mi.m.StartAt(), Input: input})
+	res, err := w.tx.Exec(`INSERT INTO frames(exec_id, def_hash, phase, cursor, last_event_id) VALUES(?,?,?,?,1)`,
+		ex.ID, mi.hash, phaseEnter, cur)
+	if err != nil {
+		return ex, fmt.Errorf("insert frame: %w", err)
+	}
+	fid, _ := res.LastInsertId()
+	w.post(func() { e.q.push(work{frame: fid}) })
+	if s := mi.m.TimeoutSeconds(); s > 0 {
+		due := now.Add(time.Duration(s) * time.Second)
+		if err := w.addTimer(ex.ID, fid, timerTimeout, due); err != nil {
+			return ex, err
+		}
+	}
+	return ex, nil
+}
+
+func checkName(n string) error {
+	if len(n) > 80 {
+		return fmt.Errorf("name %q is longer than 80 characters", n)
+	}
+	for _, r := range n {
+		if unicode.IsSpace(r) || unicode.IsControl(r) || strings.ContainsRune(`<>{}[]?*"#%\^|~`+"`$&,;:/", r) {
+			return fmt.Errorf("name %q contains %q: use letters, digits, '-' and '_'", n, r)
+		}
+	}
+	return nil
+}
+
+func sameJSON(a, b json.RawMessage) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return string(a) == string(b)
+	}
+	return reflect.DeepEqual(x, y)
+}
+
+// machineFromInput parses a definition (or takes a parsed machine) and caches it by hash.
+func (e *Engine) machineFromInput(def []byte, m *asl.Machine) (*machineInfo, error) {
+	switch {
+	case m != nil && len(def) > 0:
+		return nil, errors.New("give either Definition or Machine, not both")
+	case m != nil:
+		return e.machineInfo(m), nil
+	case len(def) == 0:
+		return nil, errors.New("no definition: set Definition (ASL JSON) or Machine")
+	}
+	m, err := asl.Parse(def)
+	if err != nil {
+		return nil, fmt.Errorf("definition: %w", err)
+	}
+	return e.machineInfo(m), nil
+}
+
+// machineInfo returns the cached info for a parsed machine, hashing its definition once.
+func (e *Engine) machineInfo(m *asl.Machine) *machineInfo {
+	e.machMu.Lock()
+	defer e.machMu.Unlock()
+	if h, ok := e.hashes[m]; ok {
+		return e.machines[h]
+	}
+	def := m.Definition()
+	sum := sha256.Sum256(def)
+	h := hex.EncodeToString(sum[:])
+	mi, ok := e.machines[h]
+	if !ok {
+		mi = &machineInfo{hash: h, m: m, types: stateTypes(def)}
+		e.machines[h] = mi
+	}
+	e.hashes[m] = h
+	return mi
+}
+
+// machineByHash returns a cached machine or parses the stored definition.
+func (e *Engine) machineByHash(ctx context.Context, q querier, h string) (*machineInfo, error) {
+	e.machMu.Lock()
+	mi, ok := e.machines[h]
+	e.machMu.Unlock()
+	if ok {
+		return mi, nil
+	}
+	var def []byte
+	if err := q.QueryRowContext(ctx, `SELECT json FROM definitions WHERE hash = ?`, h).Scan(&def); err != nil {
+		return nil, fmt.Errorf("load definition %s: %w", h, err)
+	}
+	m, err := asl.Parse(def)
+	if err != nil {
+		return nil, fmt.Errorf("parse stored definition %s: %w", h, err)
+	}
+	e.machMu.Lock()
+	defer e.machMu.Unlock()
+	if mi, ok := e.machines[h]; ok {
+		return mi, nil
+	}
+	mi = &machineInfo{hash: h, m: m, types: stateTypes(def)}
+	e.machines[h] = mi
+	e.hashes[m] = h
+	return mi, nil
+}
+
+// querier is *sql.DB or *sql.Tx: inside a transaction the single connection is taken,
+// so reads there must go through the transaction.
+type querier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func stateTypes(def []byte) map[string]string {
+	var d struct {
+		States map[string]struct {
+			Type string
+		}
+	}
+	_ = json.Unmarshal(def, &d)
+	t := make(map[string]string, len(d.States))
+	for n, s := range d.States {
+		t[n] = s.Type
+	}
+	return t
+}
+
+const execColumns = `id, state_machine, name, status, input, output, error, cause, start_time, stop_time, rollback_of, rollback_id, def_hash`
+
+type execRow struct {
+	Execution
+	defHash string
+}
+
+func scanExec(s interface{ Scan(...any) error }) (execRow, error) {
+	var r execRow
+	var in, out []byte
+	var start, stop int64
+	err := s.Scan(&r.ID, &r.StateMachine, &r.Name, &r.Status, &in, &out, &r.Error, &r.Cause, &start, &stop,
+		&r.RollbackOf, &r.RollbackID, &r.defHash)
+	r.Input, r.Output = in, out
+	r.StartTime, r.StopTime = fromNanos(start), fromNanos(stop)
+	return r, err
+}
+
+// Describe returns the execution's current record.
+func (e *Engine) Describe(ctx context.Context, id string) (Execution, error) {
+	r, err := scanExec(e.db.QueryRowContext(ctx, `SELECT `+execColumns+` FROM executions WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Execution{}, fmt.Errorf("describe %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Execution{}, fmt.Errorf("describe %s: %w", id, err)
+	}
+	return r.Execution, nil
+}
+
+// List returns executions, newest first.
+func (e *Engine) List(ctx context.Context, f ListFilter) ([]Execution, error) {
+	q := `SELECT ` + execColumns + ` FROM executions WHERE (?1 = '' OR state_machine = ?1) AND (?2 = '' OR status = ?2)
+		ORDER BY start_time DESC, id`
+	if f.Limit > 0 {
+		q += fmt.Sprintf(" LIMIT %d", f.Limit)
+	}
+	rows, err := e.db.QueryContext(ctx, q, f.StateMachine, string(f.Status))
+	if err != nil {
+		return nil, fmt.Errorf("list executions: %w", err)
+	}
+	defer rows.Close()
+	var out []Execution
+	for rows.Next() {
+		r, err := scanExec(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list executions: %w", err)
+		}
+		out = append(out, r.Execution)
+	}
+	return out, rows.Err()
+}
+
+// History returns the execution's events in order.
+func (e *Engine) History(ctx context.Context, id string) ([]Event, error) {
+	if _, err := e.Describe(ctx, id); err != nil {
+		return nil, fmt.Errorf("history: %w", err)
+	}
+	return e.eventsAfter(ctx, id, 0)
+}
+
+func (e *Engine) eventsAfter(ctx context.Context, id string, after int64) ([]Event, error) {
+	rows, err := e.db.QueryContext(ctx, `SELECT id, type, ts, previous_id, details FROM events WHERE exec_id = ? AND id > ? ORDER BY id`, id, after)
+	if err != nil {
+		return nil, fmt.Errorf("history %s: %w", id, err)
+	}
+	defer rows.Close()
+	var out []Event
+	for rows.Next() {
+		ev := Event{ExecutionID: id}
+		var ts int64
+		var d []byte
+		if err := rows.Scan(&ev.ID, &ev.Type, &ts, &ev.PreviousEventID, &d); err != nil {
+			return nil, fmt.Errorf("history %s: %w", id, err)
+		}
+		ev.Timestamp, ev.Details = fromNanos(ts), d
+		out = append(out, ev)
+	}
+	return out, rows.Err()
+}
+
+// Wait blocks until the execution ends (or ctx is done) and returns its final record.
+func (e *Engine) Wait(ctx context.Context, id string) (Execution, error) {
+	ch := make(chan struct{})
+	e.mu.Lock()
+	e.waiters[id] = append(e.waiters[id], ch)
+	e.mu.Unlock()
+	defer e.dropWaiter(id, ch)
+	for {
+		ex, err := e.Describe(ctx, id)
+		if err != nil || ex.Status.Done() {
+			return ex, err
+		}
+		select {
+		case <-ch:
+			ch = make(chan struct{}) // re-arm in case of a spurious wake
+			e.mu.Lock()
+			e.waiters[id] = append(e.waiters[id], ch)
+			e.mu.Unlock()
+		case <-ctx.Done():
+			return ex, fmt.Errorf("wait %s: %w", id, ctx.Err())
+		case <-e.ctx.Done():
+			return ex, fmt.Errorf("wait %s: %w", id, ErrClosed)
+		}
+	}
+}
+
+func (e *Engine) dropWaiter(id string, ch chan struct{}) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ws := e.waiters[id]
+	for i, c := range ws {
+		if c == ch {
+			ws = append(ws[:i], ws[i+1:]...)
+			break
+		}
+	}
+	if len(ws) == 0 {
+		delete(e.waiters, id)
+	} else {
+		e.waiters[id] = ws
+	}
+}
+
+// Watch calls fn for every history event of the execution, from the first one, as
+// they are committed, and returns nil after the last event of a finished execution.
+// It is how a CLI shows live progress.
+func (e *Engine) Watch(ctx context.Context, id string, fn func(Event) error) error {
+	sig := make(chan struct{}, 1)
+	e.mu.Lock()
+	if e.watchers[id] == nil {
+		e.watchers[id] = map[chan struct{}]struct{}{}
+	}
+	e.watchers[id][sig] = struct{}{}
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		delete(e.watchers[id], sig)
+		if len(e.watchers[id]) == 0 {
+			delete(e.watchers, id)
+		}
+		e.mu.Unlock()
+	}()
+	var after int64
+	for {
+		// Status before events: the final event commits with the final status, so a
+		// finished status read first guarantees the events read next are complete.
+		ex, err := e.Describe(ctx, id)
+		if err != nil {
+			return fmt.Errorf("watch: %w", err)
+		}
+		evs, err := e.eventsAfter(ctx, id, after)
+		if err != nil {
+			return fmt.Errorf("watch: %w", err)
+		}
+		for _, ev := range evs {
+			if err := fn(ev); err != nil {
+				return err
+			}
+			after = ev.ID
+		}
+		if ex.Status.Done() {
+			return nil
+		}
+		select {
+		case <-sig:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-e.ctx.Done():
+			return ErrClosed
+		}
+	}
+}
+
+// Stop aborts a running execution: its frames and timers are deleted, Tasks in flight
+// are canceled, ExecutionAborted is recorded and, if the execution declared OnAbort,
+// the rollback execution is created in the same transaction.
+func (e *Engine) Stop(ctx context.Context, id, errName, cause string) (Execution, error) {
+	var post []func()
+	err := e.write(ctx, func(w *writer) error {
+		return e.endExternally(w, id, StatusAborted, "ExecutionAborted", errName, cause)
+	}, &post)
+	if err != nil {
+		return Execution{}, fmt.Errorf("stop %s: %w", id, err)
+	}
+	e.runPost(post)
+	return e.Describe(ctx, id)
+}

@@ -1,0 +1,157 @@
+package engine
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the pure-Go "sqlite" driver
+)
+
+// migrations are applied in order; each runs in its own transaction and records its
+// version in schema_migrations, so a later issue appends a statement list here and
+// existing files upgrade on Open.
+var migrations = [][]string{
+	1: {
+		`CREATE TABLE definitions(
+			hash TEXT PRIMARY KEY,
+			json BLOB NOT NULL)`,
+		`CREATE TABLE executions(
+			id            TEXT PRIMARY KEY,
+			state_machine TEXT NOT NULL,
+			name          TEXT NOT NULL,
+			def_hash      TEXT NOT NULL REFERENCES definitions(hash),
+			input         BLOB NOT NULL,
+			status        TEXT NOT NULL,
+			output        BLOB,
+			error         TEXT NOT NULL DEFAULT '',
+			cause         TEXT NOT NULL DEFAULT '',
+			start_time    INTEGER NOT NULL,
+			stop_time     INTEGER NOT NULL DEFAULT 0,
+			last_event_id INTEGER NOT NULL DEFAULT 0,
+			on_abort      BLOB,
+			rollback_of   TEXT NOT NULL DEFAULT '',
+			rollback_id   TEXT NOT NULL DEFAULT '',
+			UNIQUE(state_machine, name))`,
+		`CREATE INDEX executions_status ON executions(status, state_machine)`,
+		`CREATE TABLE frames(
+			id            INTEGER PRIMARY KEY,
+			exec_id       TEXT NOT NULL REFERENCES executions(id),
+			parent_id     INTEGER NOT NULL DEFAULT 0,
+			idx           INTEGER NOT NULL DEFAULT 0,
+			kind          TEXT NOT NULL DEFAULT '',
+			def_hash      TEXT NOT NULL REFERENCES definitions(hash),
+			phase         TEXT NOT NULL,
+			cursor        BLOB NOT NULL,
+			entered_at    INTEGER NOT NULL DEFAULT 0,
+			task          BLOB,
+			result        BLOB,
+			last_event_id INTEGER NOT NULL DEFAULT 0,
+			fork_event_id INTEGER NOT NULL DEFAULT 0,
+			version       INTEGER NOT NULL DEFAULT 0)`,
+		`CREATE INDEX frames_exec ON frames(exec_id)`,
+		`CREATE INDEX frames_parent ON frames(parent_id, phase, idx)`,
+		`CREATE INDEX frames_phase ON frames(phase)`,
+		`CREATE TABLE timers(
+			id       INTEGER PRIMARY KEY,
+			exec_id  TEXT NOT NULL,
+			frame_id INTEGER NOT NULL,
+			kind     TEXT NOT NULL,
+			due_at   INTEGER NOT NULL,
+			UNIQUE(frame_id, kind))`,
+		`CREATE INDEX timers_due ON timers(due_at)`,
+		`CREATE INDEX timers_exec ON timers(exec_id)`,
+		`CREATE TABLE events(
+			exec_id     TEXT NOT NULL,
+			id          INTEGER NOT NULL,
+			type        TEXT NOT NULL,
+			ts          INTEGER NOT NULL,
+			previous_id INTEGER NOT NULL,
+			details     BLOB NOT NULL,
+			PRIMARY KEY(exec_id, id)) WITHOUT ROWID`,
+	},
+}
+
+// openDB opens (creating if needed) the SQLite file and brings its schema up to date.
+func openDB(ctx context.Context, path string, syncFull bool) (*sql.DB, error) {
+	sync := "NORMAL"
+	if syncFull {
+		sync = "FULL"
+	}
+	q := url.Values{}
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "synchronous("+sync+")")
+	q.Add("_pragma", "foreign_keys(on)")
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	// One connection: SQLite has a single writer anyway, and serialising in Go avoids
+	// SQLITE_BUSY retries and lets prepared statements stay on that connection.
+	db.SetMaxOpenConns(1)
+	db.SetConnMaxIdleTime(0)
+	db.SetConnMaxLifetime(0)
+	if err := migrate(ctx, db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("migrate %s: %w", path, err)
+	}
+	return db, nil
+}
+
+func migrate(ctx context.Context, db *sql.DB) error {
+	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations(
+		version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
+		return err
+	}
+	var cur int
+	if err := db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version),0) FROM schema_migrations`).Scan(&cur); err != nil {
+		return err
+	}
+	if cur > len(migrations)-1 {
+		return fmt.Errorf("database schema version %d is newer than this binary knows (%d): use a newer recycler", cur, len(migrations)-1)
+	}
+	for v := cur + 1; v < len(migrations); v++ {
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		for _, stmt := range migrations[v] {
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				tx.Rollback()
+				return fmt.Errorf("version %d: %w", v, err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations(version, applied_at) VALUES(?, ?)`, v, time.Now().Unix()); err != nil {
+			tx.Rollback()
+			return err
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("version %d: %w", v, err)
+		}
+	}
+	return nil
+}
+
+// errStale means the row a transition was computed from changed underneath it (the
+// execution was stopped or timed out, or another worker moved the frame): the
+// transition is dropped, nothing is written.
+var errStale = errors.New("stale transition")
+
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromNanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}

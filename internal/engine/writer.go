@@ -1,0 +1,265 @@
+package engine
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// writer is one transaction: every change of one transition goes through it, and the
+// side effects in memory (queue pushes, timers, notifications) run only after commit.
+type writer struct {
+	e      *Engine
+	tx     *sql.Tx
+	now    time.Time
+	posts  []func()
+	events []Event
+	execs  map[string]*execState
+	defs   map[string]bool
+}
+
+type execState struct {
+	lastEvent int64
+	dirty     bool
+}
+
+func (w *writer) post(f func()) { w.posts = append(w.posts, f) }
+
+// write runs fn in one IMMEDIATE transaction and returns, via post, what must happen
+// after the commit (in order: scheduling, then event notifications).
+func (e *Engine) write(ctx context.Context, fn func(*writer) error, post *[]func()) error {
+	tx, err := e.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	w := &writer{e: e, tx: tx, now: e.clock.Now().UTC(), execs: map[string]*execState{}, defs: map[string]bool{}}
+	if err := fn(w); err != nil {
+		tx.Rollback()
+		return err
+	}
+	for id, st := range w.execs {
+		if !st.dirty {
+			continue
+		}
+		if _, err := tx.Exec(`UPDATE executions SET last_event_id = ? WHERE id = ?`, st.lastEvent, id); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("update event counter: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	evs := w.events
+	*post = append(w.posts, func() { e.publish(evs) })
+	return nil
+}
+
+func (e *Engine) runPost(post []func()) {
+	for _, f := range post {
+		f()
+	}
+}
+
+func (e *Engine) publish(evs []Event) {
+	if len(evs) == 0 {
+		return
+	}
+	if e.onEvent != nil {
+		for _, ev := range evs {
+			e.onEvent(ev)
+		}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	last := ""
+	for _, ev := range evs {
+		if ev.ExecutionID == last {
+			continue
+		}
+		last = ev.ExecutionID
+		for ch := range e.watchers[ev.ExecutionID] {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// execEnded cancels the execution's Tasks in flight and wakes its waiters.
+func (e *Engine) execEnded(id string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if r := e.running[id]; r != nil {
+		r.cancel()
+		delete(e.running, id)
+	}
+	for _, ch := range e.waiters[id] {
+		close(ch)
+	}
+	delete(e.waiters, id)
+	for ch := range e.watchers[id] {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// emit appends an event to the execution's history. It fails with errStale when the
+// execution is no longer running, which makes the whole transition a no-op.
+func (w *writer) emit(execID, typ string, prev int64, details any) (int64, error) {
+	st, ok := w.execs[execID]
+	if !ok {
+		var status string
+		st = &execState{}
+		if err := w.tx.QueryRow(`SELECT status, last_event_id FROM executions WHERE id = ?`, execID).Scan(&status, &st.lastEvent); err != nil {
+			return 0, fmt.Errorf("read execution %s: %w", execID, err)
+		}
+		if Status(status) != StatusRunning {
+			return 0, errStale
+		}
+		w.execs[execID] = st
+	}
+	st.lastEvent++
+	st.dirty = true
+	return st.lastEvent, w.insertEvent(execID, st.lastEvent, typ, w.now, prev, details)
+}
+
+func (w *writer) insertEvent(execID string, id int64, typ string, ts time.Time, prev int64, details any) error {
+	d, err := json.Marshal(details)
+	if err != nil {
+		return fmt.Errorf("event %s details: %w", typ, err)
+	}
+	if _, err := w.tx.Exec(`INSERT INTO events(exec_id, id, type, ts, previous_id, details) VALUES(?,?,?,?,?,?)`,
+		execID, id, typ, nanos(ts), prev, d); err != nil {
+		return fmt.Errorf("insert event %s: %w", typ, err)
+	}
+	w.events = append(w.events, Event{ExecutionID: execID, ID: id, Type: typ, Timestamp: ts, PreviousEventID: prev, Details: d})
+	return nil
+}
+
+func (w *writer) putDefinition(hash string, def []byte, mi *machineInfo) error {
+	if w.defs[hash] {
+		return nil
+	}
+	if _, err := w.tx.Exec(`INSERT OR IGNORE INTO definitions(hash, json) VALUES(?, ?)`, hash, def); err != nil {
+		return fmt.Errorf("store definition: %w", err)
+	}
+	w.defs[hash] = true
+	return nil
+}
+
+func (w *writer) addTimer(execID string, frame int64, kind string, due time.Time) error {
+	res, err := w.tx.Exec(`INSERT INTO timers(exec_id, frame_id, kind, due_at) VALUES(?,?,?,?)
+		ON CONFLICT(frame_id, kind) DO UPDATE SET due_at = excluded.due_at`, execID, frame, kind, nanos(due))
+	if err != nil {
+		return fmt.Errorf("store timer: %w", err)
+	}
+	id, _ := res.LastInsertId()
+	w.post(func() { w.e.timers.add(timerEntry{id: id, frame: frame, kind: kind, due: due}) })
+	return nil
+}
+
+type prevExec struct {
+	Execution
+	defHash string
+}
+
+func (w *writer) byName(machine, name string) (prevExec, bool, error) {
+	r, err := scanExec(w.tx.QueryRow(`SELECT `+execColumns+` FROM executions WHERE state_machine = ? AND name = ?`, machine, name))
+	if errors.Is(err, sql.ErrNoRows) {
+		return prevExec{}, false, nil
+	}
+	if err != nil {
+		return prevExec{}, false, fmt.Errorf("look up execution %s/%s: %w", machine, name, err)
+	}
+	return prevExec{Execution: r.Execution, defHash: r.defHash}, true, nil
+}
+
+// finishExec records the final status and removes the execution's frames and timers.
+func (w *writer) finishExec(id string, status Status, output json.RawMessage, errName, cause string) error {
+	if _, err := w.tx.Exec(`UPDATE executions SET status = ?, output = ?, error = ?, cause = ?, stop_time = ? WHERE id = ?`,
+		status, []byte(output), errName, cause, nanos(w.now), id); err != nil {
+		return fmt.Errorf("finish execution %s: %w", id, err)
+	}
+	if _, err := w.tx.Exec(`DELETE FROM frames WHERE exec_id = ?`, id); err != nil {
+		return fmt.Errorf("finish execution %s: %w", id, err)
+	}
+	if _, err := w.tx.Exec(`DELETE FROM timers WHERE exec_id = ?`, id); err != nil {
+		return fmt.Errorf("finish execution %s: %w", id, err)
+	}
+	w.post(func() { w.e.execEnded(id) })
+	return nil
+}
+
+// endExternally ends a running execution from outside its definition (Stop, or the
+// top-level TimeoutSeconds) and starts its OnAbort rollback in the same transaction.
+func (e *Engine) endExternally(w *writer, id string, status Status, evType, errName, cause string) error {
+	var onAbort []byte
+	if err := w.tx.QueryRow(`SELECT on_abort FROM executions WHERE id = ?`, id).Scan(&onAbort); errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	} else if err != nil {
+		return fmt.Errorf("read execution: %w", err)
+	}
+	ex, err := scanExec(w.tx.QueryRow(`SELECT `+execColumns+` FROM executions WHERE id = ?`, id))
+	if err != nil {
+		return fmt.Errorf("read execution: %w", err)
+	}
+	if ex.Status != StatusRunning {
+		return fmt.Errorf("%w (status %s)", ErrNotRunning, ex.Status)
+	}
+	if _, err := w.emit(id, evType, 0, map[string]any{"error": errName, "cause": cause}); err != nil {
+		return err
+	}
+	var state string
+	var stateInput json.RawMessage
+	var curJSON []byte
+	if err := w.tx.QueryRow(`SELECT cursor FROM frames WHERE exec_id = ? AND parent_id = 0`, id).Scan(&curJSON); err == nil {
+		var c struct {
+			State string          `json:"state"`
+			Input json.RawMessage `json:"input"`
+		}
+		if json.Unmarshal(curJSON, &c) == nil {
+			state, stateInput = c.State, c.Input
+		}
+	}
+	if err := w.finishExec(id, status, nil, errName, cause); err != nil {
+		return err
+	}
+	if len(onAbort) == 0 {
+		return nil
+	}
+	var spec abortSpec
+	if err := json.Unmarshal(onAbort, &spec); err != nil {
+		return fmt.Errorf("read OnAbort of %s: %w", id, err)
+	}
+	mi, err := e.machineByHash(context.Background(), w.tx, spec.DefHash)
+	if err != nil {
+		return fmt.Errorf("OnAbort of %s: %w", id, err)
+	}
+	in, _ := json.Marshal(map[string]any{
+		"Execution":  map[string]any{"Id": ex.ID, "Name": ex.Name, "StateMachine": ex.StateMachine, "Input": ex.Input},
+		"Error":      errName,
+		"Cause":      cause,
+		"State":      state,
+		"StateInput": stateInput,
+	})
+	name := ex.Name
+	if _, found, err := w.byName(spec.StateMachine, name); err != nil {
+		return err
+	} else if found {
+		name = ex.ID
+	}
+	rb, err := e.createExecution(w, mi, spec.StateMachine, name, in, nil, ex.ID, map[string]any{"rollbackOf": ex.ID})
+	if err != nil {
+		return fmt.Errorf("start rollback of %s: %w", id, err)
+	}
+	if _, err := w.tx.Exec(`UPDATE executions SET rollback_id = ? WHERE id = ?`, rb.ID, id); err != nil {
+		return fmt.Errorf("link rollback of %s: %w", id, err)
+	}
+	return nil
+}
