@@ -30,8 +30,8 @@ import (
 
 func TestParseProviderID(t *testing.T) {
 	good := map[string]ProviderID{
-		"aws:///us-east-1a/i-0123456789abcdef0":      {"us-east-1a", "i-0123456789abcdef0"},
-		"aws:///ap-southeast-1b/i-01234567":          {"ap-southeast-1b", "i-01234567"},
+		"aws:///us-east-1a/i-0123456789abcdef0":       {"us-east-1a", "i-0123456789abcdef0"},
+		"aws:///ap-southeast-1b/i-01234567":           {"ap-southeast-1b", "i-01234567"},
 		"aws:///us-west-2-lax-1a/i-0123456789abcdef0": {"us-west-2-lax-1a", "i-0123456789abcdef0"},
 	}
 	for in, want := range good {
