@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -88,6 +89,12 @@ func truncate(s string, n int) string {
 
 // record sends an Event about node, looking up its UID once if needed.
 func (c *Client) record(ctx context.Context, node, typ, reason, action, note string, pod *corev1.ObjectReference) {
+	if node == "" {
+		return // a pod not bound to a node: nothing to describe
+	}
+	// The operation happened; tell the story even if the caller's context ended.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
 	c.mu.Lock()
 	uid := c.nodeUIDs[node]
 	c.mu.Unlock()

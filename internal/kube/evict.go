@@ -54,7 +54,7 @@ func (c *Client) Evict(ctx context.Context, pod Pod, attempt int) error {
 }
 
 // budgetRefusal recognises a refusal caused by PodDisruptionBudgets: 429
-// (no disruption allowed now), 403 with a DisruptionBudget cause (budget in a
+// (no disruption allowed now, or the budget is not yet processed), 403 with a DisruptionBudget cause (budget in a
 // bad state), or the 500 the server returns when several budgets select the pod.
 func budgetRefusal(err error) (string, bool) {
 	var se apierrors.APIStatus
@@ -71,7 +71,8 @@ func budgetRefusal(err error) (string, bool) {
 		}
 	}
 	switch {
-	case st.Code == http.StatusTooManyRequests:
+	// A 429 without a budget cause is API throttling, not a PodDisruptionBudget.
+	case st.Code == http.StatusTooManyRequests && (len(causes) > 0 || strings.Contains(st.Message, "disruption budget")):
 	case st.Code == http.StatusForbidden && len(causes) > 0:
 	case st.Code == http.StatusInternalServerError && strings.Contains(st.Message, "more than one PodDisruptionBudget"):
 		return st.Message, true

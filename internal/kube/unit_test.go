@@ -8,6 +8,7 @@ package kube
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -212,12 +213,29 @@ func TestEvictServerRetryAfterIsAFloor(t *testing.T) {
 	pod := runningPod("shop", "web-1", nil)
 	cs := fake.NewClientset(pod)
 	cs.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		return true, nil, apierrors.NewTooManyRequests("budget still being processed", 10)
+		err := apierrors.NewTooManyRequests("Cannot evict pod as it would violate the pod's disruption budget.", 10)
+		err.ErrStatus.Details.Causes = []metav1.StatusCause{{Type: policyv1.DisruptionBudgetCause, Message: "The disruption budget web-pdb is still being processed by the server."}}
+		return true, nil, err
 	})
 	c := New(cs, WithRand(func() float64 { return 0 }), WithRecorder(&fakeRecorder{}), WithBackoff(Backoff{Initial: time.Second, Max: time.Minute}))
 	var blocked *EvictionBlockedError
 	if err := c.Evict(context.Background(), Classify(pod, PodSelector{}), 0); !errors.As(err, &blocked) || blocked.RetryAfter != 10*time.Second {
 		t.Fatalf("Evict = %v; want blocked with the server's 10s", err)
+	}
+	if !slices.Equal(blocked.PDBs, []string{"web-pdb"}) {
+		t.Errorf("PDBs = %v, want web-pdb from the server's message", blocked.PDBs)
+	}
+}
+
+// API throttling (429 without a budget cause) is not reported as a PDB block.
+func TestEvictThrottlingIsNotABudget(t *testing.T) {
+	cs := fake.NewClientset()
+	cs.PrependReactor("create", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewTooManyRequests("Too many requests, please try again later.", 1)
+	})
+	err := New(cs, WithRecorder(&fakeRecorder{})).Evict(context.Background(), Pod{Namespace: "a", Name: "b", UID: "u"}, 0)
+	if err == nil || errors.Is(err, ErrEvictionBlocked) {
+		t.Fatalf("Evict under throttling = %v; want a plain error", err)
 	}
 }
 
