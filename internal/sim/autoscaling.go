@@ -674,28 +674,26 @@ func (s *Server) detachInstances(f form) (any, *apiError) {
 	if err != nil {
 		return nil, err
 	}
-	inService := 0
 	for _, inst := range insts {
 		if inst.Lifecycle != lcInService && inst.Lifecycle != lcStandby {
 			return nil, validation("The instance %s is not in InService or Standby.", inst.ID)
 		}
-		if inst.Lifecycle == lcInService {
-			inService++
-		}
 	}
 	before := g.Desired
 	if decrement {
-		// Standby instances are already outside desired capacity.
-		if g.Desired-inService < g.Min {
-			return nil, validation("AutoScalingGroup %s has min-size=%d, max-size=%d, and desired-size=%d. To detach %d instances, please update the AutoScalingGroup sizes appropriately.", g.Name, g.Min, g.Max, g.Desired, inService)
+		// AWS decrements for Standby instances too, although they were already outside
+		// desired capacity: the group then terminates an InService instance (the user
+		// guide warns about exactly this).
+		if g.Desired-len(insts) < g.Min {
+			return nil, validation("AutoScalingGroup %s has min-size=%d, max-size=%d, and desired-size=%d. To detach %d instances, please update the AutoScalingGroup sizes appropriately.", g.Name, g.Min, g.Max, g.Desired, len(insts))
 		}
-		g.Desired -= inService
+		g.Desired -= len(insts)
 	}
 	now := s.clock.Now()
 	var res activitiesResult
 	for _, inst := range insts {
 		cause := fmt.Sprintf("At %s instance %s was detached in response to a user request", now.UTC().Format(causeTime), inst.ID)
-		if decrement && inst.Lifecycle == lcInService {
+		if decrement {
 			cause += fmt.Sprintf(", shrinking the capacity from %d to %d", before, g.Desired)
 		}
 		a := s.newActivityLocked(g, now, "Detaching EC2 instance: "+inst.ID, cause+".", inst.AZ)
