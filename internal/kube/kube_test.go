@@ -728,3 +728,62 @@ func TestWorkloadsReadyNamesWhatIsNotAvailable(t *testing.T) {
 		t.Errorf("WorkloadsReady = %+v; want Deployment stuck not ready and the bare pod unchecked", st)
 	}
 }
+
+// BenchmarkWaitPodsChangeLatency measures how soon WaitPodsChange returns after
+// a pod leaves the node (the watch's reaction time), over a fixed number of
+// rounds so that -benchtime 1x gives a meaningful figure.
+func BenchmarkWaitPodsChangeLatency(b *testing.B) {
+	env := testenv.Shared(b)
+	ctx := context.Background()
+	ns := env.Namespace(b)
+	n, err := env.CreateNode(ctx, testenv.NodeSpec{Name: "bench-" + ns})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = env.DeleteNode(context.Background(), n.Name) })
+	k := kube.New(env.Client)
+	const rounds = 10
+	var total, worst time.Duration
+	for b.Loop() {
+		total, worst = 0, 0
+		for i := range rounds {
+			name := fmt.Sprintf("p-%d", i)
+			_, err := env.Client.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: name},
+				Spec:       corev1.PodSpec{NodeName: n.Name, Containers: []corev1.Container{{Name: "c", Image: "x"}}},
+			}, metav1.CreateOptions{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			set, err := k.PodsOnNode(ctx, n.Name, kube.PodSelector{})
+			if err != nil || set.Remaining() != 1 {
+				b.Fatalf("PodsOnNode = %+v, %v", set, err)
+			}
+			type res struct {
+				at      time.Time
+				changed bool
+				err     error
+			}
+			done := make(chan res, 1)
+			go func() {
+				wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				defer cancel()
+				_, changed, err := k.WaitPodsChange(wctx, n.Name, kube.PodSelector{}, set)
+				done <- res{time.Now(), changed, err}
+			}()
+			start := time.Now()
+			if err := env.Client.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}); err != nil {
+				b.Fatal(err)
+			}
+			r := <-done
+			if r.err != nil || !r.changed {
+				b.Fatalf("WaitPodsChange: changed=%v err=%v", r.changed, r.err)
+			}
+			d := r.at.Sub(start)
+			total += d
+			worst = max(worst, d)
+		}
+	}
+	b.ReportMetric(float64(total.Milliseconds())/rounds, "ms/change")
+	b.ReportMetric(float64(worst.Milliseconds()), "worst-ms")
+}
