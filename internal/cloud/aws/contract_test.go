@@ -88,8 +88,10 @@ func startSim(tb testing.TB) *simEnv {
 
 type noLimit struct{}
 
-func (noLimit) GetToken(context.Context, uint) (func() error, error) { return func() error { return nil }, nil }
-func (noLimit) AddTokens(uint) error                                 { return nil }
+func (noLimit) GetToken(context.Context, uint) (func() error, error) {
+	return func() error { return nil }, nil
+}
+func (noLimit) AddTokens(uint) error { return nil }
 
 func (e *simEnv) CreateGroup(tb testing.TB, spec cloudtest.GroupSpec) string {
 	tb.Helper()
