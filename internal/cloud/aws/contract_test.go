@@ -176,6 +176,14 @@ func (e *simEnv) NewTemplateVersion(tb testing.TB, group string) {
 	}
 }
 
+func (e *simEnv) Suspend(tb testing.TB, group, process string) {
+	if _, err := e.asg.SuspendProcesses(context.Background(), &autoscaling.SuspendProcessesInput{
+		AutoScalingGroupName: &group, ScalingProcesses: []string{process},
+	}); err != nil {
+		tb.Fatal(err)
+	}
+}
+
 func (e *simEnv) Calls() int64 { return e.prov.Metrics().TotalCalls() }
 
 func TestContract(t *testing.T) {

@@ -43,6 +43,8 @@ type Harness interface {
 	StartHookedTermination(t testing.TB, group, instanceID string)
 	// NewTemplateVersion creates a new version of the group's launch template.
 	NewTemplateVersion(t testing.TB, group string)
+	// Suspend suspends a scaling process on the group, as a person would.
+	Suspend(t testing.TB, group, process string)
 	// Calls is the number of API operations the Provider made so far.
 	Calls() int64
 }
@@ -71,6 +73,8 @@ func Run(t *testing.T, newProvider NewFunc) {
 	t.Run("LifecycleHookPath", testHookPath(newProvider))
 	t.Run("Drift", testDrift(newProvider))
 	t.Run("BatchedDescribe", testBatchedDescribe(newProvider))
+	t.Run("SurgeSeveral", testSurgeSeveral(newProvider))
+	t.Run("ForeignSuspensionKept", testForeignSuspension(newProvider))
 }
 
 func ctxFor(t testing.TB) context.Context {
@@ -573,6 +577,64 @@ func testBatchedDescribe(newProvider NewFunc) func(t *testing.T) {
 		// DescribeAutoScalingInstances: never one call per instance.
 		if n := h.Calls() - calls; n > 3 {
 			t.Errorf("describing 26 instances took %d API calls, want ≤ 3", n)
+		}
+	}
+}
+
+func testSurgeSeveral(newProvider NewFunc) func(t *testing.T) {
+	return func(t *testing.T) {
+		p, h := newProvider(t)
+		name := h.CreateGroup(t, GroupSpec{Min: 1, Max: 8, Desired: 4})
+		before := group(t, p, name)
+		olds := []string{before.Instances[0].ID, before.Instances[1].ID}
+		rec, err := p.Surge(ctxFor(t), name, olds, cloud.SurgeOptions{})
+		if err != nil {
+			t.Fatalf("surge %v: %v", olds, err)
+		}
+		r := WaitReplacement(t, p, h, rec, before.Desired)
+		if len(r.InService) != 2 {
+			t.Fatalf("replacements %v, want 2", r.InService)
+		}
+		for i, old := range olds {
+			// The first retirement must keep AZRebalance suspended: the second old
+			// instance is still in standby.
+			if _, err := p.Retire(ctxFor(t), old, cloud.RetireOptions{Surge: &rec}); err != nil {
+				t.Fatalf("retire %s: %v", old, err)
+			}
+			if got, want := group(t, p, name).Suspended(cloud.ProcessAZRebalance), i == 0; got != want {
+				t.Errorf("after retiring %d of 2: AZRebalance suspended = %v, want %v", i+1, got, want)
+			}
+		}
+		for range 6 {
+			h.Advance(t, Step)
+		}
+		after := group(t, p, name)
+		if after.Desired != before.Desired || after.CountLifecycle(cloud.LifecycleInService) != int(before.Desired) || len(after.Instances) != int(before.Desired) {
+			t.Errorf("after retiring 2: desired %d, %d InService of %d; want %d", after.Desired, after.CountLifecycle(cloud.LifecycleInService), len(after.Instances), before.Desired)
+		}
+	}
+}
+
+func testForeignSuspension(newProvider NewFunc) func(t *testing.T) {
+	return func(t *testing.T) {
+		p, h := newProvider(t)
+		name := h.CreateGroup(t, GroupSpec{Min: 1, Max: 4, Desired: 2})
+		h.Suspend(t, name, cloud.ProcessAZRebalance)
+		before := group(t, p, name)
+		old := victim(t, before)
+		rec, err := p.Surge(ctxFor(t), name, []string{old}, cloud.SurgeOptions{})
+		if err != nil {
+			t.Fatalf("surge: %v", err)
+		}
+		if rec.SuspendedAZRebalance {
+			t.Errorf("record claims the AZRebalance suspension someone else made")
+		}
+		WaitReplacement(t, p, h, rec, before.Desired)
+		if _, err := p.Retire(ctxFor(t), old, cloud.RetireOptions{Surge: &rec}); err != nil {
+			t.Fatalf("retire: %v", err)
+		}
+		if !group(t, p, name).Suspended(cloud.ProcessAZRebalance) {
+			t.Errorf("AZRebalance resumed although someone else had suspended it")
 		}
 	}
 }
