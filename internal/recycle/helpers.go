@@ -1,0 +1,137 @@
+package recycle
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/recycler/recycler/internal/cloud"
+	"github.com/recycler/recycler/internal/kube"
+)
+
+func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
+
+// bound limits one "done yet?" check to checkSeconds on the injected clock, and to
+// deadline when it is set, so a check answers "not yet" instead of blocking long.
+func (t *Tasks) bound(ctx context.Context, checkSeconds int, deadline time.Time) (context.Context, context.CancelFunc) {
+	at := t.Clock.Now().Add(time.Duration(checkSeconds) * time.Second)
+	if !deadline.IsZero() && deadline.Before(at) {
+		at = deadline
+	}
+	return t.until(ctx, at)
+}
+
+// until returns a context that ends at instant at of the injected clock (never, for
+// the zero time). context.WithDeadline would use the wall clock, which tests cannot step.
+func (t *Tasks) until(ctx context.Context, at time.Time) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	if at.IsZero() {
+		return ctx, cancel
+	}
+	d := at.Sub(t.Clock.Now())
+	if d <= 0 {
+		cancel()
+		return ctx, cancel
+	}
+	timer := t.Clock.NewTimer(d)
+	go func() {
+		select {
+		case <-timer.C():
+			cancel()
+		case <-ctx.Done():
+			timer.Stop()
+		}
+	}()
+	return ctx, cancel
+}
+
+func needTarget(s State) (*Target, error) {
+	if s.Target == nil {
+		return nil, newError(ErrBadInput, "state has no target: Resolve must run first")
+	}
+	return s.Target, nil
+}
+
+func firstOf(lists ...[]string) string {
+	for _, l := range lists {
+		if len(l) > 0 {
+			return l[0]
+		}
+	}
+	return ""
+}
+
+// notTerminating returns the pods whose deletion has not started: the ones an
+// eviction can still be asked for.
+func notTerminating(pods []kube.Pod) []kube.Pod {
+	var out []kube.Pod
+	for _, p := range pods {
+		if !p.Terminating {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func podNames(pods []kube.Pod) []string {
+	names := make([]string, 0, min(len(pods), maxListed))
+	for _, p := range pods {
+		if len(names) == maxListed {
+			break
+		}
+		names = append(names, p.Namespace+"/"+p.Name)
+	}
+	return names
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func cloneDrain(d *DrainStatus) *DrainStatus {
+	c := *d
+	c.Evicted = append([]kube.Pod(nil), d.Evicted...)
+	c.Blocked = make(map[string]BlockInfo, len(d.Blocked))
+	for k, v := range d.Blocked {
+		c.Blocked[k] = v
+	}
+	return &c
+}
+
+// badInputIf names errors that mean "the request points at nothing usable" as
+// ErrBadInput, and wraps everything else with context.
+func badInputIf(err error, format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	switch {
+	case errors.Is(err, kube.ErrNodeNotFound), errors.Is(err, kube.ErrInvalidProviderID),
+		errors.Is(err, kube.ErrInvalidInstanceID), errors.Is(err, cloud.ErrNotFound),
+		errors.Is(err, cloud.ErrValidation), errors.Is(err, cloud.ErrNotInGroup):
+		return &Error{Name: ErrBadInput, Err: fmt.Errorf("%s: %w", msg, err)}
+	}
+	return fmt.Errorf("%s: %w", msg, err)
+}
+
+// classify gives an error from a port its ASL name: transient ones are retried by
+// the state machine, refused preconditions end it without rollback, the rest are
+// caught and rolled back.
+func classify(task string, err error) error {
+	var named *Error
+	switch {
+	case errors.As(err, &named):
+		return err
+	case errors.Is(err, kube.ErrNodeHeld), errors.Is(err, cloud.ErrNoHeadroom):
+		return &Error{Name: ErrPrecondition, Err: fmt.Errorf("%s: %w", task, err)}
+	case cloud.IsRetryable(err), apierrors.IsConflict(err), apierrors.IsServerTimeout(err),
+		apierrors.IsTooManyRequests(err), apierrors.IsInternalError(err),
+		apierrors.IsServiceUnavailable(err), apierrors.IsTimeout(err), apierrors.IsUnexpectedServerError(err):
+		return &Error{Name: ErrTransient, Err: fmt.Errorf("%s: %w", task, err)}
+	}
+	return fmt.Errorf("%s: %w", task, err)
+}

@@ -1,0 +1,112 @@
+package recycle
+
+import (
+	"time"
+
+	"github.com/recycler/recycler/internal/cloud"
+	"github.com/recycler/recycler/internal/kube"
+)
+
+// State is the execution's data as it flows through the state machine: the request,
+// then one field per step (the step's ResultPath). Every task receives the whole
+// State and returns its own field. Keep it small: Step Functions caps payloads at
+// 256 KiB, so pod lists are capped (see maxListed).
+type State struct {
+	Request     Request            `json:"request"`
+	Target      *Target            `json:"target,omitempty"`
+	Fence       *kube.FenceRecord  `json:"fence,omitempty"`
+	Surge       *SurgeStatus       `json:"surge,omitempty"`
+	Replacement *ReplacementStatus `json:"replacement,omitempty"`
+	Drain       *DrainStatus       `json:"drain,omitempty"`
+	Workloads   *WorkloadsStatus   `json:"workloads,omitempty"`
+	Retire      *RetireStatus      `json:"retire,omitempty"`
+	Rollback    *RollbackStatus    `json:"rollback,omitempty"`
+	// Error is what a Catch stored: the error that sent the execution to Rollback.
+	Error *StepError `json:"error,omitempty"`
+}
+
+// StepError is the shape Step Functions gives a caught error.
+type StepError struct {
+	Error string `json:"Error"`
+	Cause string `json:"Cause"`
+}
+
+// Target is what Resolve found, including what Rollback needs when a step died
+// before it could record its own result (the group as it was at the start).
+type Target struct {
+	Node       string    `json:"node"`
+	InstanceID string    `json:"instanceId"`
+	AZ         string    `json:"az"`
+	Group      string    `json:"group"`
+	Desired    int32     `json:"desired"`
+	MaxSize    int32     `json:"maxSize"`
+	Instances  []string  `json:"instances"` // the group's instance ids at Resolve
+	Suspended  []string  `json:"suspended,omitempty"`
+	ResolvedAt time.Time `json:"resolvedAt"`
+}
+
+// SurgeStatus is Surge's result.
+type SurgeStatus struct {
+	Record   cloud.SurgeRecord `json:"record"`
+	Deadline time.Time         `json:"deadline"` // for the replacement to be Ready
+}
+
+// ReplacementStatus is CheckReplacement's result.
+type ReplacementStatus struct {
+	Done      bool      `json:"done"`
+	Instances []string  `json:"instances,omitempty"` // InService replacements
+	Nodes     []string  `json:"nodes,omitempty"`     // their Ready Nodes
+	Pending   []string  `json:"pending,omitempty"`
+	Reason    string    `json:"reason,omitempty"` // why not yet
+	ReadyAt   time.Time `json:"readyAt,omitzero"`
+}
+
+// DrainStatus is Drain's result; it carries its deadline and eviction attempts from
+// one check to the next.
+type DrainStatus struct {
+	Done       bool                 `json:"done"`
+	StartedAt  time.Time            `json:"startedAt"`
+	Deadline   time.Time            `json:"deadline"`
+	TimedOut   bool                 `json:"timedOut,omitempty"` // max-wait passed; OnTimeout applied
+	Selected   []string             `json:"selected,omitempty"` // selected pods still running (namespace/name)
+	Remaining  int                  `json:"remaining"`          // all live pods left (selected + evictable)
+	Evicted    []kube.Pod           `json:"evicted,omitempty"`  // pods this recycle evicted or deleted
+	Blocked    map[string]BlockInfo `json:"blocked,omitempty"`  // pod UID → latest PDB refusal
+	ForcedPods int                  `json:"forced,omitempty"`
+	DoneAt     time.Time            `json:"doneAt,omitzero"`
+}
+
+// BlockInfo says which budget refused a pod's eviction and when to try again.
+type BlockInfo struct {
+	Pod       string    `json:"pod"`
+	PDBs      []string  `json:"pdbs"`
+	Attempts  int       `json:"attempts"`
+	NotBefore time.Time `json:"notBefore"`
+}
+
+// WorkloadsStatus is CheckWorkloads' result.
+type WorkloadsStatus struct {
+	Done     bool      `json:"done"`
+	Deadline time.Time `json:"deadline"`
+	NotReady []string  `json:"notReady,omitempty"`
+}
+
+// RetireStatus is Retire's result.
+type RetireStatus struct {
+	cloud.RetireResult
+	NodeDeleted       bool      `json:"nodeDeleted"`
+	LifecycleComplete bool      `json:"lifecycleComplete,omitempty"`
+	At                time.Time `json:"at"`
+}
+
+// RollbackStatus is Rollback's result.
+type RollbackStatus struct {
+	Unfenced         bool      `json:"unfenced"`
+	SurgeUndone      bool      `json:"surgeUndone"`
+	LifecycleAbandon bool      `json:"lifecycleAbandon,omitempty"`
+	Notes            []string  `json:"notes,omitempty"`
+	At               time.Time `json:"at"`
+}
+
+// maxListed caps pod lists kept in the State.
+const maxListed = 50

@@ -1,0 +1,497 @@
+package recycle
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/clock"
+
+	"github.com/recycler/recycler/internal/asl"
+	"github.com/recycler/recycler/internal/cloud"
+	"github.com/recycler/recycler/internal/kube"
+)
+
+// Cloud is what a recycle needs from the cloud; internal/cloud/aws implements it.
+type Cloud interface {
+	cloud.Describer
+	cloud.Surger
+	cloud.Retirer
+	cloud.Lifecycle
+}
+
+// Cluster is what a recycle needs from Kubernetes; *kube.Client implements it.
+type Cluster interface {
+	ResolveNode(ctx context.Context, ref string) (*corev1.Node, error)
+	Fence(ctx context.Context, node, executionID string) (kube.FenceRecord, error)
+	Unfence(ctx context.Context, node, executionID string) error
+	PodsOnNode(ctx context.Context, node string, sel kube.PodSelector) (kube.PodSet, error)
+	WaitPodsChange(ctx context.Context, node string, sel kube.PodSelector, prev kube.PodSet) (kube.PodSet, bool, error)
+	Evict(ctx context.Context, pod kube.Pod, attempt int) error
+	ForceDelete(ctx context.Context, pod kube.Pod, maxGrace time.Duration) error
+	NodeReady(ctx context.Context, ref string, requiredLabels map[string]string) (bool, string, error)
+	WaitNodeReady(ctx context.Context, ref string, requiredLabels map[string]string) (bool, string, error)
+	WorkloadsReady(ctx context.Context, pods []kube.Pod) (kube.WorkloadStatus, error)
+	DeleteNode(ctx context.Context, name string) error
+}
+
+// Tasks are the recycle's task functions over the two ports. Both engines call them
+// through Invoke with the same payload; each is idempotent and bounded.
+type Tasks struct {
+	Cloud   Cloud
+	Cluster Cluster
+	Clock   clock.WithTicker
+	Log     *slog.Logger
+}
+
+// Payload is what the state machine passes to the function (the Lambda event).
+type Payload struct {
+	Task      string `json:"task"`
+	Execution string `json:"execution"`
+	State     State  `json:"state"`
+}
+
+// Task names, as the state machine's Parameters.task spells them.
+const (
+	TaskResolve          = "Resolve"
+	TaskFence            = "Fence"
+	TaskSurge            = "Surge"
+	TaskCheckReplacement = "CheckReplacement"
+	TaskDrain            = "Drain"
+	TaskCheckWorkloads   = "CheckWorkloads"
+	TaskRetire           = "Retire"
+	TaskRollback         = "Rollback"
+)
+
+// Registry returns the task registry both engines use: one resource (the function
+// placeholder) that dispatches by task name, exactly like the Lambda handler.
+func (t *Tasks) Registry() asl.Registry {
+	return asl.Registry{FunctionPlaceholder: t.Invoke}
+}
+
+// Invoke validates a payload and runs the task it names.
+func (t *Tasks) Invoke(ctx context.Context, raw json.RawMessage) (json.RawMessage, error) {
+	var p Payload
+	dec := json.NewDecoder(bytesReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return nil, newError(ErrBadInput, "task payload: %v (want {\"task\": NAME, \"execution\": ID, \"state\": {...}})", err)
+	}
+	if p.Execution == "" {
+		return nil, newError(ErrBadInput, "task payload: execution is empty")
+	}
+	if err := p.State.Request.Validate(); err != nil {
+		return nil, newError(ErrBadInput, "request: %v", err)
+	}
+	var out any
+	var err error
+	switch p.Task {
+	case TaskResolve:
+		out, err = t.Resolve(ctx, p.State)
+	case TaskFence:
+		out, err = t.fence(ctx, p.Execution, p.State)
+	case TaskSurge:
+		out, err = t.surge(ctx, p.State)
+	case TaskCheckReplacement:
+		out, err = t.checkReplacement(ctx, p.State)
+	case TaskDrain:
+		out, err = t.drain(ctx, p.Execution, p.State)
+	case TaskCheckWorkloads:
+		out, err = t.checkWorkloads(ctx, p.State)
+	case TaskRetire:
+		out, err = t.retire(ctx, p.Execution, p.State)
+	case TaskRollback:
+		out, err = t.rollback(ctx, p.Execution, p.State)
+	default:
+		return nil, newError(ErrBadInput, "unknown task %q (want one of %s, %s, %s, %s, %s, %s, %s, %s)", p.Task,
+			TaskResolve, TaskFence, TaskSurge, TaskCheckReplacement, TaskDrain, TaskCheckWorkloads, TaskRetire, TaskRollback)
+	}
+	if err != nil {
+		return nil, classify(p.Task, err)
+	}
+	return json.Marshal(out)
+}
+
+// Resolve finds the node, its instance and group, and checks the preconditions.
+// It changes nothing, so the CLI's --dry-run calls it directly.
+func (t *Tasks) Resolve(ctx context.Context, s State) (*Target, error) {
+	req := s.Request
+	ref := req.Target()
+	node, err := t.Cluster.ResolveNode(ctx, ref)
+	if err != nil {
+		return nil, badInputIf(err, "resolve %s", ref)
+	}
+	if node.Spec.ProviderID == "" {
+		return nil, newError(ErrBadInput, "node %s has no spec.providerID: Recycler finds the instance by providerID only; is this node managed by an Auto Scaling group?", node.Name)
+	}
+	pid, err := kube.ParseProviderID(node.Spec.ProviderID)
+	if err != nil {
+		return nil, newError(ErrBadInput, "node %s: %v", node.Name, err)
+	}
+	if holder, ok := fencedBy(node); ok {
+		return nil, newError(ErrPrecondition, "node %s is already being recycled by execution %s: wait for it, or `recycler abort %s`", node.Name, holder, holder)
+	}
+	inst, err := t.Cloud.Instance(ctx, pid.InstanceID)
+	if err != nil {
+		return nil, badInputIf(err, "describe instance %s of node %s", pid.InstanceID, node.Name)
+	}
+	if inst.Group == "" {
+		return nil, newError(ErrBadInput, "instance %s (node %s) is in no Auto Scaling group: Recycler only replaces group members (the group launches the replacement)", inst.ID, node.Name)
+	}
+	wantLifecycle := cloud.LifecycleInService
+	if req.LifecycleHook != nil {
+		wantLifecycle = cloud.LifecycleTerminatingWait
+	}
+	if inst.Lifecycle != wantLifecycle && !(req.LifecycleHook != nil && inst.Lifecycle == cloud.LifecycleInService) {
+		return nil, newError(ErrPrecondition, "instance %s in group %s is %s, not %s: recycle it once it is %s", inst.ID, inst.Group, inst.Lifecycle, wantLifecycle, wantLifecycle)
+	}
+	g, err := t.Cloud.Group(ctx, inst.Group)
+	if err != nil {
+		return nil, fmt.Errorf("describe group %s: %w", inst.Group, err)
+	}
+	if !req.NoSurge && !req.AllowRaiseMax && g.Desired+1 > g.MaxSize {
+		return nil, newError(ErrPrecondition, "group %s is at MaxSize (%d of %d): there is no room for a replacement. Raise MaxSize, pass --allow-raise-max, or use --no-surge (drain first, then let the group replace the node)",
+			g.Name, g.Desired, g.MaxSize)
+	}
+	tgt := &Target{
+		Node: node.Name, InstanceID: inst.ID, AZ: inst.AZ, Group: g.Name,
+		Desired: g.Desired, MaxSize: g.MaxSize, Suspended: g.SuspendedProcesses,
+		ResolvedAt: t.Clock.Now().UTC(),
+	}
+	for _, in := range g.Instances {
+		tgt.Instances = append(tgt.Instances, in.ID)
+	}
+	slices.Sort(tgt.Instances)
+	return tgt, nil
+}
+
+func fencedBy(n *corev1.Node) (string, bool) {
+	for _, taint := range n.Spec.Taints {
+		if taint.Key == kube.TaintKey {
+			return taint.Value, true
+		}
+	}
+	return "", false
+}
+
+func (t *Tasks) fence(ctx context.Context, execution string, s State) (*kube.FenceRecord, error) {
+	tgt, err := needTarget(s)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := t.Cluster.Fence(ctx, tgt.Node, execution)
+	if err != nil {
+		return nil, fmt.Errorf("fence node %s: %w", tgt.Node, err)
+	}
+	return &rec, nil
+}
+
+func (t *Tasks) surge(ctx context.Context, s State) (*SurgeStatus, error) {
+	tgt, err := needTarget(s)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := t.Cloud.Surge(ctx, tgt.Group, []string{tgt.InstanceID}, cloud.SurgeOptions{AllowRaiseMax: s.Request.AllowRaiseMax})
+	if err != nil {
+		return nil, fmt.Errorf("surge group %s for %s: %w", tgt.Group, tgt.InstanceID, err)
+	}
+	// The group as Resolve saw it is the truest "before": a repeated Surge (its first
+	// answer lost in a crash) would otherwise count an early replacement as old.
+	rec.Snapshot = slices.Clone(tgt.Instances)
+	return &SurgeStatus{Record: rec, Deadline: t.Clock.Now().Add(time.Duration(s.Request.ReplacementTimeout)).UTC()}, nil
+}
+
+// checkReplacement answers "is a new instance InService with its Node Ready?",
+// blocking on a Node watch for at most CheckSeconds so the answer comes as soon as
+// the Node turns Ready.
+func (t *Tasks) checkReplacement(ctx context.Context, s State) (*ReplacementStatus, error) {
+	if s.Surge == nil {
+		return nil, newError(ErrBadInput, "CheckReplacement before Surge: state has no surge record")
+	}
+	deadline := s.Surge.Deadline
+	ctx, cancel := t.bound(ctx, s.Request.CheckSeconds, deadline)
+	defer cancel()
+	for {
+		st, err := t.replacementOnce(ctx, s)
+		if err != nil || st.Done {
+			return st, err
+		}
+		if !t.Clock.Now().Before(deadline) {
+			return nil, newError(ErrReplacementTimeout, "no Ready replacement within %s (%s); the old node goes back into service",
+				s.Request.ReplacementTimeout, st.Reason)
+		}
+		if len(st.Pending) == 0 && len(st.Instances) == 0 {
+			return st, nil // nothing launched yet: look again after the state machine's pause
+		}
+		// Watch the first candidate's Node until it is Ready (or the bound ends).
+		ref := firstOf(st.Instances, st.Pending)
+		ready, _, err := t.Cluster.WaitNodeReady(ctx, ref, s.Request.ReadyLabels)
+		if err != nil {
+			return nil, fmt.Errorf("wait for node of %s: %w", ref, err)
+		}
+		if !ready || ctx.Err() != nil {
+			return st, nil
+		}
+	}
+}
+
+func (t *Tasks) replacementOnce(ctx context.Context, s State) (*ReplacementStatus, error) {
+	rep, err := t.Cloud.FindReplacement(ctx, s.Surge.Record)
+	if err != nil {
+		var lf *cloud.LaunchFailedError
+		if errors.As(err, &lf) {
+			return nil, &Error{Name: ErrLaunchFailed, Err: err}
+		}
+		return nil, fmt.Errorf("find replacement in %s: %w", s.Surge.Record.Group, err)
+	}
+	st := &ReplacementStatus{Instances: rep.InService, Pending: rep.Pending}
+	if !rep.Ready {
+		st.Reason = fmt.Sprintf("waiting for a new instance to be InService (pending: %v)", rep.Pending)
+		return st, nil
+	}
+	for _, id := range rep.InService {
+		ready, reason, err := t.Cluster.NodeReady(ctx, id, s.Request.ReadyLabels)
+		if err != nil {
+			return nil, fmt.Errorf("node of replacement %s: %w", id, err)
+		}
+		if ready {
+			st.Nodes = append(st.Nodes, id)
+			continue
+		}
+		st.Reason = fmt.Sprintf("instance %s is InService, its node is not Ready: %s", id, reason)
+		return st, nil
+	}
+	if len(st.Nodes) < len(s.Surge.Record.Instances) {
+		st.Reason = "waiting for the replacement node"
+		return st, nil
+	}
+	st.Done, st.ReadyAt = true, t.Clock.Now().UTC()
+	return st, nil
+}
+
+// drain evicts the other pods (PDBs honoured) and waits for the selected ones, for
+// at most CheckSeconds per call; the state machine loops until Done.
+func (t *Tasks) drain(ctx context.Context, execution string, s State) (*DrainStatus, error) {
+	tgt, err := needTarget(s)
+	if err != nil {
+		return nil, err
+	}
+	req := s.Request
+	sel, err := kube.NewPodSelector(req.Selector, req.Namespaces)
+	if err != nil {
+		return nil, newError(ErrBadInput, "%v", err)
+	}
+	now := t.Clock.Now().UTC()
+	st := s.Drain
+	if st == nil {
+		st = &DrainStatus{StartedAt: now, Deadline: now.Add(time.Duration(req.MaxWait))}
+	}
+	st = cloneDrain(st)
+	ctx, cancel := t.bound(ctx, req.CheckSeconds, time.Time{})
+	defer cancel()
+
+	set, err := t.Cluster.PodsOnNode(ctx, tgt.Node, sel)
+	if err != nil {
+		return nil, fmt.Errorf("list pods on %s: %w", tgt.Node, err)
+	}
+	for {
+		now = t.Clock.Now().UTC()
+		if !st.TimedOut && !now.Before(st.Deadline) && len(set.Selected) > 0 {
+			if req.OnTimeout == OnTimeoutFail {
+				return nil, newError(ErrDrainTimeout, "%d selected pod(s) still running on %s after --max-wait %s: %v; the node goes back into service (use --on-timeout evict or force to go on instead)",
+					len(set.Selected), tgt.Node, req.MaxWait, podNames(set.Selected))
+			}
+			st.TimedOut = true
+		}
+		next, err := t.evictRound(ctx, tgt.Node, st, set, req)
+		if err != nil {
+			return nil, err
+		}
+		st.Selected = podNames(set.Selected)
+		st.Remaining = len(set.Selected)
+		if req.EvictOthers {
+			st.Remaining = set.Remaining()
+		}
+		if st.Remaining == 0 {
+			st.Done, st.DoneAt, st.Selected = true, now, nil
+			return st, nil
+		}
+		// Block until a pod changes, the next eviction retry is due, max-wait passes, or the bound ends.
+		wake := st.Deadline
+		if st.TimedOut || (!next.IsZero() && next.Before(wake)) {
+			wake = next
+		}
+		wctx, wcancel := t.until(ctx, wake)
+		cur, _, err := t.Cluster.WaitPodsChange(wctx, tgt.Node, sel, set)
+		wcancel()
+		if ctx.Err() != nil {
+			return st, nil // bound reached: "not yet"
+		}
+		if err != nil {
+			return nil, fmt.Errorf("watch pods on %s: %w", tgt.Node, err)
+		}
+		if cur.ResourceVersion != "" {
+			set = cur
+		}
+	}
+}
+
+// evictRound asks once for every pod that may go now and returns when the earliest
+// blocked eviction may be retried (zero when none is blocked).
+func (t *Tasks) evictRound(ctx context.Context, node string, st *DrainStatus, set kube.PodSet, req Request) (time.Time, error) {
+	var todo []kube.Pod
+	if req.EvictOthers {
+		todo = append(todo, notTerminating(set.Evictable)...)
+	}
+	if st.TimedOut {
+		todo = append(todo, notTerminating(set.Selected)...)
+	}
+	now := t.Clock.Now()
+	var next time.Time
+	for _, p := range todo {
+		b, blocked := st.Blocked[string(p.UID)]
+		if blocked && now.Before(b.NotBefore) {
+			next = earliest(next, b.NotBefore)
+			continue
+		}
+		var err error
+		if st.TimedOut && req.OnTimeout == OnTimeoutForce && p.Class == kube.Selected {
+			err = t.Cluster.ForceDelete(ctx, p, time.Duration(req.ForceGrace))
+			if err == nil {
+				st.ForcedPods++
+			}
+		} else {
+			err = t.Cluster.Evict(ctx, p, b.Attempts)
+		}
+		var eb *kube.EvictionBlockedError
+		switch {
+		case errors.As(err, &eb):
+			info := BlockInfo{Pod: p.Namespace + "/" + p.Name, PDBs: eb.PDBs, Attempts: b.Attempts + 1, NotBefore: eb.NotBefore.UTC()}
+			if st.Blocked == nil {
+				st.Blocked = map[string]BlockInfo{}
+			}
+			st.Blocked[string(p.UID)] = info
+			next = earliest(next, info.NotBefore)
+		case err != nil:
+			return time.Time{}, fmt.Errorf("evict %s/%s from %s: %w", p.Namespace, p.Name, node, err)
+		default:
+			delete(st.Blocked, string(p.UID))
+			if len(st.Evicted) < maxListed*4 {
+				st.Evicted = append(st.Evicted, p)
+			}
+		}
+	}
+	return next, nil
+}
+
+func (t *Tasks) checkWorkloads(ctx context.Context, s State) (*WorkloadsStatus, error) {
+	now := t.Clock.Now().UTC()
+	st := &WorkloadsStatus{Deadline: now.Add(time.Duration(s.Request.WorkloadTimeout))}
+	if s.Workloads != nil {
+		st.Deadline = s.Workloads.Deadline
+	}
+	var evicted []kube.Pod
+	if s.Drain != nil {
+		evicted = s.Drain.Evicted
+	}
+	ws, err := t.Cluster.WorkloadsReady(ctx, evicted)
+	if err != nil {
+		return nil, fmt.Errorf("check moved workloads: %w", err)
+	}
+	if ws.Ready {
+		st.Done = true
+		return st, nil
+	}
+	st.NotReady = ws.NotReady
+	if !now.Before(st.Deadline) {
+		return nil, newError(ErrWorkloadTimeout, "moved workloads not available again within --workload-timeout %s: %v", s.Request.WorkloadTimeout, ws.NotReady)
+	}
+	return st, nil
+}
+
+func (t *Tasks) retire(ctx context.Context, execution string, s State) (*RetireStatus, error) {
+	tgt, err := needTarget(s)
+	if err != nil {
+		return nil, err
+	}
+	opts := cloud.RetireOptions{Mode: cloud.RetireMode(s.Request.Retire), ExecutionID: execution}
+	if s.Surge != nil {
+		rec := s.Surge.Record
+		opts.Surge = &rec
+	}
+	res, err := t.Cloud.Retire(ctx, tgt.InstanceID, opts)
+	if err != nil {
+		return nil, fmt.Errorf("retire %s: %w", tgt.InstanceID, err)
+	}
+	st := &RetireStatus{RetireResult: res, At: t.Clock.Now().UTC()}
+	// Like the cloud controller would, but now: a stopped instance keeps its Node
+	// otherwise, and a Node object left behind confuses every later look at the cluster.
+	if err := t.Cluster.DeleteNode(ctx, tgt.Node); err != nil {
+		return nil, fmt.Errorf("delete node %s: %w", tgt.Node, err)
+	}
+	st.NodeDeleted = true
+	if h := s.Request.LifecycleHook; h != nil {
+		act := cloud.LifecycleAction{Group: h.Group, Hook: h.Name, InstanceID: tgt.InstanceID, Token: h.Token}
+		if err := t.Cloud.CompleteLifecycleAction(ctx, act, cloud.LifecycleContinue); err != nil {
+			return nil, fmt.Errorf("complete lifecycle action %s for %s: %w", h.Name, tgt.InstanceID, err)
+		}
+		st.LifecycleComplete = true
+	}
+	return st, nil
+}
+
+// rollback undoes only what this execution did. It works from whatever the state
+// holds: a step that died before recording its result is undone from what Resolve
+// saw (the surge record is rebuilt from the group as it was).
+func (t *Tasks) rollback(ctx context.Context, execution string, s State) (*RollbackStatus, error) {
+	st := &RollbackStatus{}
+	tgt := s.Target
+	if tgt == nil {
+		st.At = t.Clock.Now().UTC()
+		st.Notes = append(st.Notes, "nothing to undo: the node was never resolved")
+		return st, nil
+	}
+	if err := t.Cluster.Unfence(ctx, tgt.Node, execution); err != nil && !errors.Is(err, kube.ErrNodeNotFound) {
+		return nil, fmt.Errorf("unfence %s: %w", tgt.Node, err)
+	}
+	st.Unfenced = true
+	rec := rebuiltSurge(s)
+	if err := t.Cloud.Rollback(ctx, rec); err != nil {
+		return nil, fmt.Errorf("roll back surge of %s: %w", tgt.Group, err)
+	}
+	st.SurgeUndone = true
+	if h := s.Request.LifecycleHook; h != nil {
+		// A definite failure of this recycle: ABANDON. (Transient errors never get here:
+		// they are retried by the state machine first.)
+		act := cloud.LifecycleAction{Group: h.Group, Hook: h.Name, InstanceID: tgt.InstanceID, Token: h.Token}
+		if err := t.Cloud.CompleteLifecycleAction(ctx, act, cloud.LifecycleAbandon); err != nil {
+			return nil, fmt.Errorf("complete lifecycle action %s for %s: %w", h.Name, tgt.InstanceID, err)
+		}
+		st.LifecycleAbandon = true
+	}
+	st.At = t.Clock.Now().UTC()
+	return st, nil
+}
+
+// rebuiltSurge returns the surge record to undo: the recorded one, or — when Surge
+// may have acted without its answer being recorded — one rebuilt from Resolve's view.
+func rebuiltSurge(s State) cloud.SurgeRecord {
+	if s.Surge != nil {
+		return s.Surge.Record
+	}
+	tgt := s.Target
+	return cloud.SurgeRecord{
+		Group:                tgt.Group,
+		Instances:            []cloud.SurgedInstance{{ID: tgt.InstanceID, Method: cloud.SurgeStandby}},
+		Snapshot:             slices.Clone(tgt.Instances),
+		DesiredBefore:        tgt.Desired,
+		MaxBefore:            tgt.MaxSize,
+		MaxAfter:             tgt.MaxSize,
+		SuspendedAZRebalance: !slices.Contains(tgt.Suspended, cloud.ProcessAZRebalance),
+	}
+}
