@@ -84,6 +84,7 @@ select), and retires the old instance. Every step is durable and rolls back on f
 		return usageError{fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
 	root.AddCommand(newVersionCmd(stdout))
+	root.AddCommand(newSimCmd(stdin, stdout, stderr))
 	root.AddCommand(newControlPlaneCmd(stdout, stderr))
 	root.AddCommand(newASLCmd(stdout))
 	return root

@@ -371,3 +371,21 @@ func (s *Server) ResetCalls() {
 }
 
 func contextBackground() context.Context { return context.Background() }
+
+// DeregisterAll removes the Node of every instance that has one (for a control
+// plane that outlives the simulator).
+func (s *Server) DeregisterAll(ctx context.Context) error {
+	s.mu.Lock()
+	for _, inst := range s.sortedInstancesLocked() {
+		s.deregisterLocked(inst)
+	}
+	ops := s.takeNodeOpsLocked()
+	s.mu.Unlock()
+	var errs []error
+	if s.opts.Nodes != nil {
+		for _, op := range ops {
+			errs = append(errs, s.opts.Nodes.Deregister(ctx, op.inst))
+		}
+	}
+	return errors.Join(errs...)
+}
