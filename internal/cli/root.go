@@ -44,12 +44,13 @@ func Execute(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	if err == nil {
 		return ExitOK
 	}
-	fmt.Fprintf(stderr, "recycler: %v\n", err)
 	var ue usageError
 	var ce exitCoder
+	if errors.As(err, &ce) {
+		return ce.ExitCode() // the command has already explained itself
+	}
+	fmt.Fprintf(stderr, "recycler: %v\n", err)
 	switch {
-	case errors.As(err, &ce):
-		return ce.ExitCode()
 	case errors.As(err, &ue):
 		return ExitBadInput
 	default:
@@ -87,6 +88,8 @@ select), and retires the old instance. Every step is durable and rolls back on f
 	root.AddCommand(newSimCmd(stdin, stdout, stderr))
 	root.AddCommand(newControlPlaneCmd(stdout, stderr))
 	root.AddCommand(newASLCmd(stdout))
+	root.AddCommand(newRecycleCmd(stdin, stdout, stderr))
+	root.AddCommand(newExecutionCmds(stdin, stdout, stderr)...)
 	return root
 }
 

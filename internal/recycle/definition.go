@@ -28,3 +28,14 @@ func Definition(functionARN string) ([]byte, error) {
 	}
 	return []byte(strings.ReplaceAll(definition, FunctionPlaceholder, functionARN)), nil
 }
+
+// RollbackStateMachineName names the machine the embedded engine runs when a recycle
+// is aborted.
+const RollbackStateMachineName = "recycler-rollback"
+
+//go:embed rollback.asl.json
+var rollbackDefinition string
+
+// RollbackDefinition returns the abort state machine: one Rollback task over the
+// aborted execution's last recorded state.
+func RollbackDefinition() []byte { return []byte(rollbackDefinition) }

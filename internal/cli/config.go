@@ -1,0 +1,118 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/clock"
+
+	awsprovider "github.com/recycler/recycler/internal/cloud/aws"
+	"github.com/recycler/recycler/internal/engine"
+	"github.com/recycler/recycler/internal/kube"
+	"github.com/recycler/recycler/internal/recycle"
+)
+
+// envPrefix: every flag can default from RECYCLER_<FLAG_NAME> (dashes → underscores).
+const envPrefix = "RECYCLER_"
+
+// applyEnvDefaults sets each flag the user did not give from its environment
+// variable, so a deployment can configure recycler without a wrapper script.
+func applyEnvDefaults(fs *pflag.FlagSet) error {
+	var err error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if err != nil || f.Changed {
+			return
+		}
+		name := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = usageError{fmt.Errorf("environment variable %s=%q: %w", name, v, e)}
+			}
+		}
+	})
+	return err
+}
+
+// stateFlags are shared by every command that touches executions.
+type stateFlags struct {
+	statePath  string
+	kubeconfig string
+}
+
+func (s *stateFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&s.statePath, "state", defaultStatePath(), "SQLite file of the embedded engine (executions, history)")
+	fs.StringVar(&s.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
+}
+
+func defaultStatePath() string {
+	dir := os.Getenv("XDG_STATE_HOME")
+	if dir == "" {
+		if home, err := os.UserHomeDir(); err == nil {
+			dir = filepath.Join(home, ".local", "state")
+		} else {
+			dir = os.TempDir()
+		}
+	}
+	return filepath.Join(dir, "recycler", "recycler.db")
+}
+
+func (s *stateFlags) openEngine(ctx context.Context, reg func() *recycle.Tasks, log *slog.Logger) (*engine.Engine, error) {
+	if err := os.MkdirAll(filepath.Dir(s.statePath), 0o755); err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	opts := engine.Options{Path: s.statePath, Logger: log}
+	if reg != nil {
+		opts.Registry = reg().Registry()
+	}
+	eng, err := engine.Open(ctx, opts)
+	if err != nil {
+		return nil, fmt.Errorf("open state %s: %w", s.statePath, err)
+	}
+	return eng, nil
+}
+
+// buildTasks connects to the cluster and to AWS (region and endpoints from the SDK's
+// standard configuration: AWS_REGION, AWS_ENDPOINT_URL, profiles, …).
+func (s *stateFlags) buildTasks(ctx context.Context, log *slog.Logger) (*recycle.Tasks, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	if s.kubeconfig != "" {
+		rules.ExplicitPath = s.kubeconfig
+	}
+	rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return nil, usageError{fmt.Errorf("kubeconfig: %w (set --kubeconfig or KUBECONFIG)", err)}
+	}
+	// Drains issue many evictions; client-go's default 5 QPS would dominate a recycle's time.
+	rc.QPS, rc.Burst = 50, 100
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	clk := clock.RealClock{}
+	prov, err := awsprovider.New(ctx, awsprovider.Options{Clock: clk})
+	if err != nil {
+		return nil, fmt.Errorf("aws: %w", err)
+	}
+	return &recycle.Tasks{Cloud: prov, Cluster: kube.New(cs, kube.WithClock(clk)), Clock: clk, Log: log}, nil
+}
+
+func addEnvDefaultsHook(cmd *cobra.Command) {
+	prev := cmd.PreRunE
+	cmd.PreRunE = func(c *cobra.Command, args []string) error {
+		if err := applyEnvDefaults(c.Flags()); err != nil {
+			return err
+		}
+		if prev != nil {
+			return prev(c, args)
+		}
+		return nil
+	}
+}

@@ -1,0 +1,204 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/recycler/recycler/internal/engine"
+	"github.com/recycler/recycler/internal/recycle"
+)
+
+// newExecutionCmds returns status, list, history, abort and resume: the commands that
+// look at or act on executions stored in the embedded engine's state file.
+func newExecutionCmds(stdin io.Reader, stdout, stderr io.Writer) []*cobra.Command {
+	return []*cobra.Command{
+		execCmd("status [ID]", "Show one execution, or every running one", usageArgs(cobra.MaximumNArgs(1)), false,
+			func(ctx context.Context, eng *engine.Engine, _ *stateFlags, args []string) error {
+				if len(args) == 1 {
+					ex, err := describeExec(ctx, eng, args[0])
+					if err != nil {
+						return err
+					}
+					return printStatus(ctx, eng, stdout, ex)
+				}
+				exs, err := eng.List(ctx, engine.ListFilter{StateMachine: recycle.StateMachineName, Status: engine.StatusRunning})
+				if err != nil {
+					return err
+				}
+				if len(exs) == 0 {
+					fmt.Fprintln(stdout, "no recycle is running")
+				}
+				return printList(stdout, exs)
+			}),
+		execCmd("list", "List recycles, newest first", usageArgs(cobra.NoArgs), false,
+			func(ctx context.Context, eng *engine.Engine, _ *stateFlags, _ []string) error {
+				exs, err := eng.List(ctx, engine.ListFilter{StateMachine: recycle.StateMachineName, Limit: 100})
+				if err != nil {
+					return err
+				}
+				return printList(stdout, exs)
+			}),
+		execCmd("history ID", "Show an execution's timeline", usageArgs(cobra.ExactArgs(1)), false,
+			func(ctx context.Context, eng *engine.Engine, _ *stateFlags, args []string) error {
+				if _, err := describeExec(ctx, eng, args[0]); err != nil {
+					return err
+				}
+				hist, err := eng.History(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				view := newProgress(stdout, false)
+				for _, ev := range hist {
+					_ = view.event(ev)
+				}
+				return nil
+			}),
+		execCmd("abort ID", "Abort a running recycle and roll back what it did", usageArgs(cobra.ExactArgs(1)), true,
+			func(ctx context.Context, eng *engine.Engine, _ *stateFlags, args []string) error {
+				ex, err := describeExec(ctx, eng, args[0])
+				if err != nil {
+					return err
+				}
+				if ex.Status.Done() {
+					return usageError{fmt.Errorf("execution %s already ended (%s): nothing to abort", ex.ID, ex.Status)}
+				}
+				if _, err := eng.Stop(ctx, ex.ID, recycle.ErrAborted, "aborted with 'recycler abort'"); err != nil {
+					return fmt.Errorf("abort %s: %w", ex.ID, err)
+				}
+				fin, err := eng.Wait(ctx, ex.ID)
+				if err != nil {
+					return err
+				}
+				res, err := finish(ctx, eng, fin, stderr)
+				if err != nil {
+					return err
+				}
+				return exitIfNot(res)
+			}),
+		execCmd("resume", "Continue every unfinished recycle in the foreground until it ends", usageArgs(cobra.NoArgs), true,
+			func(ctx context.Context, eng *engine.Engine, _ *stateFlags, _ []string) error {
+				exs, err := eng.List(ctx, engine.ListFilter{Status: engine.StatusRunning})
+				if err != nil {
+					return err
+				}
+				if len(exs) == 0 {
+					fmt.Fprintln(stderr, "nothing to resume")
+					return nil
+				}
+				worst := ExitOK
+				for _, ex := range exs {
+					fmt.Fprintf(stderr, "resuming %s (%s)\n", ex.ID, ex.StateMachine)
+					fin, err := eng.Wait(ctx, ex.ID)
+					if err != nil {
+						return err
+					}
+					res, err := finish(ctx, eng, fin, stderr)
+					if err != nil {
+						return err
+					}
+					worst = max(worst, res.code)
+				}
+				if worst != ExitOK {
+					return exitError{code: worst, msg: "not every resumed recycle succeeded"}
+				}
+				return nil
+			}),
+	}
+}
+
+// execCmd builds one execution command. Commands that only look (run=false) still
+// open the engine with the task registry, so an execution they find unfinished is
+// not left without a runner… but they do not wait for it.
+func execCmd(use, short string, args cobra.PositionalArgs, run bool, fn func(context.Context, *engine.Engine, *stateFlags, []string) error) *cobra.Command {
+	f := &stateFlags{}
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  args,
+		RunE: func(cmd *cobra.Command, a []string) error {
+			ctx := cmd.Context()
+			log := slog.New(slog.NewTextHandler(io.Discard, nil))
+			var tasks func() *recycle.Tasks
+			if run {
+				t, err := f.buildTasks(ctx, log)
+				if err != nil {
+					return err
+				}
+				tasks = func() *recycle.Tasks { return t }
+			}
+			eng, err := f.openEngine(ctx, tasks, log)
+			if err != nil {
+				return err
+			}
+			defer eng.Close()
+			return fn(ctx, eng, f, a)
+		},
+	}
+	f.register(cmd.Flags())
+	addEnvDefaultsHook(cmd)
+	return cmd
+}
+
+func describeExec(ctx context.Context, eng *engine.Engine, id string) (engine.Execution, error) {
+	ex, err := eng.Describe(ctx, id)
+	if errors.Is(err, engine.ErrNotFound) {
+		return ex, usageError{fmt.Errorf("no execution %q in this state file: see 'recycler list'", id)}
+	}
+	return ex, err
+}
+
+func printList(w io.Writer, exs []engine.Execution) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "EXECUTION\tTARGET\tSTATUS\tSTARTED\tELAPSED\tERROR")
+	for _, ex := range exs {
+		var st recycle.State
+		_ = json.Unmarshal(ex.Input, &st)
+		end := ex.StopTime
+		if end.IsZero() {
+			end = time.Now()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", ex.ID, st.Request.Target(), ex.Status,
+			ex.StartTime.Local().Format(time.DateTime), end.Sub(ex.StartTime).Truncate(time.Second), ex.Error)
+	}
+	return tw.Flush()
+}
+
+func printStatus(ctx context.Context, eng *engine.Engine, w io.Writer, ex engine.Execution) error {
+	hist, err := eng.History(ctx, ex.ID)
+	if err != nil {
+		return err
+	}
+	st := stateFromHistory(hist)
+	fmt.Fprintf(w, "execution  %s\nstatus     %s\nstarted    %s\n", ex.ID, ex.Status, ex.StartTime.Local().Format(time.DateTime))
+	if st.Target != nil {
+		fmt.Fprintf(w, "node       %s (instance %s, group %s)\n", st.Target.Node, st.Target.InstanceID, st.Target.Group)
+	}
+	if st.Replacement != nil && len(st.Replacement.Instances) > 0 {
+		fmt.Fprintf(w, "replacement %v ready=%v\n", st.Replacement.Instances, st.Replacement.Done)
+	}
+	if st.Drain != nil {
+		fmt.Fprintf(w, "drain      %s\n", drainLine(*st.Drain))
+	}
+	if ex.Error != "" {
+		fmt.Fprintf(w, "error      %s: %s\n", ex.Error, ex.Cause)
+	}
+	for step, d := range stepDurations(hist) {
+		fmt.Fprintf(w, "  %-16s %s\n", step, d)
+	}
+	return nil
+}
+
+func exitIfNot(res result) error {
+	if res.code != ExitOK {
+		return exitError{code: res.code, msg: res.Message}
+	}
+	return nil
+}

@@ -1,0 +1,444 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/recycler/recycler/internal/engine"
+	"github.com/recycler/recycler/internal/recycle"
+)
+
+type recycleFlags struct {
+	stateFlags
+	selector           string
+	namespaces         []string
+	maxWait            time.Duration
+	onTimeout          string
+	evictOthers        bool
+	replacementTimeout time.Duration
+	workloadTimeout    time.Duration
+	forceGrace         time.Duration
+	retire             string
+	noSurge            bool
+	allowRaiseMax      bool
+	readyLabels        map[string]string
+	checkSeconds       int
+	dryRun             bool
+	output             string
+}
+
+func newRecycleCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+	f := &recycleFlags{}
+	cmd := &cobra.Command{
+		Use:   "recycle NODE|INSTANCE-ID...",
+		Short: "Replace nodes with zero downtime (one after another)",
+		Long: `Replace each named node (a Kubernetes node name or an EC2 instance id) with zero downtime:
+fence it, surge a replacement, wait until the replacement's Node is Ready, drain (evicting
+other pods with PodDisruptionBudgets honoured, waiting up to --max-wait for the pods you
+select), retire the old instance. A failure rolls back what Recycler did.
+
+Runs in the foreground with a live progress view on stderr. Ctrl-C offers to detach (the
+execution goes on under 'recycler resume') or to abort (roll back). Every flag also
+reads a default from RECYCLER_<FLAG>, e.g. RECYCLER_MAX_WAIT=20h.
+
+Exit codes: 0 success, 1 failed and rolled back, 2 bad input or refused precondition
+(nothing changed), 3 needs a person (explained in the output).`,
+		Example: `  recycler recycle ip-10-0-1-23.eu-west-1.compute.internal --selector app=airflow-worker --namespace airflow --max-wait 20h
+  recycler recycle i-0123456789abcdef0 --on-timeout evict --retire stop
+  recycler recycle NODE --dry-run`,
+		Args: usageArgs(cobra.MinimumNArgs(1)),
+		RunE: func(cmd *cobra.Command, targets []string) error {
+			return runRecycle(cmd.Context(), f, targets, stdin, stdout, stderr)
+		},
+	}
+	fs := cmd.Flags()
+	f.stateFlags.register(fs)
+	fs.StringVar(&f.selector, "selector", "", "label selector of the pods to wait for (long-running jobs); they are never evicted before --max-wait")
+	fs.StringSliceVar(&f.namespaces, "namespace", nil, "namespaces of the pods to wait for (repeatable or comma-separated; default: all)")
+	fs.DurationVar(&f.maxWait, "max-wait", recycle.DefaultMaxWait, "how long to wait for the selected pods to finish")
+	fs.StringVar(&f.onTimeout, "on-timeout", string(recycle.OnTimeoutFail), "at --max-wait: fail (roll back), evict (PDB-aware), or force (delete with --force-grace)")
+	fs.BoolVar(&f.evictOthers, "evict-others", true, "evict the pods that are not selected through the Eviction API (PDBs honoured)")
+	fs.DurationVar(&f.replacementTimeout, "replacement-timeout", recycle.DefaultReplacementTimeout, "how long to wait for the replacement node to be Ready before rolling back")
+	fs.DurationVar(&f.workloadTimeout, "workload-timeout", recycle.DefaultWorkloadTimeout, "how long moved workloads may take to be available again")
+	fs.DurationVar(&f.forceGrace, "force-grace", recycle.DefaultForceGrace, "grace period cap for --on-timeout force (at least 1s)")
+	fs.StringVar(&f.retire, "retire", string(recycle.RetireTerminate), "what to do with the old instance: terminate, or stop (kept and tagged for forensics)")
+	fs.BoolVar(&f.noSurge, "no-surge", false, "for a group without headroom: drain first, then let the group replace the node")
+	fs.BoolVar(&f.allowRaiseMax, "allow-raise-max", false, "raise the group's MaxSize by one during the recycle when it has no headroom (restored afterwards)")
+	fs.StringToStringVar(&f.readyLabels, "ready-label", nil, "labels the replacement node must carry before it counts as ready (key=value, repeatable)")
+	fs.IntVar(&f.checkSeconds, "check-seconds", recycle.DefaultCheckSeconds, "how long one check may block on a watch before the state machine loops")
+	fs.BoolVar(&f.dryRun, "dry-run", false, "resolve and check every node, print what would happen, change nothing")
+	fs.StringVarP(&f.output, "output", "o", "text", "final result on stdout: text or json")
+	addEnvDefaultsHook(cmd)
+	return cmd
+}
+
+// requests validates every flag and target into requests; nothing has been touched yet.
+func (f *recycleFlags) requests(targets []string) ([]recycle.Request, error) {
+	if f.output != "text" && f.output != "json" {
+		return nil, badInput("-o %q: use text or json", f.output)
+	}
+	var reqs []recycle.Request
+	var errs []error
+	seen := map[string]bool{}
+	for _, t := range targets {
+		if seen[t] {
+			errs = append(errs, fmt.Errorf("%s named twice", t))
+			continue
+		}
+		seen[t] = true
+		r := recycle.NewRequest(t)
+		r.Selector, r.Namespaces = f.selector, f.namespaces
+		r.MaxWait, r.ReplacementTimeout = recycle.Duration(f.maxWait), recycle.Duration(f.replacementTimeout)
+		r.WorkloadTimeout, r.ForceGrace = recycle.Duration(f.workloadTimeout), recycle.Duration(f.forceGrace)
+		r.OnTimeout, r.Retire = recycle.OnTimeout(f.onTimeout), recycle.RetireMode(f.retire)
+		r.EvictOthers, r.NoSurge, r.AllowRaiseMax = f.evictOthers, f.noSurge, f.allowRaiseMax
+		r.ReadyLabels, r.CheckSeconds = f.readyLabels, f.checkSeconds
+		if err := r.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", t, err))
+			continue
+		}
+		reqs = append(reqs, r)
+	}
+	if len(errs) > 0 {
+		return nil, usageError{errors.Join(errs...)}
+	}
+	return reqs, nil
+}
+
+func runRecycle(ctx context.Context, f *recycleFlags, targets []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	reqs, err := f.requests(targets)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	// The foreground work must survive the first Ctrl-C: it only asks what to do.
+	work := context.WithoutCancel(ctx)
+	tasks, err := f.buildTasks(work, log)
+	if err != nil {
+		return err
+	}
+	// Every target is resolved and checked before anything changes anywhere.
+	for i := range reqs {
+		tgt, err := tasks.Resolve(work, recycle.State{Request: reqs[i]})
+		if err != nil {
+			return refusal(reqs[i].Target(), err)
+		}
+		if f.dryRun {
+			printPlan(stdout, reqs[i], tgt)
+		}
+	}
+	if f.dryRun {
+		return nil
+	}
+	eng, err := f.openEngine(work, func() *recycle.Tasks { return tasks }, log)
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+
+	var results []result
+	for _, req := range reqs {
+		res, err := runOne(ctx, work, eng, req, stdin, stderr)
+		if err != nil {
+			return err
+		}
+		results = append(results, res)
+		if res.code != ExitOK {
+			break // one at a time: a failed recycle stops the rest
+		}
+	}
+	if err := printResults(stdout, f.output, results); err != nil {
+		return err
+	}
+	if last := results[len(results)-1]; last.code != ExitOK {
+		return exitError{code: last.code, msg: last.Message}
+	}
+	return nil
+}
+
+// refusal turns a failed pre-check into exit 2 with the check's own message.
+func refusal(target string, err error) error {
+	switch recycle.ErrorNameOf(err) {
+	case recycle.ErrBadInput, recycle.ErrPrecondition:
+		return usageError{fmt.Errorf("%s: %w (nothing was changed)", target, err)}
+	}
+	return fmt.Errorf("%s: checking before the recycle: %w (nothing was changed)", target, err)
+}
+
+func printPlan(w io.Writer, req recycle.Request, t *recycle.Target) {
+	fmt.Fprintf(w, "Would recycle node %s (instance %s in %s, group %s: desired %d, max %d):\n", t.Node, t.InstanceID, t.AZ, t.Group, t.Desired, t.MaxSize)
+	fmt.Fprintf(w, "  1. taint %s:NoSchedule and cordon %s\n", "recycler.io/recycling", t.Node)
+	if req.NoSurge {
+		fmt.Fprintf(w, "  2. no surge: drain first, the group replaces the node after it is retired\n")
+	} else {
+		fmt.Fprintf(w, "  2. enter standby without decrement: the group launches a replacement; wait up to %s for it to be InService with a Ready node\n", req.ReplacementTimeout)
+	}
+	sel := "no pods"
+	if req.Selector != "" || len(req.Namespaces) > 0 {
+		sel = fmt.Sprintf("pods matching %q in %s", req.Selector, nsList(req.Namespaces))
+	}
+	fmt.Fprintf(w, "  3. wait up to %s for %s, then %s; evict other pods: %v (PDBs honoured)\n", req.MaxWait, sel, req.OnTimeout, req.EvictOthers)
+	fmt.Fprintf(w, "  4. wait up to %s for moved workloads to be available again\n", req.WorkloadTimeout)
+	fmt.Fprintf(w, "  5. detach %s (desired capacity back to %d), %s it, delete node %s\n", t.InstanceID, t.Desired, req.Retire, t.Node)
+}
+
+func nsList(ns []string) string {
+	if len(ns) == 0 {
+		return "all namespaces"
+	}
+	return "namespaces " + strings.Join(ns, ",")
+}
+
+// result is what `-o json` prints for one recycle.
+type result struct {
+	ExecutionID string                   `json:"executionId"`
+	Node        string                   `json:"node"`
+	OldInstance string                   `json:"oldInstance,omitempty"`
+	NewInstance string                   `json:"newInstance,omitempty"`
+	Outcome     string                   `json:"outcome"`
+	Message     string                   `json:"message,omitempty"`
+	Steps       map[string]time.Duration `json:"stepDurations"`
+	Elapsed     time.Duration            `json:"elapsed"`
+	code        int
+}
+
+func runOne(ctx, work context.Context, eng *engine.Engine, req recycle.Request, stdin io.Reader, stderr io.Writer) (result, error) {
+	input, err := json.Marshal(recycle.State{Request: req})
+	if err != nil {
+		return result{}, err
+	}
+	ex, err := eng.Start(work, engine.StartInput{
+		StateMachine: recycle.StateMachineName,
+		Definition:   mustDefinition(),
+		Name:         executionName(req.Target()),
+		Input:        input,
+		OnAbort:      &engine.Rollback{StateMachine: recycle.RollbackStateMachineName, Definition: recycle.RollbackDefinition()},
+	})
+	if err != nil {
+		return result{}, fmt.Errorf("start recycle of %s: %w", req.Target(), err)
+	}
+	fmt.Fprintf(stderr, "recycling %s: execution %s\n", req.Target(), ex.ID)
+	view := newProgress(stderr, isTerminal(stderr))
+	watchCtx, stopWatch := context.WithCancel(work)
+	watched := make(chan error, 1)
+	go func() { watched <- eng.Watch(watchCtx, ex.ID, view.event) }()
+	defer stopWatch()
+
+	done := make(chan engine.Execution, 1)
+	go func() {
+		fin, _ := eng.Wait(watchCtx, ex.ID)
+		done <- fin
+	}()
+	select {
+	case fin := <-done:
+		<-watched
+		return finish(work, eng, fin, stderr)
+	case <-ctx.Done():
+		return interrupted(work, eng, ex, stdin, stderr, done)
+	}
+}
+
+// interrupted asks whether to detach or abort after Ctrl-C. Without a terminal it
+// detaches: nothing is undone behind the user's back.
+func interrupted(work context.Context, eng *engine.Engine, ex engine.Execution, stdin io.Reader, stderr io.Writer, done <-chan engine.Execution) (result, error) {
+	choice := "d"
+	if f, ok := stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		fmt.Fprintf(stderr, "\ninterrupted: [d]etach (the recycle goes on under 'recycler resume') or [a]bort (roll back)? ")
+		line, _ := bufio.NewReader(stdin).ReadString('\n')
+		if strings.HasPrefix(strings.ToLower(strings.TrimSpace(line)), "a") {
+			choice = "a"
+		}
+	}
+	if choice == "d" {
+		msg := fmt.Sprintf("detached: execution %s stays where it is; continue it with 'recycler resume' (or 'recycler abort %s')", ex.ID, ex.ID)
+		fmt.Fprintln(stderr, msg)
+		return result{ExecutionID: ex.ID, Outcome: "detached", Message: msg, code: ExitNeedsPerson}, nil
+	}
+	fmt.Fprintln(stderr, "aborting: rolling back what this recycle did…")
+	if _, err := eng.Stop(work, ex.ID, recycle.ErrAborted, "aborted by the user (Ctrl-C)"); err != nil {
+		return result{}, fmt.Errorf("abort %s: %w", ex.ID, err)
+	}
+	fin := <-done
+	return finish(work, eng, fin, stderr)
+}
+
+func finish(ctx context.Context, eng *engine.Engine, ex engine.Execution, stderr io.Writer) (result, error) {
+	res := result{ExecutionID: ex.ID, Steps: map[string]time.Duration{}}
+	var st recycle.State
+	_ = json.Unmarshal(ex.Input, &st)
+	res.Node = st.Request.Target()
+	hist, err := eng.History(ctx, ex.ID)
+	if err != nil {
+		return result{}, err
+	}
+	final := stateFromHistory(hist)
+	if final.Target != nil {
+		res.Node, res.OldInstance = final.Target.Node, final.Target.InstanceID
+	}
+	if final.Replacement != nil && len(final.Replacement.Instances) > 0 {
+		res.NewInstance = final.Replacement.Instances[0]
+	}
+	res.Steps = stepDurations(hist)
+	if !ex.StopTime.IsZero() {
+		res.Elapsed = ex.StopTime.Sub(ex.StartTime).Round(time.Millisecond)
+	}
+	res.code, res.Outcome, res.Message = outcome(ctx, eng, ex)
+	fmt.Fprintln(stderr, res.Message)
+	return res, nil
+}
+
+// outcome maps a finished execution to the exit code and a sentence a person can act on.
+func outcome(ctx context.Context, eng *engine.Engine, ex engine.Execution) (int, string, string) {
+	switch ex.Status {
+	case engine.StatusSucceeded:
+		return ExitOK, "succeeded", fmt.Sprintf("recycled: execution %s succeeded", ex.ID)
+	case engine.StatusAborted:
+		if ex.RollbackID == "" {
+			return ExitNeedsPerson, "aborted", fmt.Sprintf("aborted without rollback: check the node and group (execution %s)", ex.ID)
+		}
+		rb, err := eng.Wait(ctx, ex.RollbackID)
+		if err == nil && rb.Status == engine.StatusSucceeded {
+			return ExitFailed, "aborted", fmt.Sprintf("aborted and rolled back: the node is back in service (execution %s)", ex.ID)
+		}
+		return ExitNeedsPerson, "needs-person", fmt.Sprintf("aborted, but the rollback did not finish (%s: %s): a person must check the node and group; see 'recycler history %s'", rb.Error, rb.Cause, ex.RollbackID)
+	}
+	switch ex.Error {
+	case recycle.ErrBadInput, recycle.ErrPrecondition:
+		return ExitBadInput, "refused", fmt.Sprintf("refused, nothing changed: %s", ex.Cause)
+	case recycle.ErrRollbackFailed:
+		return ExitNeedsPerson, "needs-person", fmt.Sprintf("failed and the rollback did not finish: a person must check the node and group; see 'recycler history %s'", ex.ID)
+	}
+	return ExitFailed, "rolled-back", fmt.Sprintf("failed and rolled back (%s): %s", ex.Error, ex.Cause)
+}
+
+// stateFromHistory returns the last state document the execution recorded.
+func stateFromHistory(hist []engine.Event) recycle.State {
+	var st recycle.State
+	for _, ev := range hist {
+		if !strings.HasSuffix(ev.Type, "StateExited") && !strings.HasSuffix(ev.Type, "StateEntered") {
+			continue
+		}
+		var d struct {
+			Input  json.RawMessage `json:"input"`
+			Output json.RawMessage `json:"output"`
+		}
+		if json.Unmarshal(ev.Details, &d) != nil {
+			continue
+		}
+		doc := d.Output
+		if doc == nil {
+			doc = d.Input
+		}
+		var s recycle.State
+		if json.Unmarshal(doc, &s) == nil {
+			st = s
+		}
+	}
+	return st
+}
+
+// stepDurations adds up the time spent in each step (its loop and pauses included).
+func stepDurations(hist []engine.Event) map[string]time.Duration {
+	out := map[string]time.Duration{}
+	var cur string
+	var since time.Time
+	for _, ev := range hist {
+		if !strings.HasSuffix(ev.Type, "StateEntered") {
+			continue
+		}
+		var d struct {
+			Name string `json:"name"`
+		}
+		_ = json.Unmarshal(ev.Details, &d)
+		step := stepOf(d.Name)
+		if step != cur {
+			if cur != "" {
+				out[cur] += ev.Timestamp.Sub(since)
+			}
+			cur, since = step, ev.Timestamp
+		}
+	}
+	if cur != "" && len(hist) > 0 {
+		out[cur] += hist[len(hist)-1].Timestamp.Sub(since)
+	}
+	for k, v := range out {
+		out[k] = v.Round(time.Millisecond)
+	}
+	return out
+}
+
+// stepOf folds a loop's states (CheckReplacement, CheckReplacementDone?, WaitForReplacement)
+// into the step a person thinks of.
+func stepOf(state string) string {
+	switch state {
+	case "CheckReplacement", "CheckReplacementDone?", "WaitForReplacement":
+		return "WaitReplacement"
+	case "Drain", "DrainDone?", "WaitForDrain":
+		return "Drain"
+	case "CheckWorkloads", "CheckWorkloadsDone?", "WaitForWorkloads":
+		return "WaitWorkloads"
+	case "SurgeOrNot":
+		return "Fence"
+	}
+	return state
+}
+
+func printResults(w io.Writer, format string, results []result) error {
+	if format == "json" {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		if len(results) == 1 {
+			return enc.Encode(results[0])
+		}
+		return enc.Encode(results)
+	}
+	for _, r := range results {
+		fmt.Fprintf(w, "%s\t%s\t%s → %s\t%s\t%s\n", r.ExecutionID, r.Node, r.OldInstance, orDash(r.NewInstance), r.Outcome, r.Elapsed)
+	}
+	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func mustDefinition() []byte {
+	def, _ := recycle.Definition("")
+	return def
+}
+
+func executionName(target string) string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s-%s-%s", target, time.Now().UTC().Format("20060102T150405"), hex.EncodeToString(b[:]))
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// exitError ends a command with a chosen exit code; its message was already shown.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e exitError) Error() string { return e.msg }
+func (e exitError) ExitCode() int { return e.code }
