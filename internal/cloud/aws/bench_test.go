@@ -16,15 +16,24 @@ import (
 // checks every cloudtest.Step (5 s). Reported: all calls per cycle, the calls that do
 // not depend on how long the boot takes, and the checks per cycle (each one
 // DescribeAutoScalingGroups). Runs a fixed number of cycles whatever b.N is.
+//
+// The throttled variant answers 30 % of all calls with Throttling: the calls stay
+// the same, the attempts (HTTP requests, retries included) grow, and the adaptive
+// retryer's client-side rate limiting makes it slow in wall-clock time.
 func BenchmarkRecycleCycleAPICalls(b *testing.B) {
-	const cycles = 5
+	b.Run("calm", func(b *testing.B) { benchCycles(b, 5, 0) })
+	b.Run("throttled-30pct", func(b *testing.B) { benchCycles(b, 1, 0.3) })
+}
+
+func benchCycles(b *testing.B, cycles int, throttle float64) {
 	e := startSim(b)
 	name := e.CreateGroup(b, cloudtest.GroupSpec{Min: 1, Max: 6, Desired: 3})
 	ctx := context.Background()
+	e.Throttle(b, throttle)
 	b.ResetTimer()
 	for range b.N {
 		m := e.prov.Metrics()
-		var total, polls int64
+		var total, attempts, polls int64
 		perOp := map[string]int64{}
 		for range cycles {
 			g, err := e.prov.Group(ctx, name) // the workflow's Resolve step already knows the instance
@@ -58,16 +67,19 @@ func BenchmarkRecycleCycleAPICalls(b *testing.B) {
 				b.Fatal(err)
 			}
 			total += m.TotalCalls()
+			attempts += m.TotalAttempts()
 			for op, n := range m.Calls() {
 				perOp[op] += n
 			}
 			e.Advance(b, cloudtest.Step)
 		}
-		b.ReportMetric(float64(total)/cycles, "api-calls/cycle")
-		b.ReportMetric(float64(total-polls)/cycles, "fixed-api-calls/cycle")
-		b.ReportMetric(float64(polls)/cycles, "polls/cycle")
+		per := func(n int64) float64 { return float64(n) / float64(cycles) }
+		b.ReportMetric(per(total), "api-calls/cycle")
+		b.ReportMetric(per(total-polls), "fixed-api-calls/cycle")
+		b.ReportMetric(per(polls), "polls/cycle")
+		b.ReportMetric(per(attempts), "http-attempts/cycle")
 		for _, op := range slices.Sorted(maps.Keys(perOp)) {
-			b.Logf("%-45s %4.1f calls/cycle", op, float64(perOp[op])/cycles)
+			b.Logf("%-45s %4.1f calls/cycle", op, per(perOp[op]))
 		}
 	}
 }
