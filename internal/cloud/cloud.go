@@ -51,9 +51,12 @@ type Surger interface {
 	//
 	// Errors: ErrValidation (malformed ids, instance Pending/Detaching/Terminating),
 	// ErrNotInGroup (an instance is not in this group), ErrNotFound (no group / no
-	// instance), ErrNoHeadroom. Already done (all instances already in Standby, or a
-	// record passed back in via opts.Previous): success, with the same record; no
-	// second replacement is requested.
+	// instance), ErrNoHeadroom. Already done (instances already in Standby): success,
+	// with an equivalent record; no second replacement is requested. A failure before
+	// any instance entered standby undoes this call's MaxSize raise and AZRebalance
+	// suspension; after that, the returned (partial) record is what Rollback needs.
+	// The desired+1 path cannot tell a repeat from a new request: a repeated Surge
+	// after a lost SetDesiredCapacity answer asks for a second instance.
 	Surge(ctx context.Context, group string, instanceIDs []string, opts SurgeOptions) (SurgeRecord, error)
 	// FindReplacement checks once for the replacements of a surge: instances not in
 	// rec.Snapshot. Ready when there are at least len(rec.Instances) new InService

@@ -59,6 +59,9 @@ func dedupe(ids []string) []string {
 // Instances implements cloud.Describer.
 func (p *Provider) Instances(ctx context.Context, ids ...string) ([]cloud.Instance, error) {
 	ids = dedupe(ids)
+	if len(ids) == 0 {
+		return nil, nil
+	}
 	if err := cloud.ValidateInstanceIDs(ids); err != nil {
 		return nil, err
 	}

@@ -196,3 +196,32 @@ func TestCompareLaunch(t *testing.T) {
 		}
 	}
 }
+
+func okReply(action string) reply {
+	return reply{200, `<` + action + `Response ` + asgNS + `><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></` + action + `Response>`}
+}
+
+// A Surge that fails before any instance entered standby undoes its own MaxSize raise
+// and AZRebalance suspension, so a repeated Surge does not mistake them for someone
+// else's and leave them behind.
+func TestFailedSurgeUndoesItsSetup(t *testing.T) {
+	p, c := cannedProvider(t, map[string][]reply{
+		"DescribeAutoScalingGroups": {{200, `<DescribeAutoScalingGroupsResponse ` + asgNS + `><DescribeAutoScalingGroupsResult><AutoScalingGroups><member>
+<AutoScalingGroupName>g</AutoScalingGroupName><MinSize>1</MinSize><MaxSize>1</MaxSize><DesiredCapacity>1</DesiredCapacity>
+<Instances><member><InstanceId>i-0123456789abcdef0</InstanceId><AvailabilityZone>ap-southeast-1a</AvailabilityZone>
+<LifecycleState>InService</LifecycleState><HealthStatus>Healthy</HealthStatus></member></Instances>
+</member></AutoScalingGroups></DescribeAutoScalingGroupsResult></DescribeAutoScalingGroupsResponse>`}},
+		"DescribeScalingActivities": {{200, `<DescribeScalingActivitiesResponse ` + asgNS + `><DescribeScalingActivitiesResult><Activities/></DescribeScalingActivitiesResult></DescribeScalingActivitiesResponse>`}},
+		"UpdateAutoScalingGroup":    {okReply("UpdateAutoScalingGroup")},
+		"SuspendProcesses":          {okReply("SuspendProcesses")},
+		"ResumeProcesses":           {okReply("ResumeProcesses")},
+		"EnterStandby":              {{400, asgError("ValidationError", "The instance i-0123456789abcdef0 is not in InService.")}},
+	})
+	_, err := p.Surge(context.Background(), "g", []string{"i-0123456789abcdef0"}, cloud.SurgeOptions{AllowRaiseMax: true})
+	if !errors.Is(err, cloud.ErrValidation) {
+		t.Fatalf("surge with a refused EnterStandby: %v, want ErrValidation", err)
+	}
+	if c.seen["UpdateAutoScalingGroup"] != 2 || c.seen["SuspendProcesses"] != 1 || c.seen["ResumeProcesses"] != 1 {
+		t.Errorf("calls %v: want MaxSize raised and restored (2 updates), AZRebalance suspended and resumed", c.seen)
+	}
+}

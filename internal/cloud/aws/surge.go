@@ -2,9 +2,11 @@ package aws
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	sdkaws "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
@@ -83,60 +85,95 @@ func (p *Provider) Surge(ctx context.Context, group string, ids []string, opts c
 			need++
 		}
 	}
-	if need > g.MaxSize && len(toStandby)+len(toDesired) > 0 {
-		if !opts.AllowRaiseMax {
-			return cloud.SurgeRecord{}, fmt.Errorf("surge %s: group %s has %d live instances and MaxSize %d, %d more do not fit; raise MaxSize or allow Recycler to raise it temporarily: %w",
-				strings.Join(ids, ","), group, need-int32(len(toStandby)+len(toDesired)), g.MaxSize, len(toStandby)+len(toDesired), cloud.ErrNoHeadroom)
-		}
-		if _, err := p.asg.UpdateAutoScalingGroup(ctx, &autoscaling.UpdateAutoScalingGroupInput{
-			AutoScalingGroupName: &group, MaxSize: sdkaws.Int32(need),
-		}); err != nil {
-			return cloud.SurgeRecord{}, classify(fmt.Sprintf("raise MaxSize of %s from %d to %d", group, g.MaxSize, need), err)
-		}
-		rec.MaxRaised, rec.MaxAfter = true, need
+	raise := need > g.MaxSize && len(toStandby)+len(toDesired) > 0
+	if raise && !opts.AllowRaiseMax {
+		return cloud.SurgeRecord{}, fmt.Errorf("surge %s: group %s has %d live instances and MaxSize %d, %d more do not fit; raise MaxSize or allow Recycler to raise it temporarily: %w",
+			strings.Join(ids, ","), group, need-int32(len(toStandby)+len(toDesired)), g.MaxSize, len(toStandby)+len(toDesired), cloud.ErrNoHeadroom)
 	}
 
 	acts, err := p.asg.DescribeScalingActivities(ctx, &autoscaling.DescribeScalingActivitiesInput{
 		AutoScalingGroupName: &group, MaxRecords: sdkaws.Int32(1),
 	})
 	if err != nil {
-		return rec, classify("describe scaling activities of "+group, err)
+		return cloud.SurgeRecord{}, classify("describe scaling activities of "+group, err)
 	}
 	if len(acts.Activities) > 0 {
 		rec.ActivitiesBefore = sdkaws.ToString(acts.Activities[0].ActivityId)
 	}
 
-	if len(toStandby) > 0 || retried {
-		switch {
-		case !g.Suspended(cloud.ProcessAZRebalance):
-			if _, err := p.asg.SuspendProcesses(ctx, &autoscaling.SuspendProcessesInput{
-				AutoScalingGroupName: &group, ScalingProcesses: []string{cloud.ProcessAZRebalance},
+	suspendedNow, surged := false, false
+	err = func() error {
+		if raise {
+			if _, err := p.asg.UpdateAutoScalingGroup(ctx, &autoscaling.UpdateAutoScalingGroupInput{
+				AutoScalingGroupName: &group, MaxSize: sdkaws.Int32(need),
 			}); err != nil {
-				return rec, classify("suspend AZRebalance on "+group, err)
+				return classify(fmt.Sprintf("raise MaxSize of %s from %d to %d", group, g.MaxSize, need), err)
 			}
-			rec.SuspendedAZRebalance = true
-		default:
-			// Already suspended: ours if some instance is in standby (a concurrent
-			// surge of ours, or this one repeated); someone else's otherwise.
-			rec.SuspendedAZRebalance = g.CountLifecycle(cloud.LifecycleStandby) > 0
+			rec.MaxRaised, rec.MaxAfter = true, need
 		}
+		if len(toStandby) > 0 || retried {
+			switch {
+			case !g.Suspended(cloud.ProcessAZRebalance):
+				if _, err := p.asg.SuspendProcesses(ctx, &autoscaling.SuspendProcessesInput{
+					AutoScalingGroupName: &group, ScalingProcesses: []string{cloud.ProcessAZRebalance},
+				}); err != nil {
+					return classify("suspend AZRebalance on "+group, err)
+				}
+				rec.SuspendedAZRebalance, suspendedNow = true, true
+			default:
+				// Already suspended: ours if some instance is in standby (a concurrent
+				// surge of ours, or this one repeated); someone else's otherwise.
+				rec.SuspendedAZRebalance = g.CountLifecycle(cloud.LifecycleStandby) > 0
+			}
+		}
+		for _, chunk := range chunks(toStandby, standbyChunk) {
+			if _, err := p.asg.EnterStandby(ctx, &autoscaling.EnterStandbyInput{
+				AutoScalingGroupName: &group, InstanceIds: chunk, ShouldDecrementDesiredCapacity: sdkaws.Bool(false),
+			}); err != nil {
+				return classify(fmt.Sprintf("enter standby %s in %s", strings.Join(chunk, ","), group), err)
+			}
+			surged = true
+		}
+		if len(toDesired) > 0 {
+			desired := g.Desired + int32(len(toDesired))
+			if _, err := p.asg.SetDesiredCapacity(ctx, &autoscaling.SetDesiredCapacityInput{
+				AutoScalingGroupName: &group, DesiredCapacity: &desired, HonorCooldown: sdkaws.Bool(false),
+			}); err != nil {
+				return classify(fmt.Sprintf("set desired capacity of %s to %d", group, desired), err)
+			}
+		}
+		return nil
+	}()
+	if err != nil && !surged {
+		// Nothing entered standby: undo this call's own changes to the group, or a
+		// repeated Surge would take a raised MaxSize or our suspension for someone
+		// else's and never restore them.
+		err = errors.Join(err, p.undoSetup(ctx, rec, suspendedNow))
 	}
-	for _, chunk := range chunks(toStandby, standbyChunk) {
-		if _, err := p.asg.EnterStandby(ctx, &autoscaling.EnterStandbyInput{
-			AutoScalingGroupName: &group, InstanceIds: chunk, ShouldDecrementDesiredCapacity: sdkaws.Bool(false),
+	return rec, err
+}
+
+// undoSetup restores MaxSize and AZRebalance after a Surge that failed before any
+// instance entered standby (best effort, also when ctx is already cancelled).
+func (p *Provider) undoSetup(ctx context.Context, rec cloud.SurgeRecord, resume bool) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	var errs []error
+	if rec.MaxRaised {
+		if _, err := p.asg.UpdateAutoScalingGroup(ctx, &autoscaling.UpdateAutoScalingGroupInput{
+			AutoScalingGroupName: &rec.Group, MaxSize: sdkaws.Int32(rec.MaxBefore),
 		}); err != nil {
-			return rec, classify(fmt.Sprintf("enter standby %s in %s", strings.Join(chunk, ","), group), err)
+			errs = append(errs, classify(fmt.Sprintf("undo: restore MaxSize of %s to %d", rec.Group, rec.MaxBefore), err))
 		}
 	}
-	if len(toDesired) > 0 {
-		desired := g.Desired + int32(len(toDesired))
-		if _, err := p.asg.SetDesiredCapacity(ctx, &autoscaling.SetDesiredCapacityInput{
-			AutoScalingGroupName: &group, DesiredCapacity: &desired, HonorCooldown: sdkaws.Bool(false),
+	if resume {
+		if _, err := p.asg.ResumeProcesses(ctx, &autoscaling.ResumeProcessesInput{
+			AutoScalingGroupName: &rec.Group, ScalingProcesses: []string{cloud.ProcessAZRebalance},
 		}); err != nil {
-			return rec, classify(fmt.Sprintf("set desired capacity of %s to %d", group, desired), err)
+			errs = append(errs, classify("undo: resume AZRebalance on "+rec.Group, err))
 		}
 	}
-	return rec, nil
+	return errors.Join(errs...)
 }
 
 // notInGroup explains why ids are not members of group: gone (ErrNotFound), in no
