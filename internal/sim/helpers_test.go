@@ -22,7 +22,7 @@ import (
 var epoch = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 
 type harness struct {
-	t     *testing.T
+	t     testing.TB
 	ctx   context.Context
 	sim   *Server
 	clock *clocktesting.FakeClock
@@ -63,7 +63,7 @@ func (r *recordingRegistry) snapshot() map[string]Instance {
 }
 
 // newHarness starts a simulator on loopback with a fake clock and real SDK clients.
-func newHarness(t *testing.T, opts Options) *harness {
+func newHarness(t testing.TB, opts Options) *harness {
 	t.Helper()
 	ctx := context.Background()
 	fc := clocktesting.NewFakeClock(epoch)
@@ -143,7 +143,7 @@ func (h *harness) seed(name string, min, max, desired int) astypes.AutoScalingGr
 }
 
 // wantAPIError asserts the SDK returned AWS error code and a message containing msg.
-func wantAPIError(t *testing.T, err error, code, msg string) {
+func wantAPIError(t testing.TB, err error, code, msg string) {
 	t.Helper()
 	var ae smithy.APIError
 	if !errors.As(err, &ae) {
