@@ -210,8 +210,8 @@ type result struct {
 	NewInstance string                   `json:"newInstance,omitempty"`
 	Outcome     string                   `json:"outcome"`
 	Message     string                   `json:"message,omitempty"`
-	Steps       map[string]time.Duration `json:"stepDurations"`
-	Elapsed     time.Duration            `json:"elapsed"`
+	Steps       map[string]float64 `json:"stepSeconds"`
+	Elapsed     float64            `json:"elapsedSeconds"`
 	code        int
 }
 
@@ -276,7 +276,7 @@ func interrupted(work context.Context, eng *engine.Engine, ex engine.Execution, 
 }
 
 func finish(ctx context.Context, eng *engine.Engine, ex engine.Execution, stderr io.Writer) (result, error) {
-	res := result{ExecutionID: ex.ID, Steps: map[string]time.Duration{}}
+	res := result{ExecutionID: ex.ID}
 	var st recycle.State
 	_ = json.Unmarshal(ex.Input, &st)
 	res.Node = st.Request.Target()
@@ -291,17 +291,20 @@ func finish(ctx context.Context, eng *engine.Engine, ex engine.Execution, stderr
 	if final.Replacement != nil && len(final.Replacement.Instances) > 0 {
 		res.NewInstance = final.Replacement.Instances[0]
 	}
-	res.Steps = stepDurations(hist)
-	if !ex.StopTime.IsZero() {
-		res.Elapsed = ex.StopTime.Sub(ex.StartTime).Round(time.Millisecond)
+	res.Steps = map[string]float64{}
+	for step, d := range stepDurations(hist) {
+		res.Steps[step] = d.Seconds()
 	}
-	res.code, res.Outcome, res.Message = outcome(ctx, eng, ex)
+	if !ex.StopTime.IsZero() {
+		res.Elapsed = ex.StopTime.Sub(ex.StartTime).Round(time.Millisecond).Seconds()
+	}
+	res.code, res.Outcome, res.Message = outcome(ctx, eng, ex, hist)
 	fmt.Fprintln(stderr, res.Message)
 	return res, nil
 }
 
 // outcome maps a finished execution to the exit code and a sentence a person can act on.
-func outcome(ctx context.Context, eng *engine.Engine, ex engine.Execution) (int, string, string) {
+func outcome(ctx context.Context, eng *engine.Engine, ex engine.Execution, hist []engine.Event) (int, string, string) {
 	switch ex.Status {
 	case engine.StatusSucceeded:
 		return ExitOK, "succeeded", fmt.Sprintf("recycled: execution %s succeeded", ex.ID)
@@ -321,7 +324,35 @@ func outcome(ctx context.Context, eng *engine.Engine, ex engine.Execution) (int,
 	case recycle.ErrRollbackFailed:
 		return ExitNeedsPerson, "needs-person", fmt.Sprintf("failed and the rollback did not finish: a person must check the node and group; see 'recycler history %s'", ex.ID)
 	}
-	return ExitFailed, "rolled-back", fmt.Sprintf("failed and rolled back (%s): %s", ex.Error, ex.Cause)
+	ran := tasksSucceeded(hist)
+	switch {
+	case ran[recycle.TaskRollback]:
+		return ExitFailed, "rolled-back", fmt.Sprintf("failed and rolled back (%s): %s", ex.Error, ex.Cause)
+	case !ran[recycle.TaskFence]:
+		return ExitFailed, "failed", fmt.Sprintf("failed before changing anything (%s): %s", ex.Error, ex.Cause)
+	}
+	return ExitNeedsPerson, "needs-person", fmt.Sprintf("failed without a rollback (%s: %s): node and group may still be fenced or surged; 'recycler history %s' shows how far it got", ex.Error, ex.Cause, ex.ID)
+}
+
+// tasksSucceeded returns the task names (Parameters.task) that completed at least once.
+func tasksSucceeded(hist []engine.Event) map[string]bool {
+	done := map[string]bool{}
+	var cur string
+	for _, ev := range hist {
+		switch ev.Type {
+		case "TaskScheduled":
+			var d struct {
+				Params struct {
+					Task string `json:"task"`
+				} `json:"parameters"`
+			}
+			_ = json.Unmarshal(ev.Details, &d)
+			cur = d.Params.Task
+		case "TaskSucceeded":
+			done[cur] = true
+		}
+	}
+	return done
 }
 
 // stateFromHistory returns the last state document the execution recorded.
@@ -356,7 +387,8 @@ func stepDurations(hist []engine.Event) map[string]time.Duration {
 	var cur string
 	var since time.Time
 	for _, ev := range hist {
-		if !strings.HasSuffix(ev.Type, "StateEntered") {
+		// Succeed and Fail states end the execution; they take no time of their own.
+		if !strings.HasSuffix(ev.Type, "StateEntered") || strings.HasPrefix(ev.Type, "Succeed") || strings.HasPrefix(ev.Type, "Fail") {
 			continue
 		}
 		var d struct {
@@ -406,7 +438,7 @@ func printResults(w io.Writer, format string, results []result) error {
 		return enc.Encode(results)
 	}
 	for _, r := range results {
-		fmt.Fprintf(w, "%s\t%s\t%s → %s\t%s\t%s\n", r.ExecutionID, r.Node, r.OldInstance, orDash(r.NewInstance), r.Outcome, r.Elapsed)
+		fmt.Fprintf(w, "%s\t%s\t%s → %s\t%s\t%.1fs\n", r.ExecutionID, r.Node, r.OldInstance, orDash(r.NewInstance), r.Outcome, r.Elapsed)
 	}
 	return nil
 }

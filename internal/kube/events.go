@@ -64,7 +64,7 @@ func (r *EventRecorder) WithLogger(l *slog.Logger) *EventRecorder { r.log = l; r
 // Record implements Recorder.
 func (r *EventRecorder) Record(ctx context.Context, e Event) {
 	ev := &eventsv1.Event{
-		ObjectMeta:          metav1.ObjectMeta{GenerateName: e.Node + ".", Namespace: metav1.NamespaceDefault},
+		ObjectMeta:          metav1.ObjectMeta{GenerateName: e.Node + "-", Namespace: metav1.NamespaceDefault},
 		EventTime:           metav1.NewMicroTime(r.clock.Now()),
 		ReportingController: r.controller,
 		ReportingInstance:   r.instance,

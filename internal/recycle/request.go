@@ -50,7 +50,7 @@ type Request struct {
 	WorkloadTimeout    Duration   `json:"workloadTimeout"`
 	ForceGrace         Duration   `json:"forceGrace"`
 	Retire             RetireMode `json:"retire"`
-	NoSurge            bool       `json:"noSurge,omitempty"`
+	NoSurge            bool       `json:"noSurge"`
 	AllowRaiseMax      bool       `json:"allowRaiseMax,omitempty"`
 	// ReadyLabels must be on the replacement Node before it counts as ready.
 	ReadyLabels map[string]string `json:"readyLabels,omitempty"`
