@@ -40,8 +40,9 @@ type xTag struct {
 }
 
 type xOverride struct {
-	InstanceType     string `xml:"InstanceType,omitempty"`
-	WeightedCapacity string `xml:"WeightedCapacity,omitempty"`
+	InstanceType                string `xml:"InstanceType,omitempty"`
+	WeightedCapacity            string `xml:"WeightedCapacity,omitempty"`
+	LaunchTemplateSpecification *xLT   `xml:"LaunchTemplateSpecification,omitempty"`
 }
 
 type xMixed struct {
@@ -265,7 +266,11 @@ func (s *Server) applyGroupSpec(g *group, f form, create bool) *apiError {
 	if mixedLT != nil {
 		g.LT, g.MixedLT, g.Overrides = nil, mixedLT, nil
 		for _, o := range mixed.sub("LaunchTemplate").memberStructs("Overrides") {
-			g.Overrides = append(g.Overrides, override{InstanceType: o.str("InstanceType"), WeightedCapacity: o.str("WeightedCapacity")})
+			ov := override{InstanceType: o.str("InstanceType"), WeightedCapacity: o.str("WeightedCapacity"), LT: parseLTRef(o.sub("LaunchTemplateSpecification"))}
+			if ov.LT != nil && s.findTemplateLocked(ov.LT.ID, ov.LT.Name) == nil {
+				return validation("You must use a valid fully-formed launch template. The launch template of override %s does not exist.", ov.InstanceType)
+			}
+			g.Overrides = append(g.Overrides, ov)
 		}
 	}
 	if len(azs) > 0 {
@@ -385,7 +390,11 @@ func (s *Server) xGroupLocked(g *group) xGroup {
 		x.MixedInstancesPolicy = &xMixed{}
 		x.MixedInstancesPolicy.LaunchTemplate.LaunchTemplateSpecification = s.xLTRefLocked(*g.MixedLT)
 		for _, o := range g.Overrides {
-			x.MixedInstancesPolicy.LaunchTemplate.Overrides = append(x.MixedInstancesPolicy.LaunchTemplate.Overrides, xOverride(o))
+			xo := xOverride{InstanceType: o.InstanceType, WeightedCapacity: o.WeightedCapacity}
+			if o.LT != nil {
+				xo.LaunchTemplateSpecification = s.xLTRefLocked(*o.LT)
+			}
+			x.MixedInstancesPolicy.LaunchTemplate.Overrides = append(x.MixedInstancesPolicy.LaunchTemplate.Overrides, xo)
 		}
 	}
 	for _, id := range g.Instances {

@@ -448,7 +448,7 @@ func (s *Server) pickVictimLocked(g *group) *instance {
 }
 
 func (s *Server) currentVersionLocked(g *group) int {
-	ref := g.template()
+	ref := g.launchRef()
 	if ref == nil {
 		return 0
 	}
@@ -489,7 +489,7 @@ func (s *Server) pickAZLocked(g *group) string {
 // launchLocked launches one instance for g; false when the launch failed (recorded as a Failed activity).
 func (s *Server) launchLocked(g *group, now time.Time, cause string, rebalance bool) bool {
 	az := s.pickAZLocked(g)
-	ref := g.template()
+	ref := g.launchRef()
 	lt := s.findTemplateLocked(ref.ID, ref.Name)
 	fail := func(reason string) bool {
 		a := s.newActivityLocked(g, now, "Launching a new EC2 instance.  Status Reason: "+reason, cause, az)
@@ -504,8 +504,8 @@ func (s *Server) launchLocked(g *group, now time.Time, cause string, rebalance b
 		return fail(fmt.Sprintf("The specified launch template version %s of template %s does not exist. Launching EC2 instance failed.", ref.Version, lt.ID))
 	}
 	itype := v.InstanceType
-	if len(g.Overrides) > 0 {
-		itype = g.Overrides[0].InstanceType // "prioritized": the first override wins
+	if len(g.Overrides) > 0 && g.Overrides[0].InstanceType != "" {
+		itype = g.Overrides[0].InstanceType
 	}
 	if s.launchFailsLocked() {
 		return fail(fmt.Sprintf("We currently do not have sufficient %s capacity in the Availability Zone you requested (%s). Our system will be working on provisioning additional capacity. You can currently get %s capacity by not specifying an Availability Zone in your request or choosing %s. Launching EC2 instance failed.", itype, az, itype, strings.Join(otherZones(g.AZs, az), ", ")))

@@ -137,7 +137,12 @@ type asgTag struct {
 	PropagateAtLaunch bool
 }
 
-type override struct{ InstanceType, WeightedCapacity string }
+// override is a mixed-instances override; LT, when set, replaces the group's
+// launch template for this instance type.
+type override struct {
+	InstanceType, WeightedCapacity string
+	LT                             *ltRef
+}
 
 type group struct {
 	Name, ARN           string
@@ -167,6 +172,15 @@ func (g *group) template() *ltRef {
 		return g.LT
 	}
 	return g.MixedLT
+}
+
+// launchRef is the template new instances get: with mixed instances the first
+// override ("prioritized" strategy) may bring its own template.
+func (g *group) launchRef() *ltRef {
+	if len(g.Overrides) > 0 && g.Overrides[0].LT != nil {
+		return g.Overrides[0].LT
+	}
+	return g.template()
 }
 
 func (g *group) suspended(p string) bool { _, ok := g.Suspended[p]; return ok }

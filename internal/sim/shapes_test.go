@@ -260,3 +260,36 @@ func TestWireShapes(t *testing.T) {
 	_, err = h.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: ids[:1]})
 	wantAPIError(t, err, "InvalidInstanceID.NotFound", ids[0])
 }
+
+func TestMixedInstancesOverrideWithItsOwnLaunchTemplate(t *testing.T) {
+	h := newHarness(t, Options{})
+	for _, name := range []string{"base", "arm"} {
+		if _, err := h.ec2.CreateLaunchTemplate(h.ctx, &ec2.CreateLaunchTemplateInput{LaunchTemplateName: aws.String(name),
+			LaunchTemplateData: &ec2types.RequestLaunchTemplateData{ImageId: aws.String("ami-" + name), InstanceType: ec2types.InstanceTypeM5Large}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := h.asg.CreateAutoScalingGroup(h.ctx, &autoscaling.CreateAutoScalingGroupInput{
+		AutoScalingGroupName: aws.String("mixed"), MinSize: aws.Int32(1), MaxSize: aws.Int32(3), DesiredCapacity: aws.Int32(1),
+		AvailabilityZones: []string{"us-east-1a"},
+		MixedInstancesPolicy: &astypes.MixedInstancesPolicy{LaunchTemplate: &astypes.LaunchTemplate{
+			LaunchTemplateSpecification: &astypes.LaunchTemplateSpecification{LaunchTemplateName: aws.String("base"), Version: aws.String("$Latest")},
+			Overrides: []astypes.LaunchTemplateOverrides{
+				{InstanceType: aws.String("m7g.large"), LaunchTemplateSpecification: &astypes.LaunchTemplateSpecification{LaunchTemplateName: aws.String("arm"), Version: aws.String("$Default")}},
+				{InstanceType: aws.String("m5.large")},
+			},
+		}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := h.group("mixed")
+	ov := g.MixedInstancesPolicy.LaunchTemplate.Overrides
+	if len(ov) != 2 || aws.ToString(ov[0].LaunchTemplateSpecification.LaunchTemplateName) != "arm" || ov[1].LaunchTemplateSpecification != nil ||
+		aws.ToString(g.MixedInstancesPolicy.LaunchTemplate.LaunchTemplateSpecification.LaunchTemplateName) != "base" {
+		t.Fatalf("mixed instances policy: %+v", g.MixedInstancesPolicy)
+	}
+	if len(g.Instances) != 1 || aws.ToString(g.Instances[0].InstanceType) != "m7g.large" || aws.ToString(g.Instances[0].LaunchTemplate.LaunchTemplateName) != "arm" {
+		t.Fatalf("instance should use the first override and its template: %+v", g.Instances)
+	}
+}
