@@ -204,12 +204,12 @@ func nsList(ns []string) string {
 
 // result is what `-o json` prints for one recycle.
 type result struct {
-	ExecutionID string                   `json:"executionId"`
-	Node        string                   `json:"node"`
-	OldInstance string                   `json:"oldInstance,omitempty"`
-	NewInstance string                   `json:"newInstance,omitempty"`
-	Outcome     string                   `json:"outcome"`
-	Message     string                   `json:"message,omitempty"`
+	ExecutionID string             `json:"executionId"`
+	Node        string             `json:"node"`
+	OldInstance string             `json:"oldInstance,omitempty"`
+	NewInstance string             `json:"newInstance,omitempty"`
+	Outcome     string             `json:"outcome"`
+	Message     string             `json:"message,omitempty"`
 	Steps       map[string]float64 `json:"stepSeconds"`
 	Elapsed     float64            `json:"elapsedSeconds"`
 	code        int
