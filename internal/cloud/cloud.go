@@ -152,84 +152,84 @@ const (
 // configured ("$Latest", "$Default" or a number); ResolvedVersion is the number it
 // meant when it was described (0 when unknown).
 type LaunchTemplate struct {
-	ID              string
-	Name            string
-	Version         string
-	ResolvedVersion int64
+	ID              string `json:"id"`
+	Name            string `json:"name"`
+	Version         string `json:"version"`
+	ResolvedVersion int64  `json:"resolvedVersion"`
 }
 
 // Instance is one EC2 instance and, if it has one, its place in an Auto Scaling group.
 type Instance struct {
-	ID             string
-	State          string // EC2 state: pending, running, stopping, stopped, shutting-down, terminated
-	AZ             string
-	LaunchTime     time.Time
-	ImageID        string
-	InstanceType   string
-	PrivateDNSName string
+	ID             string    `json:"id"`
+	State          string    `json:"state"` // EC2 state: pending, running, stopping, stopped, shutting-down, terminated
+	AZ             string    `json:"az"`
+	LaunchTime     time.Time `json:"launchTime"`
+	ImageID        string    `json:"imageId"`
+	InstanceType   string    `json:"instanceType"`
+	PrivateDNSName string    `json:"privateDnsName"`
 	// LaunchTemplate the instance was launched from (nil if none); version resolved.
-	LaunchTemplate *LaunchTemplate
+	LaunchTemplate *LaunchTemplate `json:"launchTemplate"`
 	// LaunchConfiguration name, for groups still on launch configurations.
-	LaunchConfiguration string
+	LaunchConfiguration string `json:"launchConfiguration"`
 	// Group is the Auto Scaling group name, "" when the instance is in no group.
-	Group string
+	Group string `json:"group"`
 	// Lifecycle is the Auto Scaling lifecycle state (InService, Standby, …), "" without group.
-	Lifecycle string
+	Lifecycle string `json:"lifecycle"`
 	// Health is the Auto Scaling health status (Healthy, Unhealthy), "" without group.
-	Health string
+	Health string `json:"health"`
 	// ProtectedFromScaleIn as set on the group's instance.
-	ProtectedFromScaleIn bool
-	Tags                 map[string]string
+	ProtectedFromScaleIn bool              `json:"protectedFromScaleIn"`
+	Tags                 map[string]string `json:"tags"`
 }
 
 // GroupInstance is an instance as the group lists it.
 type GroupInstance struct {
-	ID                  string
-	AZ                  string
-	Lifecycle           string
-	Health              string
-	InstanceType        string
-	LaunchTemplate      *LaunchTemplate
-	LaunchConfiguration string
+	ID                  string          `json:"id"`
+	AZ                  string          `json:"az"`
+	Lifecycle           string          `json:"lifecycle"`
+	Health              string          `json:"health"`
+	InstanceType        string          `json:"instanceType"`
+	LaunchTemplate      *LaunchTemplate `json:"launchTemplate"`
+	LaunchConfiguration string          `json:"launchConfiguration"`
 }
 
 // Override is one entry of a mixed-instances policy: an instance type, optionally
 // with its own launch template.
 type Override struct {
-	InstanceType     string
-	WeightedCapacity string
-	LaunchTemplate   *LaunchTemplate
+	InstanceType     string          `json:"instanceType"`
+	WeightedCapacity string          `json:"weightedCapacity"`
+	LaunchTemplate   *LaunchTemplate `json:"launchTemplate"`
 }
 
 // MixedInstances is a group's mixed-instances policy (launch template part).
 type MixedInstances struct {
-	LaunchTemplate LaunchTemplate
-	Overrides      []Override
+	LaunchTemplate LaunchTemplate `json:"launchTemplate"`
+	Overrides      []Override     `json:"overrides"`
 }
 
 // LifecycleHook as configured on a group.
 type LifecycleHook struct {
-	Name             string
-	Transition       string // autoscaling:EC2_INSTANCE_LAUNCHING | autoscaling:EC2_INSTANCE_TERMINATING
-	HeartbeatTimeout time.Duration
-	GlobalTimeout    time.Duration
-	DefaultResult    string
+	Name             string        `json:"name"`
+	Transition       string        `json:"transition"` // autoscaling:EC2_INSTANCE_LAUNCHING | autoscaling:EC2_INSTANCE_TERMINATING
+	HeartbeatTimeout time.Duration `json:"heartbeatTimeout"`
+	GlobalTimeout    time.Duration `json:"globalTimeout"`
+	DefaultResult    string        `json:"defaultResult"`
 }
 
 // Group is an Auto Scaling group.
 type Group struct {
-	Name      string
-	MinSize   int32
-	MaxSize   int32
-	Desired   int32
-	Instances []GroupInstance
+	Name      string          `json:"name"`
+	MinSize   int32           `json:"minSize"`
+	MaxSize   int32           `json:"maxSize"`
+	Desired   int32           `json:"desired"`
+	Instances []GroupInstance `json:"instances"`
 	// Exactly one of LaunchTemplate, MixedInstances, LaunchConfiguration is set.
-	LaunchTemplate      *LaunchTemplate
-	MixedInstances      *MixedInstances
-	LaunchConfiguration string
-	SuspendedProcesses  []string
-	LifecycleHooks      []LifecycleHook
-	AZs                 []string
+	LaunchTemplate      *LaunchTemplate `json:"launchTemplate"`
+	MixedInstances      *MixedInstances `json:"mixedInstances"`
+	LaunchConfiguration string          `json:"launchConfiguration"`
+	SuspendedProcesses  []string        `json:"suspendedProcesses"`
+	LifecycleHooks      []LifecycleHook `json:"lifecycleHooks"`
+	AZs                 []string        `json:"azs"`
 }
 
 // Suspended reports whether process is suspended on the group.
@@ -265,13 +265,13 @@ func (g Group) CountLifecycle(state string) int {
 
 // ScalingActivity is one Auto Scaling activity (launch, terminate, standby, …).
 type ScalingActivity struct {
-	ID            string
-	Description   string
-	Cause         string
-	Status        string // Successful, Failed, Cancelled, InProgress, …
-	StatusMessage string
-	Start         time.Time
-	End           time.Time
+	ID            string    `json:"id"`
+	Description   string    `json:"description"`
+	Cause         string    `json:"cause"`
+	Status        string    `json:"status"` // Successful, Failed, Cancelled, InProgress, …
+	StatusMessage string    `json:"statusMessage"`
+	Start         time.Time `json:"start"`
+	End           time.Time `json:"end"`
 }
 
 // SurgeMethod says how one instance's replacement was requested.
@@ -288,37 +288,37 @@ const (
 type SurgeOptions struct {
 	// AllowRaiseMax lets Surge raise MaxSize when the group has no headroom; the old
 	// value is recorded and restored by Rollback / Retire(opts.Surge).
-	AllowRaiseMax bool
+	AllowRaiseMax bool `json:"allowRaiseMax"`
 }
 
 // SurgedInstance is one old instance of a surge and how it was surged.
 type SurgedInstance struct {
-	ID     string
-	Method SurgeMethod
+	ID     string      `json:"id"`
+	Method SurgeMethod `json:"method"`
 }
 
 // SurgeRecord is everything needed to find the replacement and to undo the surge.
 // It is plain data (JSON-friendly) so a workflow can persist it between steps.
 type SurgeRecord struct {
-	Group     string
-	Instances []SurgedInstance
+	Group     string           `json:"group"`
+	Instances []SurgedInstance `json:"instances"`
 	// Snapshot: ids of every instance of the group before the surge. A replacement
 	// is an instance not in this list.
-	Snapshot []string
+	Snapshot []string `json:"snapshot"`
 	// DesiredBefore is the desired capacity before the surge.
-	DesiredBefore int32
+	DesiredBefore int32 `json:"desiredBefore"`
 	// MaxRaised is true when Surge raised MaxSize from MaxBefore to MaxAfter.
-	MaxRaised bool
-	MaxBefore int32
-	MaxAfter  int32
+	MaxRaised bool  `json:"maxRaised"`
+	MaxBefore int32 `json:"maxBefore"`
+	MaxAfter  int32 `json:"maxAfter"`
 	// SuspendedAZRebalance is true when this surge (or a concurrent surge of ours
 	// with an instance still in standby) suspended AZRebalance, so the last one of
 	// ours to finish resumes it. False when someone else had suspended it.
-	SuspendedAZRebalance bool
+	SuspendedAZRebalance bool `json:"suspendedAZRebalance"`
 	// ActivitiesBefore is the id of the group's newest scaling activity before the
 	// surge ("" when none): FindReplacement only looks at activities after it.
-	ActivitiesBefore string
-	StartedAt        time.Time
+	ActivitiesBefore string    `json:"activitiesBefore"`
+	StartedAt        time.Time `json:"startedAt"`
 }
 
 // IDs returns the ids of the surged instances.
@@ -333,11 +333,11 @@ func (r SurgeRecord) IDs() []string {
 // Replacement is the outcome of one FindReplacement check.
 type Replacement struct {
 	// Ready is true when every surged instance has an InService replacement.
-	Ready bool
+	Ready bool `json:"ready"`
 	// InService are new instances (not in the snapshot) that are InService.
-	InService []string
+	InService []string `json:"inService"`
 	// Pending are new instances still launching (Pending, Pending:Wait, …).
-	Pending []string
+	Pending []string `json:"pending"`
 }
 
 // RetireMode says what happens to a retired instance after it is detached.
@@ -350,20 +350,20 @@ const (
 
 // RetireOptions tune Retire.
 type RetireOptions struct {
-	Mode RetireMode // default RetireTerminate
+	Mode RetireMode `json:"mode"` // default RetireTerminate
 	// ExecutionID is written to the recycler/execution tag of a stopped instance.
-	ExecutionID string
+	ExecutionID string `json:"executionId"`
 	// Surge, when set, is the surge this retirement completes: MaxSize is restored and
 	// AZRebalance resumed as recorded there.
-	Surge *SurgeRecord
+	Surge *SurgeRecord `json:"surge"`
 }
 
 // RetireResult reports what Retire did.
 type RetireResult struct {
-	Detached    bool // a DetachInstances call was made by this Retire
-	Terminated  bool
-	Stopped     bool
-	AlreadyDone bool // nothing was left to do
+	Detached    bool `json:"detached"` // a DetachInstances call was made by this Retire
+	Terminated  bool `json:"terminated"`
+	Stopped     bool `json:"stopped"`
+	AlreadyDone bool `json:"alreadyDone"` // nothing was left to do
 }
 
 // LifecycleResult is the result of a lifecycle action.
@@ -377,24 +377,24 @@ const (
 // LifecycleAction identifies one pending lifecycle action. Token is optional (the
 // instance id identifies it too).
 type LifecycleAction struct {
-	Group      string
-	Hook       string
-	InstanceID string
-	Token      string
+	Group      string `json:"group"`
+	Hook       string `json:"hook"`
+	InstanceID string `json:"instanceId"`
+	Token      string `json:"token"`
 }
 
 // LaunchSpec is what an instance was (or would be) launched from: a launch template
 // with a resolved version, or a launch configuration.
 type LaunchSpec struct {
-	LaunchTemplate      *LaunchTemplate
-	LaunchConfiguration string
+	LaunchTemplate      *LaunchTemplate `json:"launchTemplate"`
+	LaunchConfiguration string          `json:"launchConfiguration"`
 }
 
 // Drift is the answer of DriftChecker.Drift.
 type Drift struct {
-	Drifted bool
+	Drifted bool `json:"drifted"`
 	// Reason says what differs, in words ("launch template lt-… version 3, group wants 4").
-	Reason   string
-	Instance LaunchSpec
-	Group    LaunchSpec
+	Reason   string     `json:"reason"`
+	Instance LaunchSpec `json:"instance"`
+	Group    LaunchSpec `json:"group"`
 }

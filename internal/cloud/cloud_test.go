@@ -1,9 +1,13 @@
 package cloud_test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/recycler/recycler/internal/cloud"
 )
@@ -62,5 +66,28 @@ func TestErrorClasses(t *testing.T) {
 	}
 	if !errors.Is(lf, cloud.ErrLaunchFailed) {
 		t.Errorf("LaunchFailedError is not ErrLaunchFailed")
+	}
+}
+
+// A SurgeRecord crosses workflow steps as JSON (ASL state data): it must survive the trip.
+func TestSurgeRecordJSON(t *testing.T) {
+	in := cloud.SurgeRecord{
+		Group: "g", Instances: []cloud.SurgedInstance{{ID: "i-0123abcd", Method: cloud.SurgeStandby}},
+		Snapshot: []string{"i-0123abcd", "i-4567abcd"}, DesiredBefore: 2, MaxRaised: true, MaxBefore: 2, MaxAfter: 3,
+		SuspendedAZRebalance: true, ActivitiesBefore: "a-1", StartedAt: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+	}
+	b, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out cloud.SurgeRecord
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(in, out) {
+		t.Errorf("round trip:\n in %+v\nout %+v", in, out)
+	}
+	if !strings.Contains(string(b), `"snapshot":["i-0123abcd","i-4567abcd"]`) {
+		t.Errorf("JSON %s: want lowerCamel field names", b)
 	}
 }
