@@ -224,3 +224,24 @@ func TestNoRegion(t *testing.T) {
 		t.Errorf("provider without region: %v, want a validation error", err)
 	}
 }
+
+// TestServiceEndpointsFromEnvironment: per-service variables win over AWS_ENDPOINT_URL
+// (here a dead address), so Auto Scaling and EC2 can live at different endpoints.
+func TestServiceEndpointsFromEnvironment(t *testing.T) {
+	e := startSim(t)
+	name := e.CreateGroup(t, cloudtest.GroupSpec{Min: 1, Max: 2, Desired: 1})
+	t.Setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+	t.Setenv("AWS_ENDPOINT_URL_AUTO_SCALING", e.srv.URL())
+	t.Setenv("AWS_ENDPOINT_URL_EC2", e.srv.URL())
+	p, err := awscloud.New(context.Background(), awscloud.Options{MaxAttempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := p.Group(context.Background(), name)
+	if err != nil {
+		t.Fatalf("group through per-service endpoints: %v", err)
+	}
+	if _, err := p.Instances(context.Background(), g.Instances[0].ID); err != nil {
+		t.Fatalf("instances through per-service endpoints: %v", err)
+	}
+}
