@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"path"
 	"sort"
 	"strconv"
 	"time"
@@ -178,6 +179,7 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 		_ = enc.Encode(v)
 	}
 	fail := func(status int, err error) { writeJSON(status, map[string]string{"error": err.Error()}) }
+	r.URL.Path = path.Clean(r.URL.Path) // RECYCLER_SIM_ADMIN ends in "/"; tolerate "//"
 	switch {
 	case r.URL.Path == "/_sim/status" && r.Method == http.MethodGet:
 		writeJSON(http.StatusOK, s.Status())

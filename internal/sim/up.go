@@ -186,6 +186,7 @@ func (e *Environment) Vars() [][2]string {
 		{"KUBECONFIG", e.Kube.Kubeconfig},
 		{"AWS_ENDPOINT_URL", e.AWS.URL()},
 		{"AWS_REGION", e.Region},
+		{"AWS_DEFAULT_REGION", e.Region}, // AWS CLI v1
 		{"AWS_ACCESS_KEY_ID", "AKIDSIMULATED"},
 		{"AWS_SECRET_ACCESS_KEY", "simulated"},
 		{"AWS_EC2_METADATA_DISABLED", "true"},
