@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -38,9 +39,7 @@ func (s *Server) CreateGroup(spec GroupSpec) error {
 	}
 	s.mu.Lock()
 	defer func() {
-		ops := s.takeNodeOpsLocked()
-		s.mu.Unlock()
-		s.applyNodeOps(contextBackground(), ops)
+		_ = s.unlockAndApply(context.Background())
 		s.poke()
 	}()
 	lt := url.Values{"LaunchTemplateName": {spec.Name + "-lt"}, "LaunchTemplateData.ImageId": {spec.ImageID}, "LaunchTemplateData.InstanceType": {spec.InstanceType}}

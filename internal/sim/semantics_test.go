@@ -443,3 +443,54 @@ func TestThrottlingStormStillCompletes(t *testing.T) {
 	}
 	t.Logf("API calls with 30%% throttling: %v", calls)
 }
+
+func TestSlowBootFaultDelaysInService(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.seed("ng", 1, 4, 2)
+	if err := h.sim.SetFaults(Faults{BootDelay: Duration(3 * time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.asg.SetDesiredCapacity(h.ctx, &autoscaling.SetDesiredCapacityInput{AutoScalingGroupName: aws.String("ng"), DesiredCapacity: aws.Int32(3)}); err != nil {
+		t.Fatal(err)
+	}
+	h.step(2 * time.Minute)
+	if n := h.inService("ng"); n != 2 {
+		t.Fatalf("slow boot: %d InService after 2m, want 2", n)
+	}
+	if len(h.nodes.snapshot()) != 2 {
+		t.Fatalf("a booting instance already has a Node: %v", h.nodes.snapshot())
+	}
+	h.step(time.Minute)
+	if n := h.inService("ng"); n != 3 || len(h.nodes.snapshot()) != 3 {
+		t.Fatalf("slow boot: %d InService, %d Nodes after 3m", n, len(h.nodes.snapshot()))
+	}
+}
+
+// Heartbeats extend a lifecycle action only up to the global timeout, min(48 h, 100 × HeartbeatTimeout).
+func TestHeartbeatsStopAtTheGlobalTimeout(t *testing.T) {
+	h := newHarness(t, Options{})
+	ids := byState(h.seed("ng", 0, 3, 1), astypes.LifecycleStateInService)
+	if _, err := h.asg.PutLifecycleHook(h.ctx, &autoscaling.PutLifecycleHookInput{AutoScalingGroupName: aws.String("ng"), LifecycleHookName: aws.String("drain"),
+		LifecycleTransition: aws.String("autoscaling:EC2_INSTANCE_TERMINATING"), HeartbeatTimeout: aws.Int32(30)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.asg.TerminateInstanceInAutoScalingGroup(h.ctx, &autoscaling.TerminateInstanceInAutoScalingGroupInput{InstanceId: aws.String(ids[0]), ShouldDecrementDesiredCapacity: aws.Bool(true)}); err != nil {
+		t.Fatal(err)
+	}
+	// Global timeout: 100 × 30 s = 50 min. Heartbeat every 20 s for 49 min: still waiting.
+	for elapsed := 20 * time.Second; elapsed < 49*time.Minute; elapsed += 20 * time.Second {
+		h.step(20 * time.Second)
+		if _, err := h.asg.RecordLifecycleActionHeartbeat(h.ctx, &autoscaling.RecordLifecycleActionHeartbeatInput{AutoScalingGroupName: aws.String("ng"), LifecycleHookName: aws.String("drain"), InstanceId: aws.String(ids[0])}); err != nil {
+			t.Fatalf("heartbeat at %s: %v", elapsed, err)
+		}
+	}
+	if len(byState(h.group("ng"), astypes.LifecycleStateTerminatingWait)) != 1 {
+		t.Fatal("heartbeats did not keep the action alive")
+	}
+	h.step(time.Minute + 5*time.Second)
+	_, err := h.asg.RecordLifecycleActionHeartbeat(h.ctx, &autoscaling.RecordLifecycleActionHeartbeatInput{AutoScalingGroupName: aws.String("ng"), LifecycleHookName: aws.String("drain"), InstanceId: aws.String(ids[0])})
+	wantAPIError(t, err, "ValidationError", "No active Lifecycle Action")
+	if len(byState(h.group("ng"), astypes.LifecycleStateTerminatingWait)) != 0 {
+		t.Fatal("the action outlived the global timeout")
+	}
+}

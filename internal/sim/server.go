@@ -72,6 +72,7 @@ type Server struct {
 	templates  map[string]*launchTemplate // by id
 	ipCounter  int
 	nodeOps    []nodeOp
+	nodeMu     sync.Mutex // orders Node changes (see unlockAndApply)
 	reqCounter int
 	shutdown   func()
 
@@ -178,9 +179,7 @@ func (s *Server) run(ctx context.Context) {
 		s.mu.Lock()
 		s.advanceLocked()
 		next := s.nextDeadlineLocked()
-		ops := s.takeNodeOpsLocked()
-		s.mu.Unlock()
-		s.applyNodeOps(ctx, ops)
+		_ = s.unlockAndApply(ctx) // errors are logged
 
 		var timer clock.Timer
 		var fire <-chan time.Time
@@ -216,10 +215,18 @@ func (s *Server) takeNodeOpsLocked() []nodeOp {
 	return ops
 }
 
-func (s *Server) applyNodeOps(ctx context.Context, ops []nodeOp) {
+// unlockAndApply releases s.mu and applies the queued Node changes. Changes are
+// applied in the order they were queued, whichever goroutine queued them: nodeMu
+// is taken before s.mu is released.
+func (s *Server) unlockAndApply(ctx context.Context) error {
+	ops := s.takeNodeOpsLocked()
+	s.nodeMu.Lock()
+	defer s.nodeMu.Unlock()
+	s.mu.Unlock()
 	if s.opts.Nodes == nil {
-		return
+		return nil
 	}
+	var errs []error
 	for _, op := range ops {
 		var err error
 		if op.register {
@@ -230,7 +237,9 @@ func (s *Server) applyNodeOps(ctx context.Context, ops []nodeOp) {
 		if err != nil && ctx.Err() == nil {
 			s.log.Error("simulated aws: node registry", "register", op.register, "instance", op.inst.ID, "err", err)
 		}
+		errs = append(errs, err)
 	}
+	return errors.Join(errs...)
 }
 
 // Sync advances the simulation to the clock's current time and applies pending
@@ -238,9 +247,7 @@ func (s *Server) applyNodeOps(ctx context.Context, ops []nodeOp) {
 func (s *Server) Sync(ctx context.Context) {
 	s.mu.Lock()
 	s.advanceLocked()
-	ops := s.takeNodeOpsLocked()
-	s.mu.Unlock()
-	s.applyNodeOps(ctx, ops)
+	_ = s.unlockAndApply(ctx)
 	s.poke()
 }
 
@@ -327,10 +334,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		result, aerr = handler(newForm(r.Form))
 		s.advanceLocked()
 	}
-	ops := s.takeNodeOpsLocked()
-	s.mu.Unlock()
+	// A client that hangs up must not lose a Node change.
+	_ = s.unlockAndApply(context.WithoutCancel(r.Context()))
 	s.poke()
-	s.applyNodeOps(r.Context(), ops)
 	if aerr != nil {
 		svc.proto.writeError(w, reqID, aerr)
 		return
@@ -370,8 +376,6 @@ func (s *Server) ResetCalls() {
 	s.calls = map[string]int{}
 }
 
-func contextBackground() context.Context { return context.Background() }
-
 // DeregisterAll removes the Node of every instance that has one (for a control
 // plane that outlives the simulator).
 func (s *Server) DeregisterAll(ctx context.Context) error {
@@ -379,13 +383,5 @@ func (s *Server) DeregisterAll(ctx context.Context) error {
 	for _, inst := range s.sortedInstancesLocked() {
 		s.deregisterLocked(inst)
 	}
-	ops := s.takeNodeOpsLocked()
-	s.mu.Unlock()
-	var errs []error
-	if s.opts.Nodes != nil {
-		for _, op := range ops {
-			errs = append(errs, s.opts.Nodes.Deregister(ctx, op.inst))
-		}
-	}
-	return errors.Join(errs...)
+	return s.unlockAndApply(ctx)
 }
