@@ -90,6 +90,7 @@ select), and retires the old instance. Every step is durable and rolls back on f
 	root.AddCommand(newASLCmd(stdout))
 	root.AddCommand(newRecycleCmd(stdin, stdout, stderr))
 	root.AddCommand(newExecutionCmds(stdin, stdout, stderr)...)
+	root.AddCommand(newDemoCmd(stdout, stderr))
 	return root
 }
 

@@ -94,9 +94,16 @@ func Start(ctx context.Context, cs kubernetes.Interface, groups Groups, clk cloc
 		podW.Stop()
 		return nil, fmt.Errorf("sampler: watch PDBs: %w", err)
 	}
-	s.done.Add(3)
+	nodeW, err := cs.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{ResourceVersion: nodes.ResourceVersion})
+	if err != nil {
+		podW.Stop()
+		pdbW.Stop()
+		return nil, fmt.Errorf("sampler: watch nodes: %w", err)
+	}
+	s.done.Add(4)
 	go s.pods(podW)
 	go s.pdbs(pdbW)
+	go s.nodes(nodeW)
 	go s.group(ctx)
 	return s, nil
 }
@@ -122,6 +129,26 @@ func (s *Sampler) pods(w watch.Interface) {
 			}
 		}
 		s.mu.Unlock()
+	}
+}
+
+// nodes notes, to the millisecond, when the first new node turns Ready (sampling the
+// group every Interval would see it up to Interval late).
+func (s *Sampler) nodes(w watch.Interface) {
+	defer s.done.Done()
+	defer w.Stop()
+	for ev := range w.ResultChan() {
+		n, ok := ev.Object.(*corev1.Node)
+		if !ok || ev.Type == watch.Deleted || s.initialNode[n.Name] {
+			continue
+		}
+		if ready, _ := kube.NodeIsReady(n, s.w.ReadyLabels); ready {
+			s.mu.Lock()
+			if s.replReady.IsZero() {
+				s.replReady = s.clk.Now()
+			}
+			s.mu.Unlock()
+		}
 	}
 }
 
@@ -196,7 +223,6 @@ func (s *Sampler) sampleGroup(ctx context.Context) {
 		members[in.ID] = true
 	}
 	ready := 0
-	var newReady bool
 	for i := range nodes.Items {
 		n := &nodes.Items[i]
 		id, err := kube.InstanceID(n)
@@ -205,19 +231,11 @@ func (s *Sampler) sampleGroup(ctx context.Context) {
 		}
 		if ok, _ := kube.NodeIsReady(n, nil); ok {
 			ready++
-			if !s.initialNode[n.Name] {
-				if ok, _ := kube.NodeIsReady(n, s.w.ReadyLabels); ok {
-					newReady = true
-				}
-			}
 		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.samples++
-	if newReady && s.replReady.IsZero() {
-		s.replReady = s.clk.Now()
-	}
 	if gap := ready - int(s.desired0); gap < s.minReadyGap {
 		s.minReadyGap = gap
 		s.minGapWhen = fmt.Sprintf("%d Ready of desired %d at +%s", ready, s.desired0, s.clk.Since(s.start).Truncate(time.Millisecond))
