@@ -793,3 +793,48 @@ func BenchmarkWaitPodsChangeLatency(b *testing.B) {
 	b.ReportMetric(float64(total.Milliseconds())/rounds, "ms/change")
 	b.ReportMetric(float64(worst.Milliseconds()), "worst-ms")
 }
+
+// ForceDelete keeps a grace period (capped, at least 1 s), never touches a
+// replacement with the same name, and is idempotent.
+func TestForceDeleteCapsGraceAndSparesReplacement(t *testing.T) {
+	env := testenv.Shared(t)
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	n := newNode(t, env, "n", testenv.NodeSpec{})
+	nodeReady(t, env, n.Name)
+	create := func(name string) *corev1.Pod {
+		p, err := env.Client.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{testenv.PodDeleteDelayAnnotation: "20s"}},
+			Spec: corev1.PodSpec{NodeName: n.Name, TerminationGracePeriodSeconds: ptr.To[int64](300),
+				Containers: []corev1.Container{{Name: "c", Image: "x"}}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	k := kube.New(env.Client)
+	stale := kube.Classify(create("stale"), kube.PodSelector{})
+	stale.UID = "00000000-0000-0000-0000-000000000000" // a pod that was replaced
+	if err := k.ForceDelete(ctx, stale, 5*time.Second); err != nil {
+		t.Fatalf("ForceDelete of a replaced pod = %v, want nil (done)", err)
+	}
+	if p, err := env.Client.CoreV1().Pods(ns).Get(ctx, "stale", metav1.GetOptions{}); err != nil || p.DeletionTimestamp != nil {
+		t.Fatalf("the pod with the same name but another UID was deleted: %v %v", p.DeletionTimestamp, err)
+	}
+
+	victim := kube.Classify(create("victim"), kube.PodSelector{})
+	if err := k.ForceDelete(ctx, victim, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	p, err := env.Client.CoreV1().Pods(ns).Get(ctx, "victim", metav1.GetOptions{})
+	if err != nil || p.DeletionGracePeriodSeconds == nil || *p.DeletionGracePeriodSeconds != 5 {
+		t.Fatalf("victim after ForceDelete: grace %v err %v; want deleting with grace 5 (capped from 300)", p.DeletionGracePeriodSeconds, err)
+	}
+	if err := k.ForceDelete(ctx, victim, 5*time.Second); err != nil {
+		t.Fatalf("second ForceDelete = %v, want nil", err)
+	}
+	if evs := nodeEvents(t, env.Client, n.Name, kube.ReasonForceDeleted); len(evs) == 0 || !strings.Contains(evs[0].Message, "victim") {
+		t.Errorf("no %s event naming the pod: %v", kube.ReasonForceDeleted, evs)
+	}
+}
