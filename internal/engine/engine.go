@@ -5,6 +5,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"database/sql"
@@ -159,6 +160,7 @@ type execRun struct {
 // machineInfo is a parsed definition plus the state types the history needs.
 type machineInfo struct {
 	hash  string
+	def   []byte // what is stored and hashed: the definition, re-parseable by asl.Parse
 	m     *asl.Machine
 	types map[string]string
 }
@@ -278,6 +280,7 @@ func (e *Engine) Start(ctx context.Context, in StartInput) (Execution, error) {
 		return Execution{}, fmt.Errorf("start %s: input is not valid JSON", in.StateMachine)
 	}
 	var onAbort []byte
+	var rbInfo *machineInfo
 	if in.OnAbort != nil {
 		rb, err := e.machineFromInput(in.OnAbort.Definition, nil)
 		if err != nil {
@@ -287,7 +290,8 @@ func (e *Engine) Start(ctx context.Context, in StartInput) (Execution, error) {
 		if name == "" {
 			name = in.StateMachine + "-rollback"
 		}
-		onAbort, _ = json.Marshal(abortSpec{StateMachine: name, DefHash: rb.hash, def: rb})
+		rbInfo = rb
+		onAbort, _ = json.Marshal(abortSpec{StateMachine: name, DefHash: rb.hash})
 	}
 	name := in.Name
 	if name == "" {
@@ -308,10 +312,8 @@ func (e *Engine) Start(ctx context.Context, in StartInput) (Execution, error) {
 			ex = prev.Execution
 			return nil
 		}
-		if in.OnAbort != nil {
-			var spec abortSpec
-			_ = json.Unmarshal(onAbort, &spec)
-			if err := w.putDefinition(spec.DefHash, in.OnAbort.Definition, nil); err != nil {
+		if rbInfo != nil {
+			if err := w.putDefinition(rbInfo.hash, rbInfo.def, rbInfo); err != nil {
 				return err
 			}
 		}
@@ -325,10 +327,10 @@ func (e *Engine) Start(ctx context.Context, in StartInput) (Execution, error) {
 	return ex, nil
 }
 
+// abortSpec is the executions.on_abort column.
 type abortSpec struct {
-	StateMachine string       `json:"stateMachine"`
-	DefHash      string       `json:"defHash"`
-	def          *machineInfo `json:"-"`
+	StateMachine string `json:"stateMachine"`
+	DefHash      string `json:"defHash"`
 }
 
 // createExecution inserts the execution, its top frame and ExecutionStarted, inside w.
@@ -337,7 +339,7 @@ func (e *Engine) createExecution(w *writer, mi *machineInfo, machine, name strin
 	now := e.clock.Now().UTC()
 	ex := Execution{ID: uuid.NewString(), StateMachine: machine, Name: name, Status: StatusRunning,
 		Input: input, StartTime: now, RollbackOf: rollbackOf}
-	if err := w.putDefinition(mi.hash, mi.m.Definition(), mi); err != nil {
+	if err := w.putDefinition(mi.hash, mi.def, mi); err != nil {
 		return ex, err
 	}
 	if _, err := w.tx.Exec(`INSERT INTO executions(id, state_machine, name, def_hash, input, status, start_time, on_abort, rollback_of, last_event_id)
@@ -412,12 +414,12 @@ func (e *Engine) machineInfo(m *asl.Machine) *machineInfo {
 	if h, ok := e.hashes[m]; ok {
 		return e.machines[h]
 	}
-	def := m.Definition()
+	def := storableDefinition(m.Definition())
 	sum := sha256.Sum256(def)
 	h := hex.EncodeToString(sum[:])
 	mi, ok := e.machines[h]
 	if !ok {
-		mi = &machineInfo{hash: h, m: m, types: stateTypes(def)}
+		mi = &machineInfo{hash: h, def: def, m: m, types: stateTypes(def)}
 		e.machines[h] = mi
 	}
 	e.hashes[m] = h
@@ -438,17 +440,42 @@ func (e *Engine) machineByHash(ctx context.Context, q querier, h string) (*machi
 	}
 	m, err := asl.Parse(def)
 	if err != nil {
-		return nil, fmt.Errorf("parse stored definition %s: %w", h, err)
+		return nil, fmt.Errorf("parse stored definition %s: %w: %w", h, errBadDefinition, err)
 	}
 	e.machMu.Lock()
 	defer e.machMu.Unlock()
 	if mi, ok := e.machines[h]; ok {
 		return mi, nil
 	}
-	mi = &machineInfo{hash: h, m: m, types: stateTypes(def)}
+	mi = &machineInfo{hash: h, def: def, m: m, types: stateTypes(def)}
 	e.machines[h] = mi
 	e.hashes[m] = h
 	return mi, nil
+}
+
+// errBadDefinition: a stored definition no longer parses (e.g. a newer binary's
+// validation is stricter); its executions fail with States.Runtime instead of hanging.
+var errBadDefinition = errors.New("stored definition does not parse")
+
+// storableDefinition drops a Map ItemProcessor's ProcessorConfig, which asl.Parse
+// accepts only inside a Map, so a child frame's machine can be parsed on its own.
+func storableDefinition(def []byte) []byte {
+	if !bytes.Contains(def, []byte(`"ProcessorConfig"`)) {
+		return def
+	}
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(def, &obj) != nil {
+		return def
+	}
+	if _, ok := obj["ProcessorConfig"]; !ok {
+		return def
+	}
+	delete(obj, "ProcessorConfig")
+	out, err := json.Marshal(obj)
+	if err != nil {
+		return def
+	}
+	return out
 }
 
 // querier is *sql.DB or *sql.Tx: inside a transaction the single connection is taken,

@@ -115,6 +115,10 @@ func (e *Engine) aslContext(f *frame, now time.Time) asl.Context {
 // runFrame drives one frame until it blocks (timer, task elsewhere, children) or ends.
 func (e *Engine) runFrame(w work) {
 	f, err := e.loadFrame(e.ctx, w.frame)
+	if errors.Is(err, errBadDefinition) {
+		e.failBroken(w.frame, err)
+		return
+	}
 	if err != nil {
 		if e.ctx.Err() == nil {
 			e.log.Error("engine: load frame", "frame", w.frame, "err", err)
@@ -156,6 +160,27 @@ func (e *Engine) runFrame(w work) {
 			return
 		}
 	}
+}
+
+// failBroken fails the execution of a frame whose definition cannot be loaded.
+func (e *Engine) failBroken(frameID int64, cause error) {
+	var post []func()
+	err := e.write(e.ctx, func(w *writer) error {
+		var execID string
+		if err := w.tx.QueryRow(`SELECT exec_id FROM frames WHERE id = ?`, frameID).Scan(&execID); err != nil {
+			return errStale
+		}
+		if _, err := w.emit(execID, "ExecutionFailed", 0, map[string]any{"error": "States.Runtime", "cause": cause.Error()}); err != nil {
+			return err
+		}
+		return w.finishExec(execID, StatusFailed, nil, "States.Runtime", cause.Error())
+	}, &post)
+	if err != nil {
+		e.dropTransition(&frame{id: frameID}, err)
+		return
+	}
+	e.log.Error("engine: execution failed: definition does not load", "frame", frameID, "err", cause)
+	e.runPost(post)
 }
 
 func (e *Engine) dropTransition(f *frame, err error) {
@@ -324,7 +349,7 @@ func (e *Engine) fork(w *writer, f *frame, typ string, act asl.Action) (bool, er
 	}
 	for i, b := range act.Branches {
 		mi := e.machineInfo(b.Machine)
-		if err := w.putDefinition(mi.hash, b.Machine.Definition(), mi); err != nil {
+		if err := w.putDefinition(mi.hash, mi.def, mi); err != nil {
 			return false, err
 		}
 		phase, last := phasePending, fork

@@ -142,7 +142,7 @@ func (w *writer) insertEvent(execID string, id int64, typ string, ts time.Time, 
 	return nil
 }
 
-func (w *writer) putDefinition(hash string, def []byte, mi *machineInfo) error {
+func (w *writer) putDefinition(hash string, def []byte, _ *machineInfo) error {
 	if w.defs[hash] {
 		return nil
 	}
