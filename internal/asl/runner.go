@@ -153,17 +153,18 @@ func (r *Runner) invoke(ctx context.Context, act Action) (json.RawMessage, error
 		out json.RawMessage
 		err error
 	}
-	done := make(chan result, 1)
-	go func() {
-		out, err := r.Registry.Invoke(tctx, act.Resource, act.TaskInput)
-		done <- result{out, err}
-	}()
+	// The timer starts before the task, so time the task spends is always counted.
 	var timeout <-chan time.Time
 	if act.Timeout > 0 {
 		t := r.Clock.NewTimer(act.Timeout)
 		defer t.Stop()
 		timeout = t.C()
 	}
+	done := make(chan result, 1)
+	go func() {
+		out, err := r.Registry.Invoke(tctx, act.Resource, act.TaskInput)
+		done <- result{out, err}
+	}()
 	select {
 	case res := <-done:
 		return res.out, res.err
