@@ -103,6 +103,18 @@ func Start(ctx context.Context, opts Options) (*Env, error) {
 		tmp = os.TempDir()
 	}
 	removeStaleDirs(tmp)
+	// A free port can be taken by another process between our probe and the
+	// component's bind (parallel test packages start at once): try again.
+	for attempt := 1; ; attempt++ {
+		env, err := startOnce(ctx, tmp, bins, opts)
+		if err == nil || attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			return env, err
+		}
+		progressf(opts.Progress, "testenv: port clash, starting again: %v", firstLine(err.Error()))
+	}
+}
+
+func startOnce(ctx context.Context, tmp string, bins Binaries, opts Options) (*Env, error) {
 	dir, err := os.MkdirTemp(tmp, envDirPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("create control-plane dir: %w", err)
@@ -117,6 +129,11 @@ func Start(ctx context.Context, opts Options) (*Env, error) {
 		return nil, err
 	}
 	return env, nil
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
 }
 
 func (e *Env) start(ctx context.Context, bins Binaries, opts Options) error {

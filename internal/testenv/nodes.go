@@ -62,7 +62,8 @@ func (e *Env) CreateNode(ctx context.Context, spec NodeSpec) (*corev1.Node, erro
 }
 
 // DeleteNode deletes a Node; a Node that does not exist counts as deleted.
-// Its pods are removed by the controller-manager's pod garbage collector.
+// As in a real cluster, pods still bound to it are removed by the
+// controller-manager's pod GC after its 40 s quarantine.
 func (e *Env) DeleteNode(ctx context.Context, name string) error {
 	if name == "" {
 		return errors.New("delete node: empty name")
