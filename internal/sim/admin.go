@@ -194,7 +194,7 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 		dec := json.NewDecoder(r.Body)
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&f); err != nil {
-			fail(http.StatusBadRequest, fmt.Errorf("faults body: %w (fields: throttleRate, serverErrorRate, failLaunches, launchFailureRate, bootDelay, neverReadyNext)", err))
+			fail(http.StatusBadRequest, fmt.Errorf("faults body: %w (fields: throttleRate, serverErrorRate, failLaunches, launchFailureRate, bootDelay, neverReadyNext, contentionRate, rateLimits)", err))
 			return
 		}
 		if err := s.SetFaults(f); err != nil {

@@ -3,6 +3,7 @@ package sim
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"time"
 )
 
@@ -21,6 +22,45 @@ type Faults struct {
 	BootDelay Duration `json:"bootDelay"`
 	// NeverReadyNext: the Nodes of the next N launched instances never become Ready.
 	NeverReadyNext int `json:"neverReadyNext"`
+	// ContentionRate in [0,1]: share of mutating Auto Scaling calls answered
+	// ResourceContention (HTTP 500) — "you already have a pending update".
+	ContentionRate float64 `json:"contentionRate"`
+	// RateLimits: token buckets per service ("autoscaling", "ec2"), like AWS's
+	// per-account request limits; calls over the limit are throttled. Refill uses the
+	// injected clock.
+	RateLimits map[string]RateLimit `json:"rateLimits,omitempty"`
+}
+
+// RateLimit is a token bucket: Burst tokens, refilled at PerSecond.
+type RateLimit struct {
+	Burst     float64 `json:"burst"`
+	PerSecond float64 `json:"perSecond"`
+}
+
+type bucket struct {
+	tokens float64
+	at     time.Time
+}
+
+// overLimitLocked takes a token from the service's bucket; true when there was none.
+func (s *Server) overLimitLocked(service string) bool {
+	limit, ok := s.faults.RateLimits[service]
+	if !ok {
+		return false
+	}
+	now := s.clock.Now()
+	b := s.buckets[service]
+	if b == nil {
+		b = &bucket{tokens: limit.Burst, at: now}
+		s.buckets[service] = b
+	}
+	b.tokens = min(limit.Burst, b.tokens+now.Sub(b.at).Seconds()*limit.PerSecond)
+	b.at = now
+	if b.tokens < 1 {
+		return true
+	}
+	b.tokens--
+	return false
 }
 
 // Duration is a time.Duration written as "30s" in JSON.
@@ -49,13 +89,21 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 }
 
 func (f Faults) validate() error {
-	for name, r := range map[string]float64{"throttleRate": f.ThrottleRate, "serverErrorRate": f.ServerErrorRate, "launchFailureRate": f.LaunchFailureRate} {
+	for name, r := range map[string]float64{"throttleRate": f.ThrottleRate, "serverErrorRate": f.ServerErrorRate, "launchFailureRate": f.LaunchFailureRate, "contentionRate": f.ContentionRate} {
 		if r < 0 || r > 1 {
 			return fmt.Errorf("%s %v: must be between 0 and 1", name, r)
 		}
 	}
 	if f.FailLaunches < 0 || f.NeverReadyNext < 0 || f.BootDelay < 0 {
 		return fmt.Errorf("failLaunches, neverReadyNext and bootDelay must not be negative")
+	}
+	for svc, l := range f.RateLimits {
+		if svc != "autoscaling" && svc != "ec2" && svc != "sts" {
+			return fmt.Errorf("rateLimits: unknown service %q (use autoscaling, ec2 or sts)", svc)
+		}
+		if l.Burst < 1 || l.PerSecond <= 0 {
+			return fmt.Errorf("rateLimits[%s]: burst must be ≥ 1 and perSecond > 0", svc)
+		}
 	}
 	return nil
 }
@@ -65,8 +113,10 @@ func (s *Server) SetFaults(f Faults) error {
 	if err := f.validate(); err != nil {
 		return fmt.Errorf("set faults: %w", err)
 	}
+	f.RateLimits = maps.Clone(f.RateLimits)
 	s.mu.Lock()
 	s.faults = f
+	s.buckets = map[string]*bucket{}
 	s.mu.Unlock()
 	s.poke()
 	return nil
@@ -76,7 +126,9 @@ func (s *Server) SetFaults(f Faults) error {
 func (s *Server) Faults() Faults {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.faults
+	f := s.faults
+	f.RateLimits = maps.Clone(f.RateLimits)
+	return f
 }
 
 func (s *Server) bootDelayLocked() time.Duration {

@@ -494,3 +494,45 @@ func TestHeartbeatsStopAtTheGlobalTimeout(t *testing.T) {
 		t.Fatal("the action outlived the global timeout")
 	}
 }
+
+func TestContentionAndRateLimitFaults(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.seed("ng", 0, 5, 1)
+	once := func(o *autoscaling.Options) { o.RetryMaxAttempts = 1 }
+	if err := h.sim.SetFaults(Faults{ContentionRate: 1}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := h.asg.SetDesiredCapacity(h.ctx, &autoscaling.SetDesiredCapacityInput{AutoScalingGroupName: aws.String("ng"), DesiredCapacity: aws.Int32(2)}, once)
+	var contention *astypes.ResourceContentionFault
+	if !errorsAs(err, &contention) {
+		t.Fatalf("want ResourceContentionFault, got %v", err)
+	}
+	if _, err := h.asg.DescribeAutoScalingGroups(h.ctx, &autoscaling.DescribeAutoScalingGroupsInput{}, once); err != nil {
+		t.Fatalf("contention must only hit mutating calls: %v", err)
+	}
+	if g := h.group("ng"); aws.ToInt32(g.DesiredCapacity) != 1 {
+		t.Fatal("a refused call changed desired capacity")
+	}
+
+	// A bucket of 3 refilled at 1/s: the 4th call in the same second is throttled.
+	if err := h.sim.SetFaults(Faults{RateLimits: map[string]RateLimit{"autoscaling": {Burst: 3, PerSecond: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := h.asg.DescribeAutoScalingGroups(h.ctx, &autoscaling.DescribeAutoScalingGroupsInput{}, once); err != nil {
+			t.Fatalf("call %d within the burst: %v", i+1, err)
+		}
+	}
+	_, err = h.asg.DescribeAutoScalingGroups(h.ctx, &autoscaling.DescribeAutoScalingGroupsInput{}, once)
+	wantAPIError(t, err, "Throttling", "Rate exceeded")
+	if _, err := h.ec2.DescribeInstances(h.ctx, &ec2.DescribeInstancesInput{}); err != nil {
+		t.Fatalf("EC2 has its own (unlimited) bucket: %v", err)
+	}
+	h.step(time.Second)
+	if _, err := h.asg.DescribeAutoScalingGroups(h.ctx, &autoscaling.DescribeAutoScalingGroupsInput{}, once); err != nil {
+		t.Fatalf("after a second the bucket has a token again: %v", err)
+	}
+	if err := h.sim.SetFaults(Faults{RateLimits: map[string]RateLimit{"lambda": {Burst: 1, PerSecond: 1}}}); err == nil {
+		t.Fatal("unknown service accepted in rateLimits")
+	}
+}

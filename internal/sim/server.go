@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -73,6 +74,7 @@ type Server struct {
 	ipCounter  int
 	nodeOps    []nodeOp
 	nodeMu     sync.Mutex // orders Node changes (see unlockAndApply)
+	buckets    map[string]*bucket
 	reqCounter int
 	shutdown   func()
 
@@ -116,7 +118,7 @@ func New(opts Options) *Server {
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())
 	}
-	return &Server{
+	srv := &Server{
 		opts:      opts,
 		clock:     opts.Clock,
 		log:       opts.Logger,
@@ -127,7 +129,10 @@ func New(opts Options) *Server {
 		instances: map[string]*instance{},
 		templates: map[string]*launchTemplate{},
 		kick:      make(chan struct{}, 1),
+		buckets:   map[string]*bucket{},
 	}
+	srv.faults.RateLimits = maps.Clone(opts.Faults.RateLimits)
+	return srv
 }
 
 // Start listens on addr (default 127.0.0.1:0) and runs the reconciler until Close.
@@ -321,9 +326,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		aerr   *apiError
 	)
 	switch {
-	case s.faults.ThrottleRate > 0 && s.rnd.Float64() < s.faults.ThrottleRate:
+	case s.overLimitLocked(svcName) || (s.faults.ThrottleRate > 0 && s.rnd.Float64() < s.faults.ThrottleRate):
 		s.calls["fault:throttled"]++
 		aerr = svc.proto.throttle()
+	case known && svcName == "autoscaling" && !strings.HasPrefix(op, "Describe") && s.faults.ContentionRate > 0 && s.rnd.Float64() < s.faults.ContentionRate:
+		s.calls["fault:contention"]++
+		aerr = &apiError{Status: 500, Code: "ResourceContention", Message: "You already have a pending update to an Auto Scaling resource (for example, a group, instance, or load balancer)."}
 	case s.faults.ServerErrorRate > 0 && s.rnd.Float64() < s.faults.ServerErrorRate:
 		s.calls["fault:5xx"]++
 		aerr = svc.proto.internal()
