@@ -187,8 +187,6 @@ func (e *Env) start(ctx context.Context, bins Binaries, opts Options) error {
 		"--etcd-servers="+etcdURL,
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
-		// A loopback advertise address is refused by the default (lease) endpoint reconciler.
-		"--endpoint-reconciler-type=none",
 		// The endpoint reconciler refuses a loopback address; nothing here
 		// reaches the apiserver through the kubernetes Service anyway.
 		"--endpoint-reconciler-type=none",
