@@ -17,6 +17,8 @@ var (
 	ErrInvalidSelector   = errors.New("invalid pod selector")
 	ErrNodeHeld          = errors.New("node is held by another recycle")
 	ErrEvictionBlocked   = errors.New("eviction blocked by a PodDisruptionBudget")
+	// ErrNotFenced: DeleteNode refuses a node that Recycler has not fenced.
+	ErrNotFenced = errors.New("node is not fenced by Recycler; refusing to delete it")
 )
 
 // NodeNotFoundError says no Node has the given name or instance ID.

@@ -838,3 +838,29 @@ func TestForceDeleteCapsGraceAndSparesReplacement(t *testing.T) {
 		t.Errorf("no %s event naming the pod: %v", kube.ReasonForceDeleted, evs)
 	}
 }
+
+// DeleteNode deletes only a node Recycler fenced, and is idempotent.
+func TestDeleteNodeOnlyFencedNodes(t *testing.T) {
+	env := testenv.Shared(t)
+	ctx := context.Background()
+	n := newNode(t, env, "n", testenv.NodeSpec{})
+	k := kube.New(env.Client)
+	if err := k.DeleteNode(ctx, n.Name); !errors.Is(err, kube.ErrNotFenced) {
+		t.Fatalf("DeleteNode of an unfenced node = %v, want ErrNotFenced", err)
+	}
+	if _, err := env.Client.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{}); err != nil {
+		t.Fatalf("unfenced node was deleted: %v", err)
+	}
+	if _, err := k.Fence(ctx, n.Name, "exec-retire"); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.DeleteNode(ctx, n.Name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.Client.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{}); err == nil {
+		t.Fatal("fenced node still exists after DeleteNode")
+	}
+	if err := k.DeleteNode(ctx, n.Name); err != nil {
+		t.Fatalf("second DeleteNode = %v, want nil", err)
+	}
+}
