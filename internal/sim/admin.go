@@ -113,7 +113,7 @@ type Status struct {
 // Status returns the current AWS view.
 func (s *Server) Status() Status {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	defer func() { _ = s.unlockAndApply(context.Background()) }()
 	s.advanceLocked()
 	st := Status{Region: s.opts.Region, Faults: s.faults, Calls: map[string]int{}}
 	if s.listener != nil {

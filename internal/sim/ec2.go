@@ -513,7 +513,8 @@ func applyLTData(v *ltVersion, f form) {
 	}
 }
 
-var ltNamePattern = func(n string) bool {
+// validLTName: 3–128 characters of letters, digits and ( ) . / _ -
+func validLTName(n string) bool {
 	if len(n) < 3 || len(n) > 128 {
 		return false
 	}
@@ -527,7 +528,7 @@ var ltNamePattern = func(n string) bool {
 
 func (s *Server) createLaunchTemplate(f form) (any, *apiError) {
 	name := f.str("LaunchTemplateName")
-	if !ltNamePattern(name) {
+	if !validLTName(name) {
 		return nil, ec2Error("InvalidLaunchTemplateName.MalformedException", "A launch template name must be between 3 and 128 characters, and may contain letters, numbers, and the following characters: - ( ) . / _.'")
 	}
 	if s.findTemplateLocked("", name) != nil {

@@ -61,12 +61,11 @@ type ltVersion struct {
 }
 
 type launchTemplate struct {
-	ID, Name       string
-	Created        time.Time
-	Default        int
-	Versions       []*ltVersion // index = number-1
-	Tags           []tag
-	CreatedByAdmin bool
+	ID, Name string
+	Created  time.Time
+	Default  int
+	Versions []*ltVersion // index = number-1
+	Tags     []tag
 }
 
 func (lt *launchTemplate) latest() int { return len(lt.Versions) }

@@ -75,6 +75,7 @@ type Server struct {
 	nodeOps    []nodeOp
 	nodeMu     sync.Mutex // orders Node changes (see unlockAndApply)
 	buckets    map[string]*bucket
+	svcs       map[string]*service
 	reqCounter int
 	shutdown   func()
 
@@ -132,6 +133,7 @@ func New(opts Options) *Server {
 		buckets:   map[string]*bucket{},
 	}
 	srv.faults.RateLimits = maps.Clone(opts.Faults.RateLimits)
+	srv.svcs = srv.services()
 	return srv
 }
 
@@ -302,7 +304,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	svcName := signingService(r)
-	svc, ok := s.services()[svcName]
+	svc, ok := s.svcs[svcName]
 	if !ok {
 		http.Error(w, fmt.Sprintf("simulated aws: unsupported service %q (from the SigV4 credential scope)", svcName), http.StatusBadRequest)
 		return
