@@ -180,4 +180,4 @@ type Registry map[string]TaskFunc
 //	                                                  // unknown resource → NamedError "States.Runtime"… (documented)
 //	type Runner struct{ Registry Registry; Clock clock.WithTicker }  // in-memory, for tests and the Lambda-free path
 //	func (r *Runner) Run(ctx context.Context, m *Machine, input json.RawMessage) (output json.RawMessage, err error)
-//	                                                  // err is *ExecutionError{Error, Cause} when the machine fails
+//	                                                  // err is *ExecutionError{Name, Cause} when the machine fails (see engine notes)

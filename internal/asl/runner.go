@@ -92,54 +92,54 @@ func (r *Runner) run(ctx context.Context, m *Machine, input json.RawMessage, bas
 		c := base
 		c.Now, c.EnteredTime = r.Clock.Now(), entered
 		act, err := m.Enter(cur, c)
-	handle:
-		if err != nil {
-			return nil, &ExecutionError{Name: ErrRuntime, Cause: err.Error()}
-		}
-		if cerr := ctx.Err(); cerr != nil {
-			return nil, cerr
-		}
-		c.Now = r.Clock.Now()
-		switch act.Kind {
-		case ActNext:
-			cur = Cursor{State: act.Next, Input: act.Output}
-			entered = r.Clock.Now()
-			continue
-		case ActSucceed:
-			return act.Output, nil
-		case ActFail:
-			return nil, &ExecutionError{Name: act.Error, Cause: act.Cause}
-		case ActWait:
-			if err := r.sleep(ctx, act.Until.Sub(r.Clock.Now())); err != nil {
-				return nil, err
+		// Follow-up actions of the same state (after a wait, task or branches) loop here;
+		// a transition or retry goes back to Enter.
+	state:
+		for {
+			if err != nil {
+				return nil, &ExecutionError{Name: ErrRuntime, Cause: err.Error()}
 			}
-			c.Now = r.Clock.Now()
-			act, err = m.AfterWait(cur, c)
-			goto handle
-		case ActTask:
-			res, terr := r.invoke(ctx, act)
 			if cerr := ctx.Err(); cerr != nil {
 				return nil, cerr
 			}
-			c.Now = r.Clock.Now()
-			act, err = m.TaskDone(cur, c, res, terr)
-			goto handle
-		case ActBranches:
-			results, berr := r.branches(ctx, act, base)
-			if berr != nil {
-				return nil, berr
+			switch act.Kind {
+			case ActNext:
+				cur = Cursor{State: act.Next, Input: act.Output}
+				entered = r.Clock.Now()
+				break state
+			case ActSucceed:
+				return act.Output, nil
+			case ActFail:
+				return nil, &ExecutionError{Name: act.Error, Cause: act.Cause}
+			case ActWait:
+				if err := r.sleep(ctx, act.Until.Sub(r.Clock.Now())); err != nil {
+					return nil, err
+				}
+				c.Now = r.Clock.Now()
+				act, err = m.AfterWait(cur, c)
+			case ActTask:
+				res, terr := r.invoke(ctx, act)
+				if cerr := ctx.Err(); cerr != nil {
+					return nil, cerr
+				}
+				c.Now = r.Clock.Now()
+				act, err = m.TaskDone(cur, c, res, terr)
+			case ActBranches:
+				results, berr := r.branches(ctx, act, base)
+				if berr != nil {
+					return nil, berr
+				}
+				c.Now = r.Clock.Now()
+				act, err = m.BranchesDone(cur, c, results)
+			case ActRetry:
+				if err := r.sleep(ctx, act.Delay); err != nil {
+					return nil, err
+				}
+				cur.Retries = act.Retries
+				break state
+			default:
+				return nil, &ExecutionError{Name: ErrRuntime, Cause: fmt.Sprintf("unknown action %v", act.Kind)}
 			}
-			c.Now = r.Clock.Now()
-			act, err = m.BranchesDone(cur, c, results)
-			goto handle
-		case ActRetry:
-			if err := r.sleep(ctx, act.Delay); err != nil {
-				return nil, err
-			}
-			cur.Retries = act.Retries
-			continue
-		default:
-			return nil, &ExecutionError{Name: ErrRuntime, Cause: fmt.Sprintf("unknown action %v", act.Kind)}
 		}
 	}
 }
