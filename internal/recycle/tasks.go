@@ -214,7 +214,8 @@ func (t *Tasks) checkReplacement(ctx context.Context, s State) (*ReplacementStat
 		return nil, newError(ErrBadInput, "CheckReplacement before Surge: state has no surge record")
 	}
 	deadline := s.Surge.Deadline
-	ctx, cancel := t.bound(ctx, s.Request.CheckSeconds, deadline)
+	// Only the waiting is bounded; API calls use ctx so the bound never cuts one off.
+	bctx, cancel := t.bound(ctx, s.Request.CheckSeconds, deadline)
 	defer cancel()
 	for {
 		st, err := t.replacementOnce(ctx, s)
@@ -225,17 +226,13 @@ func (t *Tasks) checkReplacement(ctx context.Context, s State) (*ReplacementStat
 			return nil, newError(ErrReplacementTimeout, "no Ready replacement within %s (%s); the old node goes back into service",
 				s.Request.ReplacementTimeout, st.Reason)
 		}
-		if len(st.Pending) == 0 && len(st.Instances) == 0 {
-			return st, nil // nothing launched yet: look again after the state machine's pause
+		if bctx.Err() != nil || (len(st.Pending) == 0 && len(st.Instances) == 0) {
+			return st, nil // not yet: look again after the state machine's pause
 		}
-		// Watch the first candidate's Node until it is Ready (or the bound ends).
+		// Watch the first candidate's Node until it is Ready (or the bound ends), then look again.
 		ref := firstOf(st.Instances, st.Pending)
-		ready, _, err := t.Cluster.WaitNodeReady(ctx, ref, s.Request.ReadyLabels)
-		if err != nil {
+		if _, _, err := t.Cluster.WaitNodeReady(bctx, ref, s.Request.ReadyLabels); err != nil && bctx.Err() == nil {
 			return nil, fmt.Errorf("wait for node of %s: %w", ref, err)
-		}
-		if !ready || ctx.Err() != nil {
-			return st, nil
 		}
 	}
 }
@@ -292,7 +289,8 @@ func (t *Tasks) drain(ctx context.Context, execution string, s State) (*DrainSta
 		st = &DrainStatus{StartedAt: now, Deadline: now.Add(time.Duration(req.MaxWait))}
 	}
 	st = cloneDrain(st)
-	ctx, cancel := t.bound(ctx, req.CheckSeconds, time.Time{})
+	// Only the waiting is bounded; API calls use ctx so the bound never cuts one off.
+	bctx, cancel := t.bound(ctx, req.CheckSeconds, time.Time{})
 	defer cancel()
 
 	set, err := t.Cluster.PodsOnNode(ctx, tgt.Node, sel)
@@ -326,10 +324,10 @@ func (t *Tasks) drain(ctx context.Context, execution string, s State) (*DrainSta
 		if st.TimedOut || (!next.IsZero() && next.Before(wake)) {
 			wake = next
 		}
-		wctx, wcancel := t.until(ctx, wake)
+		wctx, wcancel := t.until(bctx, wake)
 		cur, _, err := t.Cluster.WaitPodsChange(wctx, tgt.Node, sel, set)
 		wcancel()
-		if ctx.Err() != nil {
+		if bctx.Err() != nil {
 			return st, nil // bound reached: "not yet"
 		}
 		if err != nil {

@@ -1,0 +1,384 @@
+package scenario_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/recycler/recycler/internal/cloud"
+	"github.com/recycler/recycler/internal/engine"
+	"github.com/recycler/recycler/internal/kube"
+	"github.com/recycler/recycler/internal/recycle"
+	"github.com/recycler/recycler/internal/scenario"
+	"github.com/recycler/recycler/internal/sim"
+	"github.com/recycler/recycler/internal/testenv"
+)
+
+// world is one fresh simulated environment with an engine wired to it.
+type world struct {
+	env *sim.Environment
+	h   *scenario.Harness
+	eng *engine.Engine
+}
+
+func newWorld(t *testing.T, boot, job time.Duration) *world {
+	t.Helper()
+	if os.Getenv("RECYCLER_SKIP_CONTROLPLANE") == "1" {
+		t.Skip("RECYCLER_SKIP_CONTROLPLANE=1")
+	}
+	ctx := context.Background()
+	env, err := sim.Up(ctx, sim.UpOptions{Nodes: 3, BootDelay: boot, JobDuration: job})
+	if err != nil {
+		t.Fatalf("sim up: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := env.Down(context.Background()); err != nil {
+			t.Errorf("sim down: %v", err)
+		}
+	})
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	h, err := scenario.New(ctx, env, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := engine.Open(ctx, engine.Options{Path: filepath.Join(t.TempDir(), "state.db"), Registry: h.Tasks.Registry(), Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { eng.Close() })
+	if err := scenario.WaitSettled(ctx, env.Kube.Client, sim.WorkloadNamespace, 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	return &world{env: env, h: h, eng: eng}
+}
+
+// longJobNode returns the node running a long-job pod of the seeded workloads.
+func (w *world) longJobNode(t *testing.T) string {
+	t.Helper()
+	pods, err := w.env.Kube.Client.CoreV1().Pods(sim.WorkloadNamespace).List(context.Background(),
+		metav1.ListOptions{LabelSelector: sim.LabelComponent + "=" + sim.LongJobComponent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods.Items {
+		if p.Spec.NodeName != "" {
+			return p.Spec.NodeName
+		}
+	}
+	t.Fatal("no long-job pod scheduled")
+	return ""
+}
+
+func (w *world) request(node string, maxWait time.Duration) recycle.Request {
+	r := recycle.NewRequest(node)
+	r.Selector = sim.LabelComponent + "=" + sim.LongJobComponent
+	r.Namespaces = []string{sim.WorkloadNamespace}
+	r.MaxWait = recycle.Duration(maxWait)
+	r.CheckSeconds = 5
+	return r
+}
+
+func (w *world) group(t *testing.T) cloud.Group {
+	t.Helper()
+	g, err := w.h.Observer.Group(context.Background(), w.env.Groups[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+func finalState(t *testing.T, hist []engine.Event) recycle.State {
+	t.Helper()
+	var st recycle.State
+	for _, ev := range hist {
+		var d struct {
+			Output json.RawMessage `json:"output"`
+		}
+		if strings.HasSuffix(ev.Type, "StateExited") && json.Unmarshal(ev.Details, &d) == nil {
+			var s recycle.State
+			if json.Unmarshal(d.Output, &s) == nil && s.Request.Target() != "" {
+				st = s
+			}
+		}
+	}
+	return st
+}
+
+// assertNodeAsBefore checks the node is schedulable and carries nothing of ours.
+func assertUnfenced(t *testing.T, w *world, node string) {
+	t.Helper()
+	n, err := w.env.Kube.Client.CoreV1().Nodes().Get(context.Background(), node, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("node %s after rollback: %v", node, err)
+	}
+	if n.Spec.Unschedulable {
+		t.Errorf("node %s is still cordoned", node)
+	}
+	for _, taint := range n.Spec.Taints {
+		if taint.Key == kube.TaintKey {
+			t.Errorf("node %s still has our taint %v", node, taint)
+		}
+	}
+	if _, ok := n.Annotations[kube.AnnotationFenced]; ok {
+		t.Errorf("node %s still has the fence annotation", node)
+	}
+}
+
+func TestRecycleWaitsForSelectedPodsMovesOthersWithPDBs(t *testing.T) {
+	const job = 12 * time.Second
+	w := newWorld(t, 2*time.Second, job)
+	ctx := context.Background()
+	node := w.longJobNode(t)
+	// A pod with the selected label in another namespace is not waited for: it is
+	// evicted like any other pod, long before it would finish.
+	other := "elsewhere"
+	if _, err := w.env.Kube.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: other}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "lookalike", Namespace: other,
+			Labels:      map[string]string{sim.LabelComponent: sim.LongJobComponent},
+			Annotations: map[string]string{testenv.PodCompleteDelayAnnotation: "1h"}},
+		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "c", Image: "pause"}},
+			Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}}, TerminationGracePeriodSeconds: ptr.To[int64](1)},
+	}
+	if _, err := w.env.Kube.Client.CoreV1().Pods(other).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := scenario.WaitSettled(ctx, w.env.Kube.Client, other, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	before := w.group(t)
+
+	started := time.Now()
+	out, err := w.h.Recycle(ctx, w.eng, w.request(node, 10*time.Minute), "happy", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Execution.Status != engine.StatusSucceeded {
+		t.Fatalf("recycle %s: %s %s", out.Execution.Status, out.Execution.Error, out.Execution.Cause)
+	}
+	t.Logf("recycled in %s with %d AWS calls, %d Kubernetes requests\n%s", out.Elapsed, out.AWSCalls, out.KubeCalls, out.Report)
+	if !out.Report.OK() {
+		t.Errorf("invariants broken:\n%s", out.Report)
+	}
+	st := finalState(t, out.History)
+	if st.Drain == nil || st.Retire == nil || st.Replacement == nil {
+		t.Fatalf("final state lacks drain/retire/replacement: %+v", st)
+	}
+	// The node is retired only after the selected pods finished on their own.
+	jobs, err := w.env.Kube.Client.CoreV1().Pods(sim.WorkloadNamespace).List(ctx, metav1.ListOptions{LabelSelector: sim.LabelComponent + "=" + sim.LongJobComponent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range jobs.Items {
+		if p.Spec.NodeName == node && p.Status.Phase != corev1.PodSucceeded {
+			t.Errorf("selected pod %s ended %s, want Succeeded (it must finish, not be evicted)", p.Name, p.Status.Phase)
+		}
+	}
+	if waited := st.Drain.DoneAt.Sub(started); waited < job/2 {
+		t.Errorf("drain finished %s after the start, before the %s job could have finished", waited, job)
+	}
+	// The lookalike was evicted, not waited for an hour.
+	var evicted []string
+	for _, p := range st.Drain.Evicted {
+		evicted = append(evicted, p.Namespace+"/"+p.Name)
+	}
+	if !slices.Contains(evicted, other+"/lookalike") {
+		t.Errorf("pod %s/lookalike was not evicted; evicted: %v", other, evicted)
+	}
+	// The group is back at its size with the old instance gone and a new one serving.
+	after := w.group(t)
+	if after.Desired != before.Desired {
+		t.Errorf("desired capacity %d, was %d", after.Desired, before.Desired)
+	}
+	if _, ok := after.Instance(st.Target.InstanceID); ok {
+		t.Errorf("old instance %s still in the group", st.Target.InstanceID)
+	}
+	if got := after.CountLifecycle(cloud.LifecycleInService); got != int(before.Desired) {
+		t.Errorf("%d InService instances, want %d", got, before.Desired)
+	}
+	if _, err := w.env.Kube.Client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("old node object still exists (err %v)", err)
+	}
+}
+
+func TestReplacementNeverReadyRollsBack(t *testing.T) {
+	w := newWorld(t, 2*time.Second, 10*time.Minute)
+	ctx := context.Background()
+	f := w.env.AWS.Faults()
+	f.NeverReadyNext = 5
+	if err := w.env.AWS.SetFaults(f); err != nil {
+		t.Fatal(err)
+	}
+	node := w.longJobNode(t)
+	before := w.group(t)
+	req := w.request(node, time.Hour)
+	req.ReplacementTimeout = recycle.Duration(8 * time.Second)
+	out, err := w.h.Recycle(ctx, w.eng, req, "never-ready", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Execution.Status != engine.StatusFailed || out.Execution.Error != recycle.ErrReplacementTimeout {
+		t.Fatalf("want FAILED %s, got %s %s: %s", recycle.ErrReplacementTimeout, out.Execution.Status, out.Execution.Error, out.Execution.Cause)
+	}
+	if out.Elapsed > 8*time.Second+20*time.Second {
+		t.Errorf("rollback took %s, want it soon after the 8s replacement timeout", out.Elapsed)
+	}
+	st := finalState(t, out.History)
+	if st.Rollback == nil || !st.Rollback.SurgeUndone || !st.Rollback.Unfenced {
+		t.Fatalf("rollback did not finish: %+v", st.Rollback)
+	}
+	assertUnfenced(t, w, node)
+	after := w.group(t)
+	if after.Desired != before.Desired {
+		t.Errorf("desired %d after rollback, was %d", after.Desired, before.Desired)
+	}
+	if gi, ok := after.Instance(st.Target.InstanceID); !ok || gi.Lifecycle != cloud.LifecycleInService {
+		t.Errorf("old instance %s after rollback: %+v (want InService)", st.Target.InstanceID, gi)
+	}
+	if !out.Report.OK() {
+		t.Errorf("invariants broken:\n%s", out.Report)
+	}
+}
+
+func TestAbortRollsBackAtEveryWaitingStep(t *testing.T) {
+	for _, step := range []string{"CheckReplacement", "Drain"} {
+		t.Run(step, func(t *testing.T) {
+			boot := 2 * time.Second
+			if step == "CheckReplacement" {
+				boot = 5 * time.Minute // the replacement never comes in time: abort while waiting
+			}
+			w := newWorld(t, boot, 10*time.Minute)
+			ctx := context.Background()
+			node := w.longJobNode(t)
+			before := w.group(t)
+			reached := make(chan string, 1)
+			onEvent := func(ev engine.Event) error {
+				var d struct {
+					Name string `json:"name"`
+				}
+				if ev.Type == "TaskStateEntered" && json.Unmarshal(ev.Details, &d) == nil && d.Name == step {
+					select {
+					case reached <- ev.ExecutionID:
+					default:
+					}
+				}
+				return nil
+			}
+			go func() {
+				id := <-reached
+				time.Sleep(500 * time.Millisecond) // let the step act (a surge, an eviction) before aborting
+				if _, err := w.eng.Stop(ctx, id, recycle.ErrAborted, "test abort at "+step); err != nil {
+					t.Errorf("abort: %v", err)
+				}
+			}()
+			out, err := w.h.Recycle(ctx, w.eng, w.request(node, time.Hour), "abort-"+step, onEvent)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out.Execution.Status != engine.StatusAborted || out.Execution.RollbackID == "" {
+				t.Fatalf("want ABORTED with a rollback, got %s (rollback %q)", out.Execution.Status, out.Execution.RollbackID)
+			}
+			rb, err := w.eng.Describe(ctx, out.Execution.RollbackID)
+			if err != nil || rb.Status != engine.StatusSucceeded {
+				t.Fatalf("rollback execution: %v %s %s %s", err, rb.Status, rb.Error, rb.Cause)
+			}
+			assertUnfenced(t, w, node)
+			// The surplus replacement (if any) is removed and the old instance serves again.
+			tgt := finalState(t, out.History).Target
+			if tgt == nil {
+				t.Fatal("no target recorded before the abort")
+			}
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				after := w.group(t)
+				gi, ok := after.Instance(tgt.InstanceID)
+				if after.Desired == before.Desired && ok && gi.Lifecycle == cloud.LifecycleInService && after.CountLifecycle(cloud.LifecycleStandby) == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("group after abort: desired %d (was %d), old instance %+v", after.Desired, before.Desired, gi)
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			if !out.Report.OK() {
+				t.Errorf("invariants broken:\n%s", out.Report)
+			}
+		})
+	}
+}
+
+func TestOnTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		policy recycle.OnTimeout
+		retire recycle.RetireMode
+		want   engine.Status
+	}{
+		{recycle.OnTimeoutFail, recycle.RetireTerminate, engine.StatusFailed},
+		{recycle.OnTimeoutEvict, recycle.RetireStop, engine.StatusSucceeded},
+		{recycle.OnTimeoutForce, recycle.RetireTerminate, engine.StatusSucceeded},
+	} {
+		t.Run(string(tc.policy), func(t *testing.T) {
+			w := newWorld(t, 2*time.Second, 10*time.Minute)
+			ctx := context.Background()
+			node := w.longJobNode(t)
+			req := w.request(node, 6*time.Second)
+			req.OnTimeout, req.Retire = tc.policy, tc.retire
+			out, err := w.h.Recycle(ctx, w.eng, req, "timeout-"+string(tc.policy), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out.Execution.Status != tc.want {
+				t.Fatalf("status %s (%s: %s), want %s", out.Execution.Status, out.Execution.Error, out.Execution.Cause, tc.want)
+			}
+			st := finalState(t, out.History)
+			switch tc.policy {
+			case recycle.OnTimeoutFail:
+				if out.Execution.Error != recycle.ErrDrainTimeout {
+					t.Errorf("error %s, want %s", out.Execution.Error, recycle.ErrDrainTimeout)
+				}
+				assertUnfenced(t, w, node)
+			case recycle.OnTimeoutEvict:
+				if st.Drain == nil || !st.Drain.TimedOut || st.Drain.ForcedPods != 0 {
+					t.Errorf("drain %+v: want timed out, evicted, none forced", st.Drain)
+				}
+			case recycle.OnTimeoutForce:
+				if st.Drain == nil || st.Drain.ForcedPods == 0 {
+					t.Errorf("drain %+v: want forced pods", st.Drain)
+				}
+			}
+			if tc.retire == recycle.RetireStop {
+				insts, err := w.h.Observer.Instances(ctx, st.Target.InstanceID)
+				if err != nil || len(insts) != 1 {
+					t.Fatalf("describe retired instance: %v %v", insts, err)
+				}
+				in := insts[0]
+				if in.State != cloud.StateStopped && in.State != cloud.StateStopping {
+					t.Errorf("retired instance is %s, want stopped", in.State)
+				}
+				if in.Group != "" {
+					t.Errorf("retired instance still in group %s", in.Group)
+				}
+				if in.Tags[cloud.TagRetiredAt] == "" || in.Tags[cloud.TagExecution] == "" {
+					t.Errorf("retired instance tags %v lack %s/%s", in.Tags, cloud.TagRetiredAt, cloud.TagExecution)
+				}
+			}
+			// The selected pods were not touched before max-wait (6s after the start).
+			if !out.Report.OK() {
+				t.Errorf("invariants broken:\n%s", out.Report)
+			}
+		})
+	}
+}
