@@ -18,6 +18,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -138,8 +139,11 @@ type Engine struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	q      *queue
-	timers *timerSet
+	q       *queue
+	timers  *timerSet
+	commits     atomic.Int64 // committed transactions, for benchmarks
+	transitions atomic.Int64 // committed state transitions, for benchmarks
+	stmts       sync.Map     // query → *sql.Stmt prepared on the single connection
 
 	machMu   sync.Mutex
 	machines map[string]*machineInfo // by definition hash
@@ -342,7 +346,7 @@ func (e *Engine) createExecution(w *writer, mi *machineInfo, machine, name strin
 	if err := w.putDefinition(mi.hash, mi.def, mi); err != nil {
 		return ex, err
 	}
-	if _, err := w.tx.Exec(`INSERT INTO executions(id, state_machine, name, def_hash, input, status, start_time, on_abort, rollback_of, last_event_id)
+	if _, err := w.exec(`INSERT INTO executions(id, state_machine, name, def_hash, input, status, start_time, on_abort, rollback_of, last_event_id)
 		VALUES(?,?,?,?,?,?,?,?,?,1)`, ex.ID, machine, name, mi.hash, []byte(input), StatusRunning, nanos(now), onAbort, rollbackOf); err != nil {
 		return ex, fmt.Errorf("insert execution: %w", err)
 	}
@@ -354,7 +358,7 @@ func (e *Engine) createExecution(w *writer, mi *machineInfo, machine, name strin
 		return ex, err
 	}
 	cur, _ := json.Marshal(asl.Cursor{State: mi.m.StartAt(), Input: input})
-	res, err := w.tx.Exec(`INSERT INTO frames(exec_id, def_hash, phase, cursor, last_event_id) VALUES(?,?,?,?,1)`,
+	res, err := w.exec(`INSERT INTO frames(exec_id, def_hash, phase, cursor, last_event_id) VALUES(?,?,?,?,1)`,
 		ex.ID, mi.hash, phaseEnter, cur)
 	if err != nil {
 		return ex, fmt.Errorf("insert frame: %w", err)

@@ -70,7 +70,7 @@ func (e *Engine) loadFrame(ctx context.Context, id int64) (*frame, error) {
 	var entered, due, start int64
 	var defHash, status string
 	var input []byte
-	err := e.db.QueryRowContext(ctx, `SELECT f.exec_id, f.parent_id, f.idx, f.kind, f.def_hash, f.phase, f.cursor, f.entered_at,
+	err := e.queryRowDB(ctx, `SELECT f.exec_id, f.parent_id, f.idx, f.kind, f.def_hash, f.phase, f.cursor, f.entered_at,
 			f.task, f.last_event_id, f.fork_event_id, f.version, COALESCE(t.due_at, 0),
 			x.state_machine, x.name, x.input, x.start_time, x.status
 		FROM frames f JOIN executions x ON x.id = f.exec_id
@@ -101,6 +101,18 @@ func (e *Engine) loadFrame(ctx context.Context, id int64) (*frame, error) {
 		return nil, err
 	}
 	return f, nil
+}
+
+// queryRowDB runs a query outside a transaction with a cached prepared statement.
+func (e *Engine) queryRowDB(ctx context.Context, q string, args ...any) *sql.Row {
+	st, ok := e.stmts.Load(q)
+	if !ok {
+		e.prepare(q)
+		if st, ok = e.stmts.Load(q); !ok {
+			return e.db.QueryRowContext(ctx, q, args...)
+		}
+	}
+	return st.(*sql.Stmt).QueryRowContext(ctx, args...)
 }
 
 func (e *Engine) aslContext(f *frame, now time.Time) asl.Context {
@@ -143,19 +155,46 @@ func (e *Engine) runFrame(w work) {
 		}
 		e.runPost(post)
 	}
-	for i := 0; ; i++ {
+	steps := 0
+	for {
 		if e.ctx.Err() != nil {
 			return
 		}
-		if i >= stepsPerTurn && f.phase == phaseEnter {
+		if steps >= stepsPerTurn && f.phase == phaseEnter {
 			e.q.push(work{frame: f.id})
 			return
 		}
-		more, err := e.step(f)
+		var task *taskOutcome
+		if f.phase == phaseTask {
+			// Everything before the task is committed; the task runs outside any transaction.
+			res, terr, ok := e.invoke(f)
+			if !ok {
+				return
+			}
+			task = &taskOutcome{res: res, err: terr}
+		}
+		var more bool
+		var post []func()
+		err := e.write(e.ctx, func(w *writer) error {
+			// Pure transitions (Pass, Choice, a due Wait, a join) share one transaction:
+			// it commits before the next action with an effect outside (a Task, a timer,
+			// child frames) starts, so the write-ahead rule holds for each of them.
+			for n := 0; n < maxBatch; n++ {
+				var err error
+				more, err = e.step(w, f, task)
+				task = nil
+				steps++
+				if err != nil || !more || f.phase == phaseTask {
+					return err
+				}
+			}
+			return nil
+		}, &post)
 		if err != nil {
 			e.dropTransition(f, err)
 			return
 		}
+		e.runPost(post)
 		if !more {
 			return
 		}
@@ -167,7 +206,7 @@ func (e *Engine) failBroken(frameID int64, cause error) {
 	var post []func()
 	err := e.write(e.ctx, func(w *writer) error {
 		var execID string
-		if err := w.tx.QueryRow(`SELECT exec_id FROM frames WHERE id = ?`, frameID).Scan(&execID); err != nil {
+		if err := w.queryRow(`SELECT exec_id FROM frames WHERE id = ?`, frameID).Scan(&execID); err != nil {
 			return errStale
 		}
 		if _, err := w.emit(execID, "ExecutionFailed", 0, map[string]any{"error": "States.Runtime", "cause": cause.Error()}); err != nil {
@@ -190,22 +229,30 @@ func (e *Engine) dropTransition(f *frame, err error) {
 	e.log.Error("engine: transition not recorded", "execution", f.execID, "state", f.cur.State, "err", err)
 }
 
-// step performs one transition: compute the action (pure), then write it with its
-// history events in one transaction. It returns whether the frame can go on at once.
-func (e *Engine) step(f *frame) (bool, error) {
+type taskOutcome struct {
+	res json.RawMessage
+	err error
+}
+
+// maxBatch bounds the transitions written in one transaction (a Pass/Choice loop
+// must still commit regularly).
+const maxBatch = 32
+
+// step performs one transition inside w: compute the action (pure), then record it
+// with its history events. It returns whether the frame can go on at once.
+func (e *Engine) step(w *writer, f *frame, task *taskOutcome) (bool, error) {
 	now := e.clock.Now().UTC()
+	w.now = now
 	typ := f.mi.types[f.cur.State]
 	var act asl.Action
 	var err error
-	var pre func(w *writer) error
 	switch f.phase {
 	case phaseEnter:
 		f.enteredAt = now
-		act, err = f.mi.m.Enter(f.cur, e.aslContext(f, now))
-		pre = func(w *writer) error {
-			_, err := w.frameEvent(f, typ+"StateEntered", map[string]any{"name": f.cur.State, "input": f.cur.Input})
-			return err
+		if _, err := w.frameEvent(f, typ+"StateEntered", map[string]any{"name": f.cur.State, "input": f.cur.Input}); err != nil {
+			return false, err
 		}
+		act, err = f.mi.m.Enter(f.cur, e.aslContext(f, now))
 	case phaseRetry, phaseWait:
 		if now.Before(f.due) {
 			return false, nil
@@ -216,45 +263,41 @@ func (e *Engine) step(f *frame) (bool, error) {
 			act, err = f.mi.m.AfterWait(f.cur, e.aslContext(f, now))
 		}
 	case phaseTask:
-		res, terr, ok := e.invoke(f)
-		if !ok {
+		if task == nil {
 			return false, nil
 		}
-		now = e.clock.Now().UTC()
-		act, err = f.mi.m.TaskDone(f.cur, e.aslContext(f, now), res, terr)
-		pre = func(w *writer) error {
-			var err error
-			switch {
-			case terr == nil:
-				_, err = w.frameEvent(f, "TaskSucceeded", map[string]any{"resource": f.task.Resource, "output": res})
-			case asl.ErrorName(terr) == "States.Timeout":
-				_, err = w.frameEvent(f, "TaskTimedOut", map[string]any{"resource": f.task.Resource, "error": "States.Timeout", "cause": terr.Error()})
-			default:
-				_, err = w.frameEvent(f, "TaskFailed", map[string]any{"resource": f.task.Resource, "error": asl.ErrorName(terr), "cause": terr.Error()})
-			}
-			return err
+		res, terr := task.res, task.err
+		var everr error
+		switch {
+		case terr == nil:
+			_, everr = w.frameEvent(f, "TaskSucceeded", map[string]any{"resource": f.task.Resource, "output": res})
+		case asl.ErrorName(terr) == "States.Timeout":
+			_, everr = w.frameEvent(f, "TaskTimedOut", map[string]any{"resource": f.task.Resource, "error": "States.Timeout", "cause": terr.Error()})
+		default:
+			_, everr = w.frameEvent(f, "TaskFailed", map[string]any{"resource": f.task.Resource, "error": asl.ErrorName(terr), "cause": terr.Error()})
 		}
+		if everr != nil {
+			return false, everr
+		}
+		act, err = f.mi.m.TaskDone(f.cur, e.aslContext(f, now), res, terr)
 	case phaseJoin:
-		results, ok, lerr := e.childResults(f.id)
+		results, ok, lerr := childResults(w.tx, f.id)
 		if lerr != nil {
 			return false, lerr
 		}
-		act, err = f.mi.m.BranchesDone(f.cur, e.aslContext(f, now), results)
-		pre = func(w *writer) error {
-			outcome := "Succeeded"
-			if !ok {
-				outcome = "Failed"
-			}
-			id, err := w.emit(f.execID, typ+"State"+outcome, f.forkEvent, map[string]any{"name": f.cur.State})
-			if err != nil {
-				return err
-			}
-			f.lastEvent = id
-			if _, err := w.tx.Exec(`DELETE FROM frames WHERE parent_id = ?`, f.id); err != nil {
-				return fmt.Errorf("delete children: %w", err)
-			}
-			return nil
+		outcome := "Succeeded"
+		if !ok {
+			outcome = "Failed"
 		}
+		id, everr := w.emit(f.execID, typ+"State"+outcome, f.forkEvent, map[string]any{"name": f.cur.State})
+		if everr != nil {
+			return false, everr
+		}
+		f.lastEvent = id
+		if _, err := w.exec(`DELETE FROM frames WHERE parent_id = ?`, f.id); err != nil {
+			return false, fmt.Errorf("delete children: %w", err)
+		}
+		act, err = f.mi.m.BranchesDone(f.cur, e.aslContext(f, now), results)
 	default:
 		return false, nil
 	}
@@ -262,24 +305,8 @@ func (e *Engine) step(f *frame) (bool, error) {
 		// A returned error is a broken definition at run time: fail like Step Functions.
 		act = asl.Action{Kind: asl.ActFail, Error: "States.Runtime", Cause: err.Error()}
 	}
-	var more bool
-	var post []func()
-	werr := e.write(e.ctx, func(w *writer) error {
-		w.now = now
-		if pre != nil {
-			if err := pre(w); err != nil {
-				return err
-			}
-		}
-		var err error
-		more, err = e.apply(w, f, typ, act)
-		return err
-	}, &post)
-	if werr != nil {
-		return false, werr
-	}
-	e.runPost(post)
-	return more, nil
+	w.steps++
+	return e.apply(w, f, typ, act)
 }
 
 // apply writes the action's effect on the frame (inside the transition's transaction).
@@ -362,7 +389,7 @@ func (e *Engine) fork(w *writer, f *frame, typ string, act asl.Action) (bool, er
 			}
 		}
 		cur, _ := json.Marshal(asl.Cursor{State: b.Machine.StartAt(), Input: b.Input})
-		res, err := w.tx.Exec(`INSERT INTO frames(exec_id, parent_id, idx, kind, def_hash, phase, cursor, last_event_id)
+		res, err := w.exec(`INSERT INTO frames(exec_id, parent_id, idx, kind, def_hash, phase, cursor, last_event_id)
 			VALUES(?,?,?,?,?,?,?,?)`, f.execID, f.id, b.Index, kind, mi.hash, phase, cur, last)
 		if err != nil {
 			return false, fmt.Errorf("insert child frame: %w", err)
@@ -391,7 +418,7 @@ func (e *Engine) endFrame(w *writer, f *frame, res asl.BranchResult) error {
 		return w.finishExec(f.execID, StatusFailed, nil, res.Error, res.Cause)
 	}
 	var parentFork int64
-	if err := w.tx.QueryRow(`SELECT fork_event_id FROM frames WHERE id = ? AND phase = ?`, f.parentID, phaseBranches).Scan(&parentFork); err != nil {
+	if err := w.queryRow(`SELECT fork_event_id FROM frames WHERE id = ? AND phase = ?`, f.parentID, phaseBranches).Scan(&parentFork); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return errStale
 		}
@@ -413,7 +440,7 @@ func (e *Engine) endFrame(w *writer, f *frame, res asl.BranchResult) error {
 	}
 	var next int64
 	var nextIdx int
-	err := w.tx.QueryRow(`SELECT id, idx FROM frames WHERE parent_id = ? AND phase = ? ORDER BY idx LIMIT 1`,
+	err := w.queryRow(`SELECT id, idx FROM frames WHERE parent_id = ? AND phase = ? ORDER BY idx LIMIT 1`,
 		f.parentID, phasePending).Scan(&next, &nextIdx)
 	switch {
 	case err == nil:
@@ -423,7 +450,7 @@ func (e *Engine) endFrame(w *writer, f *frame, res asl.BranchResult) error {
 				return err
 			}
 		}
-		if _, err := w.tx.Exec(`UPDATE frames SET phase = ?, last_event_id = ?, version = version + 1 WHERE id = ?`, phaseEnter, last, next); err != nil {
+		if _, err := w.exec(`UPDATE frames SET phase = ?, last_event_id = ?, version = version + 1 WHERE id = ?`, phaseEnter, last, next); err != nil {
 			return fmt.Errorf("start pending child: %w", err)
 		}
 		w.post(func() { e.q.push(work{frame: next}) })
@@ -432,11 +459,11 @@ func (e *Engine) endFrame(w *writer, f *frame, res asl.BranchResult) error {
 		return fmt.Errorf("find pending child: %w", err)
 	}
 	var open int
-	if err := w.tx.QueryRow(`SELECT COUNT(*) FROM frames WHERE parent_id = ? AND phase != ?`, f.parentID, phaseDone).Scan(&open); err != nil {
+	if err := w.queryRow(`SELECT COUNT(*) FROM frames WHERE parent_id = ? AND phase != ?`, f.parentID, phaseDone).Scan(&open); err != nil {
 		return fmt.Errorf("count children: %w", err)
 	}
 	if open == 0 {
-		if _, err := w.tx.Exec(`UPDATE frames SET phase = ?, version = version + 1 WHERE id = ?`, phaseJoin, f.parentID); err != nil {
+		if _, err := w.exec(`UPDATE frames SET phase = ?, version = version + 1 WHERE id = ?`, phaseJoin, f.parentID); err != nil {
 			return fmt.Errorf("wake parent: %w", err)
 		}
 		parent := f.parentID
@@ -466,7 +493,7 @@ func (w *writer) saveFrame(f *frame, result ...[]byte) error {
 	if len(result) > 0 {
 		res = result[0]
 	}
-	r, err := w.tx.Exec(`UPDATE frames SET phase = ?, cursor = ?, entered_at = ?, task = ?, result = ?, last_event_id = ?,
+	r, err := w.exec(`UPDATE frames SET phase = ?, cursor = ?, entered_at = ?, task = ?, result = ?, last_event_id = ?,
 		fork_event_id = ?, version = version + 1 WHERE id = ? AND version = ?`,
 		f.phase, cur, nanos(f.enteredAt), task, res, f.lastEvent, f.forkEvent, f.id, f.version)
 	if err != nil {
@@ -477,7 +504,7 @@ func (w *writer) saveFrame(f *frame, result ...[]byte) error {
 	}
 	f.version++
 	if f.hasWake {
-		if _, err := w.tx.Exec(`DELETE FROM timers WHERE frame_id = ? AND kind = ?`, f.id, timerWake); err != nil {
+		if _, err := w.exec(`DELETE FROM timers WHERE frame_id = ? AND kind = ?`, f.id, timerWake); err != nil {
 			return fmt.Errorf("delete timer: %w", err)
 		}
 		f.hasWake = false
@@ -492,8 +519,8 @@ func (w *writer) saveFrame(f *frame, result ...[]byte) error {
 }
 
 // childResults reads the finished children in Branch order; ok is false if any failed.
-func (e *Engine) childResults(parent int64) ([]asl.BranchResult, bool, error) {
-	rows, err := e.db.QueryContext(e.ctx, `SELECT result FROM frames WHERE parent_id = ? ORDER BY idx`, parent)
+func childResults(tx *sql.Tx, parent int64) ([]asl.BranchResult, bool, error) {
+	rows, err := tx.Query(`SELECT result FROM frames WHERE parent_id = ? ORDER BY idx`, parent)
 	if err != nil {
 		return nil, false, fmt.Errorf("read branch results: %w", err)
 	}
@@ -604,7 +631,7 @@ func (e *Engine) fireTimeout(frameID int64) {
 	err := e.write(e.ctx, func(w *writer) error {
 		var execID string
 		var due int64
-		err := w.tx.QueryRow(`SELECT exec_id, due_at FROM timers WHERE frame_id = ? AND kind = ?`, frameID, timerTimeout).Scan(&execID, &due)
+		err := w.queryRow(`SELECT exec_id, due_at FROM timers WHERE frame_id = ? AND kind = ?`, frameID, timerTimeout).Scan(&execID, &due)
 		if errors.Is(err, sql.ErrNoRows) {
 			return errStale
 		}
