@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -365,4 +367,66 @@ func childrenOf(t *testing.T, ppid int, skip []int) []string {
 		}
 	}
 	return out
+}
+
+// TestComponentsDieWithAPanickingTestBinary runs this test binary again; the
+// child starts a control plane and panics without Stop. Every component must
+// die with it.
+func TestComponentsDieWithAPanickingTestBinary(t *testing.T) {
+	if os.Getenv("TESTENV_PANIC_CHILD") == "1" {
+		env, err := testenv.Start(context.Background(), testenv.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Println("PIDS", strings.Trim(fmt.Sprint(env.Pids()), "[]"))
+		panic("test panics with a running control plane")
+	}
+	testenv.Shared(t) // skip like the others without a control plane
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestComponentsDieWithAPanickingTestBinary$", "-test.count", "1")
+	cmd.Env = append(os.Environ(), "TESTENV_PANIC_CHILD=1", testenv.SkipEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("child did not fail:\n%s", out)
+	}
+	var pids []int
+	for _, line := range strings.Split(string(out), "\n") {
+		if rest, ok := strings.CutPrefix(line, "PIDS "); ok {
+			for _, f := range strings.Fields(rest) {
+				pid, err := strconv.Atoi(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				pids = append(pids, pid)
+			}
+		}
+	}
+	if len(pids) != 5 {
+		t.Fatalf("child reported pids %v, want 5; output:\n%s", pids, out)
+	}
+	t.Cleanup(func() { // should this test fail, leave nothing behind
+		for _, pid := range pids {
+			if alive(pid) {
+				_ = syscall.Kill(-pid, syscall.SIGKILL)
+			}
+		}
+	})
+	eventually(t, 10*time.Second, "components of the dead child exit", func(context.Context) (bool, error) {
+		for _, pid := range pids {
+			if alive(pid) {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+}
+
+// alive reports whether pid runs; a zombie waiting for init to reap it is dead.
+func alive(pid int) bool {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndex(s, ")")+1:])
+	return len(fields) > 0 && fields[0] != "Z" && fields[0] != "X"
 }
