@@ -139,8 +139,8 @@ type Engine struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	q       *queue
-	timers  *timerSet
+	q           *queue
+	timers      *timerSet
 	commits     atomic.Int64 // committed transactions, for benchmarks
 	transitions atomic.Int64 // committed state transitions, for benchmarks
 	stmts       sync.Map     // query → *sql.Stmt prepared on the single connection
