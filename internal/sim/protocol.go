@@ -12,6 +12,18 @@ import (
 // <ResponseMetadata><RequestId/></ResponseMetadata></OpResponse>; lists are <member>.
 type awsQuery struct{ ns string }
 
+// readQuery reads an AWS Query request: form body (or URL query), operation in Action.
+func readQuery(r *http.Request) (string, form, *apiError) {
+	if err := r.ParseForm(); err != nil {
+		return "", form{}, validation("cannot parse the form body: %v", err)
+	}
+	return r.Form.Get("Action"), newForm(r.Form), nil
+}
+
+func (awsQuery) readRequest(r *http.Request) (string, form, *apiError) { return readQuery(r) }
+
+func (ec2Query) readRequest(r *http.Request) (string, form, *apiError) { return readQuery(r) }
+
 func (p awsQuery) writeResult(w http.ResponseWriter, op, requestID string, result any) {
 	var buf bytes.Buffer
 	buf.WriteString(`<?xml version="1.0"?>` + "\n")

@@ -12,6 +12,7 @@ import (
 type form struct {
 	v      url.Values
 	prefix string
+	body   []byte // raw body, for JSON-protocol services
 }
 
 func newForm(v url.Values) form { return form{v: v} }

@@ -276,7 +276,10 @@ func ec2Error(code, format string, args ...any) *apiError {
 }
 
 // protocol encodes one service's responses.
+// A JSON-protocol service (SQS, Step Functions) implements it with the operation
+// from X-Amz-Target and the body kept in form.body for its handlers to decode.
 type protocol interface {
+	readRequest(r *http.Request) (op string, in form, err *apiError)
 	writeResult(w http.ResponseWriter, op, requestID string, result any)
 	writeError(w http.ResponseWriter, requestID string, err *apiError)
 	throttle() *apiError
@@ -309,14 +312,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("simulated aws: unsupported service %q (from the SigV4 credential scope)", svcName), http.StatusBadRequest)
 		return
 	}
-	// JSON-protocol services (X-Amz-Target) would be dispatched here by header.
-	if err := r.ParseForm(); err != nil {
-		svc.proto.writeError(w, "", validation("cannot parse form body: %v", err))
+	op, in, rerr := svc.proto.readRequest(r)
+	if rerr != nil {
+		svc.proto.writeError(w, "", rerr)
 		return
-	}
-	op := r.PostForm.Get("Action")
-	if op == "" {
-		op = r.Form.Get("Action")
 	}
 	s.mu.Lock()
 	s.reqCounter++
@@ -341,7 +340,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		aerr = &apiError{Status: 400, Code: "InvalidAction", Message: fmt.Sprintf("The action %s is not valid for this web service (simulated AWS supports: see docs/aws-semantics.md).", op)}
 	default:
 		s.advanceLocked()
-		result, aerr = handler(newForm(r.Form))
+		result, aerr = handler(in)
 		s.advanceLocked()
 	}
 	// A client that hangs up must not lose a Node change.
