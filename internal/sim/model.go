@@ -16,7 +16,6 @@ const (
 	lcTerminating        = "Terminating"
 	lcTerminatingWait    = "Terminating:Wait"
 	lcTerminatingProceed = "Terminating:Proceed"
-	lcDetaching          = "Detaching"
 )
 
 // EC2 instance states with their documented codes.
