@@ -14,11 +14,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"reflect"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unicode"
 
@@ -52,7 +55,20 @@ var (
 	ErrNotRunning = errors.New("execution is not running")
 	// ErrClosed: the engine was closed.
 	ErrClosed = errors.New("engine closed")
+	// ErrPassive: Start or Stop on an engine opened with Options.Passive.
+	ErrPassive = errors.New("engine opened passive (read-only): send this to the process that runs executions")
 )
+
+// LockedError: another process runs executions from the same file (it holds
+// <Path>.lock). Two runners would execute the same transitions twice.
+type LockedError struct {
+	Path string
+	PID  int // 0 if unknown
+}
+
+func (e *LockedError) Error() string {
+	return fmt.Sprintf("%s is in use by another recycler process (pid %d); stop it, or open passive to only read", e.Path, e.PID)
+}
 
 // Options configure Open.
 type Options struct {
@@ -69,6 +85,11 @@ type Options struct {
 	// OnEvent, if set, is called after each history event is committed, from the worker
 	// that wrote it: it must return quickly. For per-execution streams use Watch.
 	OnEvent func(Event)
+	// Passive opens the store read-only for Describe/List/History/Watch/Wait: no resume,
+	// no scheduler, no tasks, no lock. Watch and Wait see commits of the running process
+	// by polling SQLite's data_version every PollInterval.
+	Passive      bool
+	PollInterval time.Duration // passive only; 0 = 100 ms
 }
 
 // StartInput describes a new execution.
@@ -149,6 +170,9 @@ type Engine struct {
 	machines map[string]*machineInfo // by definition hash
 	hashes   map[*asl.Machine]string // branch machines already hashed
 
+	lock    *os.File // flock on <Path>.lock while running executions
+	passive bool
+
 	mu       sync.Mutex
 	running  map[string]*execRun        // in-flight task cancellation per execution
 	waiters  map[string][]chan struct{} // closed when the execution ends
@@ -183,8 +207,22 @@ func Open(ctx context.Context, o Options) (*Engine, error) {
 	if o.Workers <= 0 {
 		o.Workers = max(8, 4*runtime.GOMAXPROCS(0))
 	}
+	var lock *os.File
+	if o.Passive {
+		if _, err := os.Stat(o.Path); err != nil {
+			return nil, fmt.Errorf("engine: open passive: no engine database at %s: %w", o.Path, err)
+		}
+	} else {
+		var err error
+		if lock, err = lockFile(o.Path + ".lock"); err != nil {
+			return nil, fmt.Errorf("engine: %w", err)
+		}
+	}
 	db, err := openDB(ctx, o.Path, o.SyncFull)
 	if err != nil {
+		if lock != nil {
+			lock.Close()
+		}
 		return nil, fmt.Errorf("engine: %w", err)
 	}
 	e := &Engine{
@@ -196,10 +234,21 @@ func Open(ctx context.Context, o Options) (*Engine, error) {
 		running:  map[string]*execRun{},
 		waiters:  map[string][]chan struct{}{},
 		watchers: map[string]map[chan struct{}]struct{}{},
+		lock:     lock,
+		passive:  o.Passive,
 	}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
+	if o.Passive {
+		if o.PollInterval <= 0 {
+			o.PollInterval = 100 * time.Millisecond
+		}
+		e.wg.Add(1)
+		go e.pollChanges(o.PollInterval)
+		return e, nil
+	}
 	if err := e.resume(ctx); err != nil {
 		db.Close()
+		lock.Close()
 		return nil, fmt.Errorf("engine: resume: %w", err)
 	}
 	for range o.Workers {
@@ -217,7 +266,72 @@ func (e *Engine) Close() error {
 	e.cancel()
 	e.q.close()
 	e.wg.Wait()
-	return e.db.Close()
+	err := e.db.Close()
+	if e.lock != nil {
+		e.lock.Close() // releases the flock
+	}
+	return err
+}
+
+// lockFile takes an exclusive, non-blocking flock (released by the kernel when the
+// process dies, so kill -9 never leaves a stale lock) and records our pid in it.
+func lockFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		b, _ := os.ReadFile(path)
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, &LockedError{Path: strings.TrimSuffix(path, ".lock"), PID: pid}
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	if err := f.Truncate(0); err == nil {
+		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return f, nil
+}
+
+// pollChanges (passive engines) wakes Watch and Wait when another process commits.
+func (e *Engine) pollChanges(every time.Duration) {
+	defer e.wg.Done()
+	t := e.clock.NewTicker(every)
+	defer t.Stop()
+	last := int64(-1)
+	for {
+		select {
+		case <-e.ctx.Done():
+			return
+		case <-t.C():
+		}
+		var v int64
+		if err := e.db.QueryRowContext(e.ctx, `PRAGMA data_version`).Scan(&v); err != nil {
+			continue
+		}
+		if v == last {
+			continue
+		}
+		last = v
+		e.mu.Lock()
+		for id, ws := range e.waiters {
+			for _, ch := range ws {
+				close(ch)
+			}
+			delete(e.waiters, id)
+		}
+		for _, set := range e.watchers {
+			for ch := range set {
+				select {
+				case ch <- struct{}{}:
+				default:
+				}
+			}
+		}
+		e.mu.Unlock()
+	}
 }
 
 // resume loads timers and enqueues every frame that is ready to act.
@@ -265,6 +379,9 @@ func (e *Engine) resume(ctx context.Context) error {
 func (e *Engine) Start(ctx context.Context, in StartInput) (Execution, error) {
 	if e.ctx.Err() != nil {
 		return Execution{}, ErrClosed
+	}
+	if e.passive {
+		return Execution{}, fmt.Errorf("start %s: %w", in.StateMachine, ErrPassive)
 	}
 	if in.StateMachine == "" {
 		return Execution{}, errors.New("start: StateMachine is empty: name the state machine")
@@ -680,6 +797,9 @@ func (e *Engine) Watch(ctx context.Context, id string, fn func(Event) error) err
 // are canceled, ExecutionAborted is recorded and, if the execution declared OnAbort,
 // the rollback execution is created in the same transaction.
 func (e *Engine) Stop(ctx context.Context, id, errName, cause string) (Execution, error) {
+	if e.passive {
+		return Execution{}, fmt.Errorf("stop %s: %w", id, ErrPassive)
+	}
 	var post []func()
 	err := e.write(ctx, func(w *writer) error {
 		return e.endExternally(w, id, StatusAborted, "ExecutionAborted", errName, cause)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -544,5 +545,60 @@ func TestListFiltersByStatus(t *testing.T) {
 	}
 	if _, err := te.Describe(context.Background(), "nope"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("describe unknown: %v", err)
+	}
+}
+
+func TestSecondRunnerIsLockedOut(t *testing.T) {
+	te := openTest(t, nil, "", nil)
+	_, err := Open(context.Background(), Options{Path: te.path})
+	var le *LockedError
+	if !errors.As(err, &le) || le.PID != os.Getpid() {
+		t.Fatalf("second Open: %v, want *LockedError naming pid %d", err, os.Getpid())
+	}
+	te.Close()
+	e2, err := Open(context.Background(), Options{Path: te.path})
+	if err != nil {
+		t.Fatalf("Open after Close: %v", err)
+	}
+	e2.Close()
+}
+
+func TestPassiveEngineFollowsTheRunner(t *testing.T) {
+	te := openTest(t, nil, "", nil)
+	ex := te.start(t, waitDef, `{"v":3}`)
+	te.waitEvent(t, ex.ID, "WaitStateEntered")
+
+	// Real clock: the passive side polls data_version every 5 ms.
+	p, err := Open(context.Background(), Options{Path: te.path, Passive: true, PollInterval: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if _, err := p.Start(context.Background(), StartInput{StateMachine: "m", Definition: []byte(passChain)}); !errors.Is(err, ErrPassive) {
+		t.Fatalf("passive Start: %v, want ErrPassive", err)
+	}
+	if _, err := p.Stop(context.Background(), ex.ID, "", ""); !errors.Is(err, ErrPassive) {
+		t.Fatalf("passive Stop: %v, want ErrPassive", err)
+	}
+	var seen []string
+	watched := make(chan error, 1)
+	go func() {
+		watched <- p.Watch(context.Background(), ex.ID, func(ev Event) error { seen = append(seen, ev.Type); return nil })
+	}()
+	te.clock.Step(20 * time.Hour)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got, err := p.Wait(ctx, ex.ID)
+	if err != nil || got.Status != StatusSucceeded {
+		t.Fatalf("passive Wait: %v %v", got.Status, err)
+	}
+	if err := <-watched; err != nil {
+		t.Fatal(err)
+	}
+	if seen[len(seen)-1] != "ExecutionSucceeded" || len(seen) != 6 {
+		t.Fatalf("passive watch saw %v", seen)
+	}
+	if _, err := Open(context.Background(), Options{Path: filepath.Join(t.TempDir(), "missing.db"), Passive: true}); err == nil {
+		t.Fatal("passive Open of a missing file succeeded")
 	}
 }
