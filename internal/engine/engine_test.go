@@ -403,12 +403,19 @@ func TestMapRespectsMaxConcurrency(t *testing.T) {
 
 func TestParallelFailureFailsExecution(t *testing.T) {
 	te := openTest(t, nil, "", nil)
+	// Branch A waits 20 hours; B fails at once: the Parallel fails without waiting for A
+	// (the fake clock never moves), as in Step Functions.
 	def := `{"StartAt":"P","States":{"P":{"Type":"Parallel","Branches":[
-		{"StartAt":"A","States":{"A":{"Type":"Pass","Result":"a","End":true}}},
+		{"StartAt":"A","States":{"A":{"Type":"Wait","Seconds":72000,"End":true}}},
 		{"StartAt":"B","States":{"B":{"Type":"Fail","Error":"Boom","Cause":"branch b"}}}],"End":true}}}`
 	ex := te.wait(t, te.start(t, def, `{}`).ID)
 	if ex.Status != StatusFailed || ex.Error != "Boom" || ex.Cause != "branch b" {
 		t.Fatalf("status %s error %s cause %s", ex.Status, ex.Error, ex.Cause)
+	}
+	var n int
+	te.db.QueryRow(`SELECT (SELECT COUNT(*) FROM frames) + (SELECT COUNT(*) FROM timers)`).Scan(&n)
+	if n != 0 {
+		t.Fatalf("%d frames/timers left after the Parallel failed", n)
 	}
 	ok := `{"StartAt":"P","States":{"P":{"Type":"Parallel","Branches":[
 		{"StartAt":"A","States":{"A":{"Type":"Pass","Result":"a","End":true}}},
@@ -600,5 +607,37 @@ func TestPassiveEngineFollowsTheRunner(t *testing.T) {
 	}
 	if _, err := Open(context.Background(), Options{Path: filepath.Join(t.TempDir(), "missing.db"), Passive: true}); err == nil {
 		t.Fatal("passive Open of a missing file succeeded")
+	}
+}
+
+func TestMapStopsAfterAFailedIteration(t *testing.T) {
+	var calls atomic.Int32
+	reg := asl.Registry{"item": func(ctx context.Context, in json.RawMessage) (json.RawMessage, error) {
+		calls.Add(1)
+		if string(in) == "2" {
+			return nil, flaky{"Recycler.NodeBroken"}
+		}
+		return in, nil
+	}}
+	te := openTest(t, reg, "", nil)
+	def := `{"StartAt":"M","States":{"M":{"Type":"Map","ItemsPath":"$.items","MaxConcurrency":1,"ItemProcessor":{"StartAt":"T","States":{
+		"T":{"Type":"Task","Resource":"item","End":true}}},
+		"Catch":[{"ErrorEquals":["States.ALL"],"ResultPath":"$.error","Next":"Rollback"}],"End":true},
+		"Rollback":{"Type":"Pass","End":true}}}`
+	ex := te.wait(t, te.start(t, def, `{"items":[1,2,3,4]}`).ID)
+	if ex.Status != StatusSucceeded {
+		t.Fatalf("status %s %s %s", ex.Status, ex.Error, ex.Cause)
+	}
+	if calls.Load() != 2 {
+		t.Fatalf("%d items ran; a failed iteration must stop the Map before items 3 and 4", calls.Load())
+	}
+	var out struct{ Error struct{ Error string } }
+	_ = json.Unmarshal(ex.Output, &out)
+	if out.Error.Error != "Recycler.NodeBroken" {
+		t.Fatalf("caught %s", ex.Output)
+	}
+	h := types(te.history(t, ex.ID))
+	if !slices.Contains(h, "MapStateFailed") || !slices.Contains(h, "MapIterationFailed") {
+		t.Fatalf("history %v", h)
 	}
 }

@@ -418,7 +418,10 @@ func (e *Engine) endFrame(w *writer, f *frame, res asl.BranchResult) error {
 		return w.finishExec(f.execID, StatusFailed, nil, res.Error, res.Cause)
 	}
 	var parentFork int64
-	if err := w.queryRow(`SELECT fork_event_id FROM frames WHERE id = ? AND phase = ?`, f.parentID, phaseBranches).Scan(&parentFork); err != nil {
+	var parentHash string
+	var parentCur []byte
+	if err := w.queryRow(`SELECT fork_event_id, def_hash, cursor FROM frames WHERE id = ? AND phase = ?`,
+		f.parentID, phaseBranches).Scan(&parentFork, &parentHash, &parentCur); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return errStale
 		}
@@ -437,6 +440,11 @@ func (e *Engine) endFrame(w *writer, f *frame, res asl.BranchResult) error {
 	f.phase, f.task = phaseDone, nil
 	if err := w.saveFrame(f, result); err != nil {
 		return err
+	}
+	if res.Error != "" {
+		if err := e.stopSiblings(w, f, parentFork, parentHash, parentCur); err != nil {
+			return err
+		}
 	}
 	var next int64
 	var nextIdx int
@@ -468,6 +476,67 @@ func (e *Engine) endFrame(w *writer, f *frame, res asl.BranchResult) error {
 		}
 		parent := f.parentID
 		w.post(func() { e.q.push(work{frame: parent}) })
+	}
+	return nil
+}
+
+// stopSiblings: when a failed branch fails the whole Parallel (or intolerant Map), the
+// other branches stop, as in Step Functions: unfinished siblings become done (their
+// results are ignored once one branch failed), their sub-frames and timers are deleted,
+// and tasks still running there lose their result (their frame version moved on).
+func (e *Engine) stopSiblings(w *writer, f *frame, fork int64, parentHash string, parentCur []byte) error {
+	pmi, err := e.machineByHash(context.Background(), w.tx, parentHash)
+	if err != nil {
+		return err
+	}
+	var pc asl.Cursor
+	if err := json.Unmarshal(parentCur, &pc); err != nil {
+		return fmt.Errorf("read parent cursor: %w", err)
+	}
+	if !pmi.failsFast(pc.State) {
+		return nil
+	}
+	rows, err := w.tx.Query(`SELECT idx, phase FROM frames WHERE parent_id = ? AND phase != ?`, f.parentID, phaseDone)
+	if err != nil {
+		return fmt.Errorf("stop branches: %w", err)
+	}
+	type sib struct {
+		idx   int
+		phase string
+	}
+	var sibs []sib
+	for rows.Next() {
+		var s sib
+		if err := rows.Scan(&s.idx, &s.phase); err != nil {
+			rows.Close()
+			return fmt.Errorf("stop branches: %w", err)
+		}
+		sibs = append(sibs, s)
+	}
+	rows.Close()
+	if len(sibs) == 0 {
+		return nil
+	}
+	for _, s := range sibs {
+		if f.kind == "map" && s.phase != phasePending {
+			if _, err := w.emit(f.execID, "MapIterationAborted", fork, map[string]any{"index": s.idx}); err != nil {
+				return err
+			}
+		}
+	}
+	const subtree = `WITH RECURSIVE d(id) AS (
+		SELECT id FROM frames WHERE parent_id = ?1 AND phase != 'done'
+		UNION ALL SELECT fr.id FROM frames fr JOIN d ON fr.parent_id = d.id)`
+	if _, err := w.exec(subtree+` DELETE FROM timers WHERE frame_id IN (SELECT id FROM d)`, f.parentID); err != nil {
+		return fmt.Errorf("stop branches: %w", err)
+	}
+	if _, err := w.exec(subtree+` DELETE FROM frames WHERE parent_id IN (SELECT id FROM d)`, f.parentID); err != nil {
+		return fmt.Errorf("stop branches: %w", err)
+	}
+	stopped, _ := json.Marshal(asl.BranchResult{Output: json.RawMessage(`null`)})
+	if _, err := w.exec(`UPDATE frames SET phase = ?, result = ?, task = NULL, version = version + 1 WHERE parent_id = ? AND phase != ?`,
+		phaseDone, stopped, f.parentID, phaseDone); err != nil {
+		return fmt.Errorf("stop branches: %w", err)
 	}
 	return nil
 }
