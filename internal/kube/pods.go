@@ -223,7 +223,8 @@ func remainingKey(s PodSet) string {
 // no error: "not yet"). It uses one watch on pods with field selector
 // spec.nodeName, starting from prev.ResourceVersion when prev has one (no list
 // at all) and re-listing only when that version has expired (410 Gone).
-// Pass a zero PodSet to get the current set at once.
+// Pass a zero PodSet to get the current set at once; pass the same sel that
+// produced prev (pods are reclassified only when they change).
 func (c *Client) WaitPodsChange(ctx context.Context, node string, sel PodSelector, prev PodSet) (cur PodSet, changed bool, err error) {
 	want := remainingKey(prev)
 	state := map[types.UID]Pod{}

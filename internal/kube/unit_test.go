@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -347,5 +348,39 @@ func TestWaitPodsChangeReturnsNotYetWhenBoundEnds(t *testing.T) {
 	cur, changed, err := c.WaitPodsChange(ctx, "n1", PodSelector{}, set)
 	if err != nil || changed || cur.Remaining() != 1 {
 		t.Fatalf("got %+v changed=%v err=%v; want not yet, same pod", cur, changed, err)
+	}
+}
+
+func TestWorkloadsReadyPerKind(t *testing.T) {
+	ctl := func(kind, name string) []metav1.OwnerReference {
+		return []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: kind, Name: name, UID: "u", Controller: ptr.To(true)}}
+	}
+	objs := []runtime.Object{
+		&appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "db", Generation: 2},
+			Spec: appsv1.StatefulSetSpec{Replicas: ptr.To[int32](3)}, Status: appsv1.StatefulSetStatus{ObservedGeneration: 2, AvailableReplicas: 2}},
+		&appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "solo", Generation: 1},
+			Spec: appsv1.ReplicaSetSpec{Replicas: ptr.To[int32](2)}, Status: appsv1.ReplicaSetStatus{ObservedGeneration: 1, AvailableReplicas: 2}},
+		&appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "web-1", OwnerReferences: ctl("Deployment", "web")},
+			Spec: appsv1.ReplicaSetSpec{Replicas: ptr.To[int32](1)}, Status: appsv1.ReplicaSetStatus{AvailableReplicas: 1}},
+		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "web", Generation: 5},
+			Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](1)}, Status: appsv1.DeploymentStatus{ObservedGeneration: 4, AvailableReplicas: 1}},
+	}
+	c := New(fake.NewClientset(objs...), WithRecorder(&fakeRecorder{}))
+	pod := func(kind, name string) Pod {
+		return Pod{Namespace: "a", Name: name + "-x", Owner: &Owner{Kind: kind, Name: name}}
+	}
+	st, err := c.WorkloadsReady(context.Background(), []Pod{
+		pod("StatefulSet", "db"), pod("StatefulSet", "db"), pod("ReplicaSet", "solo"), pod("ReplicaSet", "web-1"),
+		pod("Job", "batch"), pod("ReplicaSet", "gone"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"Deployment a/web: controller has not yet observed generation 5",
+		"StatefulSet a/db: 2 of 3 replicas available",
+	}
+	if st.Ready || !slices.Equal(st.NotReady, want) || !slices.Equal(st.Unchecked, []string{"Job a/batch"}) {
+		t.Errorf("WorkloadsReady = %+v\nwant not ready %q, unchecked [Job a/batch]", st, want)
 	}
 }
