@@ -256,12 +256,16 @@ func TestReplacementNeverReadyRollsBack(t *testing.T) {
 func TestAbortRollsBackAtEveryWaitingStep(t *testing.T) {
 	for _, step := range []string{"CheckReplacement", "Drain"} {
 		t.Run(step, func(t *testing.T) {
-			boot := 2 * time.Second
-			if step == "CheckReplacement" {
-				boot = 5 * time.Minute // the replacement never comes in time: abort while waiting
-			}
-			w := newWorld(t, boot, 10*time.Minute)
+			w := newWorld(t, 2*time.Second, 10*time.Minute)
 			ctx := context.Background()
+			if step == "CheckReplacement" {
+				// The replacement takes longer than the test: abort while waiting for it.
+				f := w.env.AWS.Faults()
+				f.BootDelay = sim.Duration(5 * time.Minute)
+				if err := w.env.AWS.SetFaults(f); err != nil {
+					t.Fatal(err)
+				}
+			}
 			node := w.longJobNode(t)
 			before := w.group(t)
 			reached := make(chan string, 1)
