@@ -150,7 +150,8 @@ type ListFilter struct {
 
 // Engine runs executions. It is safe for concurrent use.
 type Engine struct {
-	db      *sql.DB
+	db      *sql.DB // one connection: the committer's writes (and passive polling)
+	rdb     *sql.DB // read-only pool
 	clock   clock.WithTicker
 	reg     asl.Registry
 	log     *slog.Logger
@@ -162,9 +163,11 @@ type Engine struct {
 
 	q           *queue
 	timers      *timerSet
-	commits     atomic.Int64 // committed transactions, for benchmarks
-	transitions atomic.Int64 // committed state transitions, for benchmarks
-	stmts       sync.Map     // query → *sql.Stmt prepared on the single connection
+	writes      chan *writeReq // to the committer
+	commits     atomic.Int64   // committed transactions, for benchmarks
+	transitions atomic.Int64   // committed state transitions, for benchmarks
+	stmts       sync.Map       // query → *sql.Stmt prepared on the single connection
+	rstmts      sync.Map       // query → *sql.Stmt prepared on the read pool
 
 	machMu   sync.Mutex
 	machines map[string]*machineInfo // by definition hash
@@ -225,8 +228,16 @@ func Open(ctx context.Context, o Options) (*Engine, error) {
 		}
 		return nil, fmt.Errorf("engine: %w", err)
 	}
+	rdb, err := openReadDB(o.Path)
+	if err != nil {
+		db.Close()
+		if lock != nil {
+			lock.Close()
+		}
+		return nil, fmt.Errorf("engine: %w", err)
+	}
 	e := &Engine{
-		db: db, clock: o.Clock, reg: o.Registry, log: o.Logger, onEvent: o.OnEvent,
+		db: db, rdb: rdb, clock: o.Clock, reg: o.Registry, log: o.Logger, onEvent: o.OnEvent,
 		q:        newQueue(),
 		timers:   newTimerSet(),
 		machines: map[string]*machineInfo{},
@@ -236,8 +247,11 @@ func Open(ctx context.Context, o Options) (*Engine, error) {
 		watchers: map[string]map[chan struct{}]struct{}{},
 		lock:     lock,
 		passive:  o.Passive,
+		writes:   make(chan *writeReq), // unbuffered: accepted means the committer answers
 	}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
+	e.wg.Add(1)
+	go e.committer()
 	if o.Passive {
 		if o.PollInterval <= 0 {
 			o.PollInterval = 100 * time.Millisecond
@@ -247,7 +261,10 @@ func Open(ctx context.Context, o Options) (*Engine, error) {
 		return e, nil
 	}
 	if err := e.resume(ctx); err != nil {
+		e.cancel()
+		e.wg.Wait()
 		db.Close()
+		rdb.Close()
 		lock.Close()
 		return nil, fmt.Errorf("engine: resume: %w", err)
 	}
@@ -266,7 +283,7 @@ func (e *Engine) Close() error {
 	e.cancel()
 	e.q.close()
 	e.wg.Wait()
-	err := e.db.Close()
+	err := errors.Join(e.db.Close(), e.rdb.Close())
 	if e.lock != nil {
 		e.lock.Close() // releases the flock
 	}
@@ -659,7 +676,7 @@ func scanExec(s interface{ Scan(...any) error }) (execRow, error) {
 
 // Describe returns the execution's current record.
 func (e *Engine) Describe(ctx context.Context, id string) (Execution, error) {
-	r, err := scanExec(e.db.QueryRowContext(ctx, `SELECT `+execColumns+` FROM executions WHERE id = ?`, id))
+	r, err := scanExec(e.queryRowDB(ctx, `SELECT `+execColumns+` FROM executions WHERE id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Execution{}, fmt.Errorf("describe %s: %w", id, ErrNotFound)
 	}
@@ -676,7 +693,7 @@ func (e *Engine) List(ctx context.Context, f ListFilter) ([]Execution, error) {
 	if f.Limit > 0 {
 		q += fmt.Sprintf(" LIMIT %d", f.Limit)
 	}
-	rows, err := e.db.QueryContext(ctx, q, f.StateMachine, string(f.Status))
+	rows, err := e.rdb.QueryContext(ctx, q, f.StateMachine, string(f.Status))
 	if err != nil {
 		return nil, fmt.Errorf("list executions: %w", err)
 	}
@@ -701,7 +718,7 @@ func (e *Engine) History(ctx context.Context, id string) ([]Event, error) {
 }
 
 func (e *Engine) eventsAfter(ctx context.Context, id string, after int64) ([]Event, error) {
-	rows, err := e.db.QueryContext(ctx, `SELECT id, type, ts, previous_id, details FROM events WHERE exec_id = ? AND id > ? ORDER BY id`, id, after)
+	rows, err := e.rdb.QueryContext(ctx, `SELECT id, type, ts, previous_id, details FROM events WHERE exec_id = ? AND id > ? ORDER BY id`, id, after)
 	if err != nil {
 		return nil, fmt.Errorf("history %s: %w", id, err)
 	}

@@ -97,19 +97,24 @@ func (e *Engine) loadFrame(ctx context.Context, id int64) (*frame, error) {
 	}
 	f.enteredAt, f.start, f.input = fromNanos(entered), fromNanos(start), input
 	f.due, f.hasWake = fromNanos(due), due != 0
-	if f.mi, err = e.machineByHash(ctx, e.db, defHash); err != nil {
+	if f.mi, err = e.machineByHash(ctx, e.rdb, defHash); err != nil {
 		return nil, err
 	}
 	return f, nil
 }
 
-// queryRowDB runs a query outside a transaction with a cached prepared statement.
+// queryRowDB runs a read on the read pool with a cached prepared statement.
 func (e *Engine) queryRowDB(ctx context.Context, q string, args ...any) *sql.Row {
-	st, ok := e.stmts.Load(q)
+	st, ok := e.rstmts.Load(q)
 	if !ok {
-		e.prepare(q)
-		if st, ok = e.stmts.Load(q); !ok {
-			return e.db.QueryRowContext(ctx, q, args...)
+		prepared, err := e.rdb.PrepareContext(ctx, q)
+		if err != nil {
+			return e.rdb.QueryRowContext(ctx, q, args...)
+		}
+		if st, ok = e.rstmts.LoadOrStore(q, prepared); ok {
+			prepared.Close()
+		} else {
+			st = prepared
 		}
 	}
 	return st.(*sql.Stmt).QueryRowContext(ctx, args...)

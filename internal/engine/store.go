@@ -75,6 +75,21 @@ var migrations = [][]string{
 	},
 }
 
+// openReadDB opens a pool of read-only connections: in WAL mode readers never wait
+// for the writer, so loading frames and API reads do not queue behind commits.
+func openReadDB(path string) (*sql.DB, error) {
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "query_only(1)")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(4)
+	db.SetMaxIdleConns(4)
+	return db, nil
+}
+
 // openDB opens (creating if needed) the SQLite file and brings its schema up to date.
 func openDB(ctx context.Context, path string, syncFull bool) (*sql.DB, error) {
 	sync := "NORMAL"

@@ -64,37 +64,140 @@ type execState struct {
 
 func (w *writer) post(f func()) { w.posts = append(w.posts, f) }
 
-// write runs fn in one IMMEDIATE transaction and returns, via post, what must happen
-// after the commit (in order: scheduling, then event notifications).
+// writeReq is one transition (or API change) waiting for the committer.
+type writeReq struct {
+	fn   func(*writer) error
+	done chan writeRes
+}
+
+type writeRes struct {
+	err  error
+	post []func()
+}
+
+// maxGroup bounds how many writes share one commit.
+const maxGroup = 128
+
+// write runs fn inside a transaction and returns, via post, what must happen after the
+// commit (in order: scheduling, then event notifications). fn's changes are atomic and
+// committed before write returns. Writes of concurrent workers are group-committed:
+// each runs in its own SAVEPOINT (a failing one is rolled back alone) and one COMMIT
+// covers them all, so a burst of wake-ups pays one WAL write per page, not per transition.
 func (e *Engine) write(ctx context.Context, fn func(*writer) error, post *[]func()) error {
-	tx, err := e.db.BeginTx(ctx, nil)
+	req := &writeReq{fn: fn, done: make(chan writeRes, 1)}
+	select {
+	case e.writes <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-e.ctx.Done():
+		return ErrClosed
+	}
+	res := <-req.done
+	if res.err != nil {
+		return res.err
+	}
+	*post = res.post
+	return nil
+}
+
+// committer owns the write side of the connection.
+func (e *Engine) committer() {
+	defer e.wg.Done()
+	for {
+		var first *writeReq
+		select {
+		case first = <-e.writes:
+		case <-e.ctx.Done():
+			return
+		}
+		batch := []*writeReq{first}
+	drain:
+		for len(batch) < maxGroup {
+			select {
+			case r := <-e.writes:
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		e.commitGroup(batch)
+	}
+}
+
+func (e *Engine) commitGroup(batch []*writeReq) {
+	fail := func(err error) {
+		for _, r := range batch {
+			r.done <- writeRes{err: err}
+		}
+	}
+	// Not e.ctx: an accepted write is finished even while Close is in progress.
+	tx, err := e.db.BeginTx(context.Background(), nil)
 	if err != nil {
-		return fmt.Errorf("begin: %w", err)
+		fail(fmt.Errorf("begin: %w", err))
+		return
 	}
-	w := &writer{e: e, tx: tx, now: e.clock.Now().UTC(), execs: map[string]*execState{}, defs: map[string]bool{}}
-	if err := fn(w); err != nil {
-		tx.Rollback()
-		return err
+	writers := make([]*writer, len(batch))
+	errs := make([]error, len(batch))
+	var unprepared []string
+	for i, r := range batch {
+		w := &writer{e: e, tx: tx, now: e.clock.Now().UTC(), execs: map[string]*execState{}, defs: map[string]bool{}}
+		if _, err := tx.Exec(`SAVEPOINT w`); err != nil {
+			tx.Rollback()
+			fail(fmt.Errorf("savepoint: %w", err))
+			return
+		}
+		err := r.fn(w)
+		if err == nil {
+			err = w.flushCounters()
+		}
+		unprepared = append(unprepared, w.unprepared...)
+		if err != nil {
+			errs[i] = err
+			if _, rerr := tx.Exec(`ROLLBACK TO w`); rerr != nil {
+				tx.Rollback()
+				fail(fmt.Errorf("rollback to savepoint: %w (after %w)", rerr, err))
+				return
+			}
+		}
+		if _, err := tx.Exec(`RELEASE w`); err != nil {
+			tx.Rollback()
+			fail(fmt.Errorf("release savepoint: %w", err))
+			return
+		}
+		writers[i] = w
 	}
+	if err := tx.Commit(); err != nil {
+		fail(fmt.Errorf("commit: %w", err))
+		return
+	}
+	e.commits.Add(1)
+	for _, q := range unprepared {
+		e.prepare(q)
+	}
+	for i, r := range batch {
+		if errs[i] != nil {
+			r.done <- writeRes{err: errs[i]}
+			continue
+		}
+		w := writers[i]
+		e.transitions.Add(w.steps)
+		evs := w.events
+		r.done <- writeRes{post: append(w.posts, func() { e.publish(evs) })}
+	}
+}
+
+// flushCounters stores the executions' event counters (inside the write's savepoint,
+// so the next write in the same group reads them).
+func (w *writer) flushCounters() error {
 	for id, st := range w.execs {
 		if !st.dirty {
 			continue
 		}
 		if _, err := w.exec(`UPDATE executions SET last_event_id = ? WHERE id = ?`, st.lastEvent, id); err != nil {
-			tx.Rollback()
 			return fmt.Errorf("update event counter: %w", err)
 		}
+		st.dirty = false
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	e.commits.Add(1)
-	e.transitions.Add(w.steps)
-	for _, q := range w.unprepared {
-		e.prepare(q)
-	}
-	evs := w.events
-	*post = append(w.posts, func() { e.publish(evs) })
 	return nil
 }
 
