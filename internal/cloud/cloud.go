@@ -356,6 +356,10 @@ type RetireOptions struct {
 	// Surge, when set, is the surge this retirement completes: MaxSize is restored and
 	// AZRebalance resumed as recorded there.
 	Surge *SurgeRecord `json:"surge"`
+	// KeepCapacity detaches an InService instance without decrementing desired
+	// capacity, so the group launches its replacement: the --no-surge path, for a
+	// group without headroom, where the node was drained first.
+	KeepCapacity bool `json:"keepCapacity,omitempty"`
 }
 
 // RetireResult reports what Retire did.

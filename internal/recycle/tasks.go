@@ -417,7 +417,7 @@ func (t *Tasks) retire(ctx context.Context, execution string, s State) (*RetireS
 	if err != nil {
 		return nil, err
 	}
-	opts := cloud.RetireOptions{Mode: cloud.RetireMode(s.Request.Retire), ExecutionID: execution}
+	opts := cloud.RetireOptions{Mode: cloud.RetireMode(s.Request.Retire), ExecutionID: execution, KeepCapacity: s.Request.NoSurge}
 	if s.Surge != nil {
 		rec := s.Surge.Record
 		opts.Surge = &rec

@@ -386,3 +386,36 @@ func TestOnTimeout(t *testing.T) {
 		})
 	}
 }
+
+func TestNoSurgeDrainsFirstAndLetsTheGroupReplace(t *testing.T) {
+	w := newWorld(t, 2*time.Second, 3*time.Second)
+	ctx := context.Background()
+	node := w.longJobNode(t)
+	before := w.group(t)
+	req := w.request(node, time.Minute)
+	req.NoSurge = true
+	out, err := w.h.Recycle(ctx, w.eng, req, "no-surge", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Execution.Status != engine.StatusSucceeded {
+		t.Fatalf("status %s (%s: %s)", out.Execution.Status, out.Execution.Error, out.Execution.Cause)
+	}
+	st := finalState(t, out.History)
+	if st.Surge != nil {
+		t.Errorf("--no-surge surged: %+v", st.Surge)
+	}
+	// Desired capacity is kept, so the group launches a replacement for the detached instance.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		g := w.group(t)
+		_, stillIn := g.Instance(st.Target.InstanceID)
+		if g.Desired == before.Desired && !stillIn && g.CountLifecycle(cloud.LifecycleInService) == int(before.Desired) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("group after --no-surge: desired %d (was %d), %d InService, old instance still in: %v", g.Desired, before.Desired, g.CountLifecycle(cloud.LifecycleInService), stillIn)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

@@ -41,7 +41,8 @@ func (p *Provider) Retire(ctx context.Context, id string, opts cloud.RetireOptio
 		case cloud.LifecycleInService, cloud.LifecycleStandby:
 			// Standby instances are outside desired capacity: decrementing would make
 			// the group terminate another instance (AWS user guide, detaching Standby).
-			decrement := lifecycle == cloud.LifecycleInService
+			// KeepCapacity (no surge happened): keep desired so the group launches the replacement now.
+			decrement := lifecycle == cloud.LifecycleInService && !opts.KeepCapacity
 			if _, err := p.asg.DetachInstances(ctx, &autoscaling.DetachInstancesInput{
 				AutoScalingGroupName: &group, InstanceIds: []string{id}, ShouldDecrementDesiredCapacity: &decrement,
 			}); err != nil {
