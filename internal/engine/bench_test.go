@@ -168,6 +168,8 @@ func BenchmarkWaitLatency(b *testing.B) {
 	}
 }
 
+const debugLatency = false // true lists the late wake-ups
+
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 func pct(sorted []time.Duration, p int) time.Duration {
@@ -254,6 +256,9 @@ func concurrentWaits(b *testing.B, n int, spread time.Duration) []time.Duration 
 			b.Logf("execution %d reached its Wait %s after its deadline: start-up too slow for this window", i, w.Sub(untils[i]))
 		}
 		out = append(out, p.entered[id].Sub(untils[i]))
+		if d := out[len(out)-1]; d > 30*time.Millisecond && debugLatency {
+			b.Logf("execution %d: %s late", i, d)
+		}
 		p.mu.Unlock()
 	}
 	return out

@@ -164,6 +164,7 @@ type Engine struct {
 	q           *queue
 	timers      *timerSet
 	writes      chan *writeReq // to the committer
+	checkpoint  chan struct{}  // to the checkpointer
 	commits     atomic.Int64   // committed transactions, for benchmarks
 	transitions atomic.Int64   // committed state transitions, for benchmarks
 	stmts       sync.Map       // query → *sql.Stmt prepared on the single connection
@@ -238,16 +239,17 @@ func Open(ctx context.Context, o Options) (*Engine, error) {
 	}
 	e := &Engine{
 		db: db, rdb: rdb, clock: o.Clock, reg: o.Registry, log: o.Logger, onEvent: o.OnEvent,
-		q:        newQueue(),
-		timers:   newTimerSet(),
-		machines: map[string]*machineInfo{},
-		hashes:   map[*asl.Machine]string{},
-		running:  map[string]*execRun{},
-		waiters:  map[string][]chan struct{}{},
-		watchers: map[string]map[chan struct{}]struct{}{},
-		lock:     lock,
-		passive:  o.Passive,
-		writes:   make(chan *writeReq), // unbuffered: accepted means the committer answers
+		q:          newQueue(),
+		timers:     newTimerSet(),
+		machines:   map[string]*machineInfo{},
+		hashes:     map[*asl.Machine]string{},
+		running:    map[string]*execRun{},
+		waiters:    map[string][]chan struct{}{},
+		watchers:   map[string]map[chan struct{}]struct{}{},
+		lock:       lock,
+		passive:    o.Passive,
+		writes:     make(chan *writeReq), // unbuffered: accepted means the committer answers
+		checkpoint: make(chan struct{}, 1),
 	}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.wg.Add(1)
@@ -260,6 +262,17 @@ func Open(ctx context.Context, o Options) (*Engine, error) {
 		go e.pollChanges(o.PollInterval)
 		return e, nil
 	}
+	cdb, err := openCheckpointDB(o.Path)
+	if err != nil {
+		e.cancel()
+		e.wg.Wait()
+		db.Close()
+		rdb.Close()
+		lock.Close()
+		return nil, fmt.Errorf("engine: %w", err)
+	}
+	e.wg.Add(1)
+	go e.checkpointer(cdb)
 	if err := e.resume(ctx); err != nil {
 		e.cancel()
 		e.wg.Wait()

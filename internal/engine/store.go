@@ -90,6 +90,18 @@ func openReadDB(path string) (*sql.DB, error) {
 	return db, nil
 }
 
+// openCheckpointDB opens the connection that copies the WAL back into the database.
+func openCheckpointDB(path string) (*sql.DB, error) {
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(10000)")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	db.SetMaxOpenConns(1)
+	return db, nil
+}
+
 // openDB opens (creating if needed) the SQLite file and brings its schema up to date.
 func openDB(ctx context.Context, path string, syncFull bool) (*sql.DB, error) {
 	sync := "NORMAL"
@@ -101,6 +113,9 @@ func openDB(ctx context.Context, path string, syncFull bool) (*sql.DB, error) {
 	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "synchronous("+sync+")")
 	q.Add("_pragma", "foreign_keys(on)")
+	// Checkpoints run on their own connection (checkpointer), not inside a commit where
+	// their fsyncs would stall every transition queued behind it.
+	q.Add("_pragma", "wal_autocheckpoint(0)")
 	q.Set("_txlock", "immediate")
 	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
 	if err != nil {

@@ -75,6 +75,27 @@ type writeRes struct {
 	post []func()
 }
 
+// checkpointEvery: commits between two WAL checkpoints (SQLite's own default is
+// about every 1,000 pages).
+const checkpointEvery = 256
+
+// checkpointer runs PASSIVE checkpoints, which never block the writer, so the WAL
+// stays small without a commit ever paying for the copy and its fsyncs.
+func (e *Engine) checkpointer(db *sql.DB) {
+	defer e.wg.Done()
+	defer db.Close()
+	for {
+		select {
+		case <-e.ctx.Done():
+			return
+		case <-e.checkpoint:
+		}
+		if _, err := db.ExecContext(e.ctx, `PRAGMA wal_checkpoint(PASSIVE)`); err != nil && e.ctx.Err() == nil {
+			e.log.Warn("engine: WAL checkpoint", "err", err)
+		}
+	}
+}
+
 // maxGroup bounds how many writes share one commit.
 const maxGroup = 128
 
@@ -170,7 +191,12 @@ func (e *Engine) commitGroup(batch []*writeReq) {
 		fail(fmt.Errorf("commit: %w", err))
 		return
 	}
-	e.commits.Add(1)
+	if n := e.commits.Add(1); n%checkpointEvery == 0 {
+		select {
+		case e.checkpoint <- struct{}{}:
+		default:
+		}
+	}
 	for _, q := range unprepared {
 		e.prepare(q)
 	}
