@@ -174,7 +174,7 @@ func (r Request) Validate() error {
 		bad("--retire %q is not one of terminate, stop", r.Retire)
 	}
 	if r.CheckSeconds < 1 || r.CheckSeconds > 600 {
-		bad("checkSeconds must be between 1 and 600, got %d", r.CheckSeconds)
+		bad("--check-seconds must be between 1 and 600 (seconds one check may wait before the state machine loops), got %d", r.CheckSeconds)
 	}
 	for k, v := range r.ReadyLabels {
 		if msgs := validation.IsQualifiedName(k); len(msgs) > 0 {
