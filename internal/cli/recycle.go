@@ -59,7 +59,12 @@ Exit codes: 0 success, 1 failed and rolled back, 2 bad input or refused precondi
 		Example: `  recycler recycle ip-10-0-1-23.eu-west-1.compute.internal --selector app=airflow-worker --namespace airflow --max-wait 20h
   recycler recycle i-0123456789abcdef0 --on-timeout evict --retire stop
   recycler recycle NODE --dry-run`,
-		Args: usageArgs(cobra.MinimumNArgs(1)),
+		Args: func(cmd *cobra.Command, targets []string) error {
+			if len(targets) == 0 {
+				return badInput("no node given: name one or more nodes by node name or EC2 instance id, e.g. 'recycler recycle ip-10-0-1-23.eu-west-1.compute.internal' (see 'recycler recycle --help')")
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, targets []string) error {
 			return runRecycle(cmd.Context(), f, targets, stdin, stdout, stderr)
 		},
@@ -95,7 +100,7 @@ func (f *recycleFlags) requests(targets []string) ([]recycle.Request, error) {
 	seen := map[string]bool{}
 	for _, t := range targets {
 		if seen[t] {
-			errs = append(errs, fmt.Errorf("%s named twice", t))
+			errs = append(errs, fmt.Errorf("%s named twice: name each node once", t))
 			continue
 		}
 		seen[t] = true
