@@ -136,11 +136,17 @@ func runRecycle(ctx context.Context, f *recycleFlags, targets []string, stdin io
 		return err
 	}
 	// Every target is resolved and checked before anything changes anywhere.
+	named := map[string]string{} // node → the target that named it
 	for i := range reqs {
 		tgt, err := tasks.Resolve(work, recycle.State{Request: reqs[i]})
 		if err != nil {
 			return refusal(reqs[i].Target(), err)
 		}
+		// A node named twice (by name and by instance id) would be recycled, then refused.
+		if first, ok := named[tgt.Node]; ok {
+			return badInput("%s and %s are the same node %s: name each node once (nothing was changed)", first, reqs[i].Target(), tgt.Node)
+		}
+		named[tgt.Node] = reqs[i].Target()
 		if f.dryRun {
 			printPlan(stdout, reqs[i], tgt)
 		}
