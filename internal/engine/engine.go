@@ -568,11 +568,13 @@ func (e *Engine) machineInfo(m *asl.Machine) *machineInfo {
 	def := storableDefinition(m.Definition())
 	sum := sha256.Sum256(def)
 	h := hex.EncodeToString(sum[:])
-	mi, ok := e.machines[h]
-	if !ok {
-		mi = &machineInfo{hash: h, def: def, m: m, types: stateTypes(def)}
-		e.machines[h] = mi
+	if mi, ok := e.machines[h]; ok {
+		// A new parse of a known definition: use the cached machine (whose branch
+		// machines are the ones already hashed) and forget this one.
+		return mi
 	}
+	mi := &machineInfo{hash: h, def: def, m: m, types: stateTypes(def)}
+	e.machines[h] = mi
 	e.hashes[m] = h
 	return mi
 }
@@ -608,9 +610,15 @@ func (e *Engine) machineByHash(ctx context.Context, q querier, h string) (*machi
 // validation is stricter); its executions fail with States.Runtime instead of hanging.
 var errBadDefinition = errors.New("stored definition does not parse")
 
-// storableDefinition drops a Map ItemProcessor's ProcessorConfig, which asl.Parse
-// accepts only inside a Map, so a child frame's machine can be parsed on its own.
+// storableDefinition is the form stored and hashed: compact JSON (so whitespace does not
+// make a "different" definition for idempotent Start), without a Map ItemProcessor's
+// ProcessorConfig, which asl.Parse accepts only inside a Map, so a child frame's
+// machine parses on its own.
 func storableDefinition(def []byte) []byte {
+	var buf bytes.Buffer
+	if json.Compact(&buf, def) == nil {
+		def = buf.Bytes()
+	}
 	if !bytes.Contains(def, []byte(`"ProcessorConfig"`)) {
 		return def
 	}

@@ -641,3 +641,32 @@ func TestMapStopsAfterAFailedIteration(t *testing.T) {
 		t.Fatalf("history %v", h)
 	}
 }
+
+func TestPanickingTaskFailsOnlyItsExecution(t *testing.T) {
+	reg := asl.Registry{"boom": func(ctx context.Context, in json.RawMessage) (json.RawMessage, error) {
+		panic("nil map")
+	}}
+	te := openTest(t, reg, "", nil)
+	ex := te.wait(t, te.start(t, `{"StartAt":"T","States":{"T":{"Type":"Task","Resource":"boom","End":true}}}`, `{}`).ID)
+	if ex.Status != StatusFailed || ex.Error != "States.TaskFailed" {
+		t.Fatalf("status %s error %s", ex.Status, ex.Error)
+	}
+	// The engine still runs other executions.
+	if ex := te.wait(t, te.start(t, passChain, `{"x":1}`).ID); ex.Status != StatusSucceeded {
+		t.Fatalf("next execution: %s", ex.Status)
+	}
+}
+
+func TestStartIgnoresDefinitionWhitespace(t *testing.T) {
+	te := openTest(t, nil, "", nil)
+	in := StartInput{StateMachine: "m", Name: "n", Definition: []byte(passChain), Input: json.RawMessage(`{"x":1}`)}
+	a, err := te.Start(context.Background(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.Definition = []byte("\n  " + passChain + "\n")
+	b, err := te.Start(context.Background(), in)
+	if err != nil || b.ID != a.ID {
+		t.Fatalf("re-start with reformatted definition: %v (id %s vs %s)", err, b.ID, a.ID)
+	}
+}

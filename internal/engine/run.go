@@ -654,7 +654,7 @@ func (e *Engine) invoke(f *frame) (json.RawMessage, error, bool) {
 	if e.reg == nil {
 		terr = fmt.Errorf("no task registry: resource %q cannot run", t.Resource)
 	} else {
-		res, terr = e.reg.Invoke(ctx, t.Resource, t.Input)
+		res, terr = e.callTask(ctx, t)
 	}
 	if ectx.Err() != nil {
 		return nil, nil, false
@@ -670,6 +670,18 @@ func (e *Engine) invoke(f *frame) (json.RawMessage, error, bool) {
 		}
 	}
 	return res, terr, true
+}
+
+// callTask runs the task, turning a panic into a task failure: one broken task must
+// not take every other execution down with the process.
+func (e *Engine) callTask(ctx context.Context, t *pendingTask) (res json.RawMessage, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			e.log.Error("engine: task panicked", "resource", t.Resource, "panic", p)
+			res, err = nil, asl.Errorf(asl.ErrTaskFailed, "task %s panicked: %v", t.Resource, p)
+		}
+	}()
+	return e.reg.Invoke(ctx, t.Resource, t.Input)
 }
 
 func (e *Engine) execCtx(id string) context.Context {
