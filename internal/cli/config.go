@@ -35,10 +35,23 @@ func applyEnvDefaults(fs *pflag.FlagSet) error {
 		if v, ok := os.LookupEnv(name); ok {
 			if e := fs.Set(f.Name, v); e != nil {
 				err = usageError{fmt.Errorf("environment variable %s=%q: %w", name, v, e)}
+				return
 			}
+			_ = fs.SetAnnotation(f.Name, envAnnotation, []string{name + "=" + v})
 		}
 	})
 	return err
+}
+
+// envAnnotation marks a flag whose value came from its environment variable.
+const envAnnotation = "recycler/from-env"
+
+// fromEnvironment lists NAME=value for every flag set from the environment, so that
+// an error about a flag the user never typed can say where its value came from.
+func fromEnvironment(fs *pflag.FlagSet) []string {
+	var out []string
+	fs.VisitAll(func(f *pflag.Flag) { out = append(out, f.Annotations[envAnnotation]...) })
+	return out
 }
 
 // stateFlags are shared by every command that touches executions.

@@ -38,6 +38,7 @@ type recycleFlags struct {
 	checkSeconds       int
 	dryRun             bool
 	output             string
+	fromEnv            []string // NAME=value of the flags set from RECYCLER_* variables
 }
 
 func newRecycleCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
@@ -66,6 +67,7 @@ Exit codes: 0 success, 1 failed and rolled back, 2 bad input or refused precondi
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, targets []string) error {
+			f.fromEnv = fromEnvironment(cmd.Flags())
 			return runRecycle(cmd.Context(), f, targets, stdin, stdout, stderr)
 		},
 	}
@@ -118,6 +120,9 @@ func (f *recycleFlags) requests(targets []string) ([]recycle.Request, error) {
 		reqs = append(reqs, r)
 	}
 	if len(errs) > 0 {
+		if len(f.fromEnv) > 0 {
+			errs = append(errs, fmt.Errorf("(flags not given on the command line came from the environment: %s)", strings.Join(f.fromEnv, " ")))
+		}
 		return nil, usageError{errors.Join(errs...)}
 	}
 	return reqs, nil
