@@ -670,3 +670,40 @@ func TestStartIgnoresDefinitionWhitespace(t *testing.T) {
 		t.Fatalf("re-start with reformatted definition: %v (id %s vs %s)", err, b.ID, a.ID)
 	}
 }
+
+func TestEarlierTimerRearmsTheTimerLoop(t *testing.T) {
+	te := openTest(t, nil, "", nil)
+	long := te.start(t, waitDef, `{}`) // due in 20 h: the loop sleeps until then
+	te.waitEvent(t, long.ID, "WaitStateEntered")
+	short := te.start(t, `{"StartAt":"W","States":{"W":{"Type":"Wait","Seconds":60,"End":true}}}`, `{}`)
+	te.waitEvent(t, short.ID, "WaitStateEntered")
+	te.clock.Step(time.Minute)
+	if ex := te.wait(t, short.ID); ex.Status != StatusSucceeded {
+		t.Fatalf("short wait: %s", ex.Status)
+	}
+	if ex, _ := te.Describe(context.Background(), long.ID); ex.Status != StatusRunning {
+		t.Fatalf("long wait ended early: %s", ex.Status)
+	}
+}
+
+func TestExecutionTimeoutStartsRollback(t *testing.T) {
+	te := openTest(t, nil, "", nil)
+	def := `{"TimeoutSeconds":60,"StartAt":"W","States":{"W":{"Type":"Wait","Seconds":3600,"End":true}}}`
+	rb := `{"StartAt":"R","States":{"R":{"Type":"Pass","Parameters":{"error.$":"$.Error","state.$":"$.State"},"End":true}}}`
+	ex, err := te.Start(context.Background(), StartInput{StateMachine: "m", Name: "x", Definition: []byte(def),
+		OnAbort: &Rollback{StateMachine: "undo", Definition: []byte(rb)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	te.waitEvent(t, ex.ID, "WaitStateEntered")
+	te.clock.Step(time.Minute)
+	ex = te.wait(t, ex.ID)
+	if ex.Status != StatusTimedOut || ex.RollbackID == "" {
+		t.Fatalf("status %s rollback %q", ex.Status, ex.RollbackID)
+	}
+	r := te.wait(t, ex.RollbackID)
+	if r.StateMachine != "undo" {
+		t.Fatalf("rollback machine %q", r.StateMachine)
+	}
+	jsonEq(t, r.Output, `{"error":"States.Timeout","state":"W"}`)
+}
