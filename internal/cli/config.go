@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -81,11 +82,16 @@ func (s *stateFlags) openEngine(ctx context.Context, reg func() *recycle.Tasks, 
 	if err := os.MkdirAll(filepath.Dir(s.statePath), 0o755); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
-	opts := engine.Options{Path: s.statePath, Logger: log}
+	// Without tasks the engine only reads: it must not resume (and run) anything.
+	opts := engine.Options{Path: s.statePath, Logger: log, Passive: reg == nil}
 	if reg != nil {
 		opts.Registry = reg().Registry()
 	}
 	eng, err := engine.Open(ctx, opts)
+	var locked *engine.LockedError
+	if errors.As(err, &locked) {
+		return nil, usageError{fmt.Errorf("another recycler process (pid %d) is running the executions of %s: use that one (Ctrl-C there offers abort), wait for it, or pass another --state", locked.PID, s.statePath)}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open state %s: %w", s.statePath, err)
 	}

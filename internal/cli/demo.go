@@ -102,7 +102,7 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, nodes int, boot, job
 
 	say("Timeline (time in each step; the boot delay is %s, the job runs %s):", boot, job)
 	steps := stepDurations(out.History)
-	for _, s := range []string{"Resolve", "Fence", "Surge", "WaitReplacement", "Drain", "WaitWorkloads", "Retire", "Rollback"} {
+	for _, s := range stepOrder {
 		if d, ok := steps[s]; ok {
 			say("  %-16s %8s", s, d.Round(10*time.Millisecond))
 		}

@@ -114,9 +114,8 @@ func newExecutionCmds(stdin io.Reader, stdout, stderr io.Writer) []*cobra.Comman
 	}
 }
 
-// execCmd builds one execution command. Commands that only look (run=false) still
-// open the engine with the task registry, so an execution they find unfinished is
-// not left without a runner… but they do not wait for it.
+// execCmd builds one execution command. Commands that only look (run=false) open the
+// engine passively: they never resume or run an execution as a side effect.
 func execCmd(use, short string, args cobra.PositionalArgs, run bool, fn func(context.Context, *engine.Engine, *stateFlags, []string) error) *cobra.Command {
 	f := &stateFlags{}
 	cmd := &cobra.Command{
@@ -190,8 +189,11 @@ func printStatus(ctx context.Context, eng *engine.Engine, w io.Writer, ex engine
 	if ex.Error != "" {
 		fmt.Fprintf(w, "error      %s: %s\n", ex.Error, ex.Cause)
 	}
-	for step, d := range stepDurations(hist) {
-		fmt.Fprintf(w, "  %-16s %s\n", step, d)
+	steps := stepDurations(hist)
+	for _, step := range stepOrder {
+		if d, ok := steps[step]; ok {
+			fmt.Fprintf(w, "  %-16s %s\n", step, d)
+		}
 	}
 	return nil
 }

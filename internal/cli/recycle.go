@@ -428,6 +428,9 @@ func stepDurations(hist []engine.Event) map[string]time.Duration {
 	return out
 }
 
+// stepOrder is the order a person reads the steps in.
+var stepOrder = []string{"Resolve", "Fence", "Surge", "WaitReplacement", "Drain", "WaitWorkloads", "Retire", "Rollback"}
+
 // stepOf folds a loop's states (CheckReplacement, CheckReplacementDone?, WaitForReplacement)
 // into the step a person thinks of.
 func stepOf(state string) string {
