@@ -187,6 +187,13 @@ func (e *Engine) timerLoop() {
 		if ok {
 			tm = e.clock.NewTimer(next.Sub(now))
 			tc = tm.C()
+			// If the clock jumped between reading now and arming the timer (an injected
+			// clock stepped by a test, or a long preemption), the timer may be armed past
+			// next: re-arm from the new now.
+			if e.clock.Now().Sub(now) > time.Millisecond {
+				tm.Stop()
+				continue
+			}
 		}
 		select {
 		case <-tc:
