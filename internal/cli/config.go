@@ -79,11 +79,16 @@ func defaultStatePath() string {
 }
 
 func (s *stateFlags) openEngine(ctx context.Context, reg func() *recycle.Tasks, log *slog.Logger) (*engine.Engine, error) {
+	// Without tasks the engine only reads: it must not resume (and run) anything,
+	// nor create a state file that was not there.
+	readOnly := reg == nil
+	if _, err := os.Stat(s.statePath); readOnly && errors.Is(err, os.ErrNotExist) {
+		return nil, usageError{fmt.Errorf("no execution is recorded in %s: no recycle has run with this state file (pass --state to read another)", s.statePath)}
+	}
 	if err := os.MkdirAll(filepath.Dir(s.statePath), 0o755); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
-	// Without tasks the engine only reads: it must not resume (and run) anything.
-	opts := engine.Options{Path: s.statePath, Logger: log, Passive: reg == nil}
+	opts := engine.Options{Path: s.statePath, Logger: log, Passive: readOnly}
 	if reg != nil {
 		opts.Registry = reg().Registry()
 	}
