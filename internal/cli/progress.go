@@ -189,3 +189,15 @@ func orText(s, def string) string {
 	}
 	return s
 }
+
+// lockedWriter serialises writes from several goroutines to one stream.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
+}

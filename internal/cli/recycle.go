@@ -246,8 +246,12 @@ func runOne(ctx, work context.Context, eng *engine.Engine, req recycle.Request, 
 	if err != nil {
 		return result{}, fmt.Errorf("start recycle of %s: %w", req.Target(), err)
 	}
+	tty := isTerminal(stderr)
+	// The progress view writes from the watch goroutine: everything else this function
+	// prints goes through the same lock.
+	stderr = &lockedWriter{w: stderr}
 	fmt.Fprintf(stderr, "recycling %s: execution %s\n", req.Target(), ex.ID)
-	view := newProgress(stderr, isTerminal(stderr))
+	view := newProgress(stderr, tty)
 	watchCtx, stopWatch := context.WithCancel(work)
 	watched := make(chan error, 1)
 	go func() { watched <- eng.Watch(watchCtx, ex.ID, view.event) }()
@@ -263,13 +267,13 @@ func runOne(ctx, work context.Context, eng *engine.Engine, req recycle.Request, 
 		<-watched
 		return finish(work, eng, fin, stderr)
 	case <-ctx.Done():
-		return interrupted(work, eng, ex, stdin, stderr, done)
+		return interrupted(work, eng, ex, stdin, stderr, done, watched)
 	}
 }
 
 // interrupted asks whether to detach or abort after Ctrl-C. Without a terminal it
 // detaches: nothing is undone behind the user's back.
-func interrupted(work context.Context, eng *engine.Engine, ex engine.Execution, stdin io.Reader, stderr io.Writer, done <-chan engine.Execution) (result, error) {
+func interrupted(work context.Context, eng *engine.Engine, ex engine.Execution, stdin io.Reader, stderr io.Writer, done <-chan engine.Execution, watched <-chan error) (result, error) {
 	choice := "d"
 	if f, ok := stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		fmt.Fprintf(stderr, "\ninterrupted: [d]etach (the recycle goes on under 'recycler resume') or [a]bort (roll back)? ")
@@ -288,6 +292,7 @@ func interrupted(work context.Context, eng *engine.Engine, ex engine.Execution, 
 		return result{}, fmt.Errorf("abort %s: %w", ex.ID, err)
 	}
 	fin := <-done
+	<-watched
 	return finish(work, eng, fin, stderr)
 }
 
