@@ -31,6 +31,8 @@ import (
 
 // simulated is the one environment (control plane + simulated AWS) every test of
 // this file shares: started by the first test that needs it, stopped by TestMain.
+// The cases that change it for good (a detached instance, a real recycle) come last,
+// each on its own node; so one environment serves one pass (-count=1).
 // A package variable because TestMain and the tests have nothing else in common.
 var simulated struct {
 	once sync.Once
@@ -385,23 +387,44 @@ func TestRecycleDryRunPrintsThePlanAndChangesNothing(t *testing.T) {
 }
 
 func TestExecutionCommandsRefuseAnUnknownExecution(t *testing.T) {
-	simEnv(t) // abort connects to the cluster and AWS before it looks the execution up
-	for _, cmd := range []string{"status", "history", "abort"} {
-		t.Run(cmd, func(t *testing.T) {
-			f := simulated.fix
-			before := observe(t, f)
+	f := simEnv(t) // abort connects to the cluster and AWS before it looks the execution up
+	for _, tc := range []struct {
+		cmd         string
+		stateExists bool
+		want        []string
+	}{
+		{"status", true, []string{`no execution "NOPE" in this state file`, "recycler list"}},
+		{"history", true, []string{`no execution "NOPE" in this state file`, "recycler list"}},
+		{"abort", true, []string{`no execution "NOPE" in this state file`, "recycler list"}},
+		{"status", false, []string{"no execution is recorded in", "--state"}},
+		{"history", false, []string{"no execution is recorded in", "--state"}},
+		{"abort", false, []string{`no execution "NOPE"`}},
+	} {
+		t.Run(fmt.Sprintf("%s state file exists %v", tc.cmd, tc.stateExists), func(t *testing.T) {
 			state := filepath.Join(t.TempDir(), "recycler.db")
-			res := runCLI(t, cmd, "NOPE", "--state", state)
+			if tc.stateExists {
+				eng, err := engine.Open(context.Background(), engine.Options{Path: state})
+				if err != nil {
+					t.Fatal(err)
+				}
+				eng.Close()
+			}
+			before := observe(t, f)
+			res := runCLI(t, tc.cmd, "NOPE", "--state", state)
+			t.Logf("recycler %s NOPE → exit %d\n%s", tc.cmd, res.code, res.stderr)
 			if res.code != ExitBadInput {
 				t.Errorf("exit %d, want %d\nstdout: %s\nstderr: %s", res.code, ExitBadInput, res.stdout, res.stderr)
 			}
-			for _, w := range []string{`no execution "NOPE"`, "recycler list"} {
+			for _, w := range tc.want {
 				if !strings.Contains(res.stderr, w) {
 					t.Errorf("stderr lacks %q:\n%s", w, res.stderr)
 				}
 			}
 			assertUnchanged(t, before, observe(t, f))
 			assertNoExecution(t, state)
+			if _, err := os.Stat(state); tc.cmd != "abort" && !tc.stateExists && !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("recycler %s created the state file %s", tc.cmd, state)
+			}
 		})
 	}
 }
@@ -504,4 +527,70 @@ func detach(t *testing.T, f fixture, instance, node string) {
 	if _, err := f.env.Kube.Client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{}); err != nil {
 		t.Fatalf("node %s of the detached instance: %v", node, err)
 	}
+}
+
+// Looking at a recycle, while it runs in another process or after it was detached,
+// must not disturb it: `recycler resume` still finishes it.
+func TestLookingAtARecycleLeavesItAlone(t *testing.T) {
+	f := simEnv(t)
+	state := filepath.Join(t.TempDir(), "recycler.db")
+	node := f.nodes[1]
+	ctx, interrupt := context.WithCancel(t.Context())
+	defer interrupt()
+	var stdout, stderr bytes.Buffer
+	exited := make(chan int, 1)
+	go func() {
+		exited <- Execute(ctx, []string{"recycle", node, "--state", state}, strings.NewReader(""), &stdout, &stderr)
+	}()
+	id := runningExecution(t, state)
+	look := func(when string) {
+		for _, args := range [][]string{{"status", id}, {"list"}, {"history", id}} {
+			res := runCLI(t, append(args, "--state", state)...)
+			t.Logf("%s: recycler %s → exit %d\n%s%s", when, strings.Join(args, " "), res.code, res.stdout, res.stderr)
+			if res.code != ExitOK || !strings.Contains(res.stdout, node) && !strings.Contains(res.stdout, "Resolve") {
+				t.Errorf("%s: recycler %s: exit %d\nstdout: %s\nstderr: %s", when, strings.Join(args, " "), res.code, res.stdout, res.stderr)
+			}
+		}
+	}
+	look("while the recycle runs")
+	// Another process runs it: abort there (Ctrl-C), not here; this is refused and changes nothing.
+	if res := runCLI(t, "abort", id, "--state", state); res.code != ExitBadInput || !strings.Contains(res.stderr, "another recycler process") {
+		t.Errorf("abort while another process runs the recycle: exit %d\n%s", res.code, res.stderr)
+	}
+	// Ctrl-C without a terminal detaches: the execution stays where it is.
+	interrupt()
+	if code := <-exited; code != ExitNeedsPerson || !strings.Contains(stderr.String(), "detached") {
+		t.Fatalf("interrupted recycle: exit %d\n%s", code, stderr.String())
+	}
+	look("after the recycle was detached")
+	res := runCLI(t, "resume", "--state", state)
+	if res.code != ExitOK || !strings.Contains(res.stderr, "execution "+id+" succeeded") {
+		t.Fatalf("resume: exit %d\n%s", res.code, res.stderr)
+	}
+}
+
+// runningExecution waits until the state file at path has a running execution and returns its id.
+func runningExecution(t *testing.T, path string) string {
+	t.Helper()
+	var id string
+	err := wait.PollUntilContextTimeout(t.Context(), 20*time.Millisecond, 20*time.Second, true, func(ctx context.Context) (bool, error) {
+		if _, err := os.Stat(path); err != nil {
+			return false, nil
+		}
+		eng, err := engine.Open(ctx, engine.Options{Path: path, Passive: true})
+		if err != nil {
+			return false, nil
+		}
+		defer eng.Close()
+		exs, err := eng.List(ctx, engine.ListFilter{Status: engine.StatusRunning})
+		if err != nil || len(exs) == 0 {
+			return false, nil
+		}
+		id = exs[0].ID
+		return true, nil
+	})
+	if err != nil {
+		t.Fatalf("no running execution in %s: %v", path, err)
+	}
+	return id
 }
