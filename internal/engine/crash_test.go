@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -56,9 +57,19 @@ const crashGiveUp = `{"StartAt":"Try","States":{
  "Undo":{"Type":"Task","Resource":"work","Parameters":{"key.$":"States.Format('{}-undo', $.name)","v":1},"Next":"Failed"},
  "Failed":{"Type":"Fail","Error":"Test.GaveUp","Cause":"flaky never recovered"}}}`
 
+// crashAbortable waits far beyond the test; the child Stops it once it is in the Wait,
+// and its OnAbort rollback runs a task.
+const crashAbortable = `{"StartAt":"Long","States":{"Long":{"Type":"Wait","Seconds":3600,"End":true}}}`
+
+const crashRollback = `{"StartAt":"Undo","States":{"Undo":{"Type":"Task","Resource":"work",
+ "Parameters":{"key.$":"States.Format('{}rb-undo', $.Execution.Input.name)","v":7},"ResultPath":"$.undone","Next":"Report"},
+ "Report":{"Type":"Pass","Parameters":{"undone.$":"$.undone","error.$":"$.Error","cause.$":"$.Cause","state.$":"$.State",
+   "input.$":"$.Execution.Input"},"End":true}}}`
+
 type crashJob struct {
 	machine, name, def string
 	input              map[string]any
+	abort              bool // Stop it once it reached its first Wait; OnAbort = crashRollback
 }
 
 func crashJobs(base time.Time) []crashJob {
@@ -69,9 +80,10 @@ func crashJobs(base time.Time) []crashJob {
 		jobs = append(jobs, crashJob{"pipeline", fmt.Sprintf("p%d", i), crashPipeline, map[string]any{
 			"name": fmt.Sprintf("p%d", i), "v": i + 1, "items": []int{1, 2, 3, 4, 5, 6},
 			"t1": ts(300*time.Millisecond + off), "t2": ts(2500*time.Millisecond + off), "t3": ts(5 * time.Second),
-		}})
+		}, false})
 	}
-	jobs = append(jobs, crashJob{"giveup", "g0", crashGiveUp, map[string]any{"name": "g0"}})
+	jobs = append(jobs, crashJob{"giveup", "g0", crashGiveUp, map[string]any{"name": "g0"}, false})
+	jobs = append(jobs, crashJob{"abortable", "a0", crashAbortable, map[string]any{"name": "a0"}, true})
 	return jobs
 }
 
@@ -162,11 +174,41 @@ func runCrashChild(dir string) error {
 	var ids []string
 	for _, j := range crashJobs(time.UnixMilli(ms)) {
 		in, _ := json.Marshal(j.input)
-		ex, err := e.Start(ctx, StartInput{StateMachine: j.machine, Name: j.name, Definition: []byte(j.def), Input: in})
+		si := StartInput{StateMachine: j.machine, Name: j.name, Definition: []byte(j.def), Input: in}
+		if j.abort {
+			si.OnAbort = &Rollback{Definition: []byte(crashRollback)}
+		}
+		ex, err := e.Start(ctx, si)
 		if err != nil {
 			return err
 		}
 		ids = append(ids, ex.ID)
+		if j.abort {
+			// Stop once the Wait is recorded, so the history is the same in every run; after
+			// a restart the execution may already be aborted.
+			errInWait := errors.New("in wait")
+			err := e.Watch(ctx, ex.ID, func(ev Event) error {
+				if ev.Type == "WaitStateEntered" {
+					return errInWait
+				}
+				return nil
+			})
+			if errors.Is(err, errInWait) {
+				if _, err := e.Stop(ctx, ex.ID, "Test.Abort", "operator"); err != nil && !errors.Is(err, ErrNotRunning) {
+					return err
+				}
+			} else if err != nil {
+				return err
+			}
+			ab, err := e.Describe(ctx, ex.ID)
+			if err != nil {
+				return err
+			}
+			if ab.RollbackID == "" {
+				return fmt.Errorf("aborted %s has no rollback", ex.ID)
+			}
+			ids = append(ids, ab.RollbackID)
+		}
 	}
 	for _, id := range ids {
 		if _, err := e.Wait(ctx, id); err != nil {
@@ -248,10 +290,10 @@ func TestCrashRecovery(t *testing.T) {
 
 	want := readOutcome(t, ref.dir)
 	got := readOutcome(t, crash.dir)
-	if len(got) != len(want) || len(want) != len(crashJobs(base)) {
-		t.Fatalf("crash run has %d executions, reference %d, jobs %d", len(got), len(want), len(crashJobs(base)))
+	if len(got) != len(want) || len(want) != len(crashJobs(base))+1 {
+		t.Fatalf("crash run has %d executions, reference %d, want %d jobs + 1 rollback", len(got), len(want), len(crashJobs(base)))
 	}
-	markers := 0
+	markers, events := 0, 0
 	for name, w := range want {
 		g, ok := got[name]
 		if !ok {
@@ -272,9 +314,15 @@ func TestCrashRecovery(t *testing.T) {
 			t.Errorf("%s: %d re-run markers that do not follow a TaskStarted", name, g.badMarkers)
 		}
 		markers += g.resumed
+		events += g.events
 		// Physical task runs (side files): at least one per logical attempt in history,
 		// at most one more per re-run marker.
-		gp, wp := attempts(t, crash.dir, name), attempts(t, ref.dir, name)
+		// Side files are named <execution name>-<step> (a rollback's: <name>rb-<step>).
+		prefix := w.ex.Name + "-"
+		if w.ex.RollbackOf != "" {
+			prefix = w.ex.Name + "rb-"
+		}
+		gp, wp := attempts(t, crash.dir, prefix), attempts(t, ref.dir, prefix)
 		if wp != w.logical {
 			t.Errorf("%s: reference ran tasks %d times, history shows %d", name, wp, w.logical)
 		}
@@ -288,6 +336,8 @@ func TestCrashRecovery(t *testing.T) {
 	if markers == 0 {
 		t.Errorf("no task was in flight at any of %d kills: the test did not exercise re-runs", kills)
 	}
+	t.Logf("summary: %d SIGKILLs, %d executions, %d history events compared, %d tasks re-run after a kill",
+		kills, len(want), events, markers)
 }
 
 type outcome struct {
@@ -329,7 +379,7 @@ func readOutcome(t *testing.T, dir string) map[string]outcome {
 				o.logical++
 			}
 		}
-		out[ex.Name] = o
+		out[ex.StateMachine+"/"+ex.Name] = o
 	}
 	return out
 }
@@ -391,9 +441,9 @@ func canonicalHistory(h []Event) (tree string, markers, bad int) {
 	return render(0), markers, bad
 }
 
-func attempts(t *testing.T, dir, name string) int {
+func attempts(t *testing.T, dir, prefix string) int {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(dir, "attempts", name+"-*"))
+	files, err := filepath.Glob(filepath.Join(dir, "attempts", prefix+"*"))
 	if err != nil {
 		t.Fatal(err)
 	}
