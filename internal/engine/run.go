@@ -214,7 +214,7 @@ func (e *Engine) failBroken(frameID int64, cause error) {
 		if err := w.queryRow(`SELECT exec_id FROM frames WHERE id = ?`, frameID).Scan(&execID); err != nil {
 			return errStale
 		}
-		if _, err := w.emit(execID, "ExecutionFailed", 0, map[string]any{"error": "States.Runtime", "cause": cause.Error()}); err != nil {
+		if _, err := w.emit(execID, "ExecutionFailed", latestEvent, map[string]any{"error": "States.Runtime", "cause": cause.Error()}); err != nil {
 			return err
 		}
 		return w.finishExec(execID, StatusFailed, nil, "States.Runtime", cause.Error())

@@ -279,6 +279,10 @@ func (e *Engine) execEnded(id string) {
 	}
 }
 
+// latestEvent as emit's prev: the event follows the execution's latest event (for
+// events that end it from outside, like ExecutionAborted).
+const latestEvent = -1
+
 // emit appends an event to the execution's history. It fails with errStale when the
 // execution is no longer running, which makes the whole transition a no-op.
 func (w *writer) emit(execID, typ string, prev int64, details any) (int64, error) {
@@ -293,6 +297,9 @@ func (w *writer) emit(execID, typ string, prev int64, details any) (int64, error
 			return 0, errStale
 		}
 		w.execs[execID] = st
+	}
+	if prev == latestEvent {
+		prev = st.lastEvent
 	}
 	st.lastEvent++
 	st.dirty = true
@@ -382,7 +389,7 @@ func (e *Engine) endExternally(w *writer, id string, status Status, evType, errN
 	if ex.Status != StatusRunning {
 		return fmt.Errorf("%w (status %s)", ErrNotRunning, ex.Status)
 	}
-	if _, err := w.emit(id, evType, 0, map[string]any{"error": errName, "cause": cause}); err != nil {
+	if _, err := w.emit(id, evType, latestEvent, map[string]any{"error": errName, "cause": cause}); err != nil {
 		return err
 	}
 	var state string
