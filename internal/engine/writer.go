@@ -160,6 +160,29 @@ func (e *Engine) commitGroup(batch []*writeReq) {
 	writers := make([]*writer, len(batch))
 	errs := make([]error, len(batch))
 	var unprepared []string
+	if len(batch) == 1 {
+		// Alone: no savepoint needed, a failure rolls back the transaction.
+		r := batch[0]
+		w := &writer{e: e, tx: tx, now: e.clock.Now().UTC(), execs: map[string]*execState{}, defs: map[string]bool{}}
+		err := r.fn(w)
+		if err == nil {
+			err = w.flushCounters()
+		}
+		if err != nil {
+			tx.Rollback()
+			r.done <- writeRes{err: err}
+			return
+		}
+		if err := tx.Commit(); err != nil {
+			r.done <- writeRes{err: fmt.Errorf("commit: %w", err)}
+			return
+		}
+		e.afterCommit(w.unprepared)
+		e.transitions.Add(w.steps)
+		evs := w.events
+		r.done <- writeRes{post: append(w.posts, func() { e.publish(evs) })}
+		return
+	}
 	for i, r := range batch {
 		w := &writer{e: e, tx: tx, now: e.clock.Now().UTC(), execs: map[string]*execState{}, defs: map[string]bool{}}
 		if _, err := tx.Exec(`SAVEPOINT w`); err != nil {
@@ -191,15 +214,7 @@ func (e *Engine) commitGroup(batch []*writeReq) {
 		fail(fmt.Errorf("commit: %w", err))
 		return
 	}
-	if n := e.commits.Add(1); n%checkpointEvery == 0 {
-		select {
-		case e.checkpoint <- struct{}{}:
-		default:
-		}
-	}
-	for _, q := range unprepared {
-		e.prepare(q)
-	}
+	e.afterCommit(unprepared)
 	for i, r := range batch {
 		if errs[i] != nil {
 			r.done <- writeRes{err: errs[i]}
@@ -209,6 +224,20 @@ func (e *Engine) commitGroup(batch []*writeReq) {
 		e.transitions.Add(w.steps)
 		evs := w.events
 		r.done <- writeRes{post: append(w.posts, func() { e.publish(evs) })}
+	}
+}
+
+// afterCommit counts the commit, asks for a checkpoint now and then, and prepares
+// statements first seen in it (the connection is free now).
+func (e *Engine) afterCommit(unprepared []string) {
+	if n := e.commits.Add(1); n%checkpointEvery == 0 {
+		select {
+		case e.checkpoint <- struct{}{}:
+		default:
+		}
+	}
+	for _, q := range unprepared {
+		e.prepare(q)
 	}
 }
 
