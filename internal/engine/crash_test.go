@@ -79,7 +79,7 @@ func crashJobs(base time.Time) []crashJob {
 		off := time.Duration(i) * 250 * time.Millisecond
 		jobs = append(jobs, crashJob{"pipeline", fmt.Sprintf("p%d", i), crashPipeline, map[string]any{
 			"name": fmt.Sprintf("p%d", i), "v": i + 1, "items": []int{1, 2, 3, 4, 5, 6},
-			"t1": ts(300*time.Millisecond + off), "t2": ts(2500*time.Millisecond + off), "t3": ts(5 * time.Second),
+			"t1": ts(300*time.Millisecond + off), "t2": ts(4*time.Second + off), "t3": ts(8 * time.Second),
 		}, false})
 	}
 	jobs = append(jobs, crashJob{"giveup", "g0", crashGiveUp, map[string]any{"name": "g0"}, false})
@@ -268,7 +268,7 @@ func TestCrashRecovery(t *testing.T) {
 				t.Fatalf("child failed: %v\n%s", err, crash.out.String())
 			}
 			finished = true
-		case <-time.After(time.Duration(5+rng.IntN(120)) * time.Millisecond):
+		case <-time.After(time.Duration(5+rng.IntN(100)) * time.Millisecond):
 			cmd.Process.Signal(syscall.SIGKILL)
 			<-done
 			kills++
