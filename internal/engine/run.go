@@ -227,11 +227,18 @@ func (e *Engine) failBroken(frameID int64, cause error) {
 	e.runPost(post)
 }
 
+// retryWriteAfter: a transition whose write failed (disk full, I/O error) is tried again
+// from its last committed state after this delay, instead of waiting for a restart.
+const retryWriteAfter = time.Second
+
 func (e *Engine) dropTransition(f *frame, err error) {
 	if errors.Is(err, errStale) || e.ctx.Err() != nil {
 		return
 	}
-	e.log.Error("engine: transition not recorded", "execution", f.execID, "state", f.cur.State, "err", err)
+	e.log.Error("engine: transition not recorded; retrying from the last recorded one",
+		"execution", f.execID, "state", f.cur.State, "in", retryWriteAfter, "err", err)
+	// An in-memory timer only: the frame's committed phase says what to do when it fires.
+	e.timers.add(timerEntry{frame: f.id, kind: timerWake, due: e.clock.Now().Add(retryWriteAfter)})
 }
 
 type taskOutcome struct {
