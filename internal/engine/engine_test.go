@@ -707,3 +707,38 @@ func TestExecutionTimeoutStartsRollback(t *testing.T) {
 	}
 	jsonEq(t, r.Output, `{"error":"States.Timeout","state":"W"}`)
 }
+
+func TestFailedWriteIsRetriedWithoutRestart(t *testing.T) {
+	te := openTest(t, nil, "", nil)
+	ex := te.start(t, `{"StartAt":"W","States":{"W":{"Type":"Wait","Seconds":60,"Next":"P"},"P":{"Type":"Pass","End":true}}}`, `{}`)
+	te.waitEvent(t, ex.ID, "WaitStateEntered")
+	// Simulate a failing disk: every event insert aborts while the switch table has a row.
+	for _, q := range []string{
+		`CREATE TABLE fail_switch(x)`,
+		`INSERT INTO fail_switch VALUES(1)`,
+		`CREATE TRIGGER fail_events BEFORE INSERT ON events WHEN EXISTS (SELECT 1 FROM fail_switch)
+			BEGIN SELECT RAISE(ABORT, 'simulated I/O error'); END`,
+	} {
+		if _, err := te.db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	te.clock.Step(time.Minute) // the wake-up's write fails
+	for !te.clock.HasWaiters() {
+		<-time.After(time.Millisecond) // until the retry timer is armed
+	}
+	if d, _ := te.Describe(context.Background(), ex.ID); d.Status != StatusRunning {
+		t.Fatalf("status %s while writes fail", d.Status)
+	}
+	if _, err := te.db.Exec(`DELETE FROM fail_switch`); err != nil {
+		t.Fatal(err)
+	}
+	te.clock.Step(retryWriteAfter)
+	if ex := te.wait(t, ex.ID); ex.Status != StatusSucceeded {
+		t.Fatalf("after the disk recovered: %s", ex.Status)
+	}
+	want := []string{"ExecutionStarted", "WaitStateEntered", "WaitStateExited", "PassStateEntered", "PassStateExited", "ExecutionSucceeded"}
+	if got := types(te.history(t, ex.ID)); !slices.Equal(got, want) {
+		t.Fatalf("history %v, want %v", got, want)
+	}
+}
