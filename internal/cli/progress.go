@@ -156,13 +156,13 @@ func summarize(task string, raw json.RawMessage) (string, bool) {
 func drainLine(s recycle.DrainStatus) string {
 	var parts []string
 	if len(s.Selected) > 0 {
-		parts = append(parts, fmt.Sprintf("waiting for %d selected pod(s) [%s] (running %s, max-wait until %s)",
-			len(s.Selected), strings.Join(first(s.Selected, 3), ", "), time.Since(s.StartedAt).Truncate(time.Second), s.Deadline.Format(time.TimeOnly)))
+		parts = append(parts, fmt.Sprintf("waiting for %d selected pod(s) %s (max-wait until %s)",
+			len(s.Selected), strings.Join(first(s.Selected, 3), ", "), s.Deadline.Local().Format(time.TimeOnly)))
 	}
 	parts = append(parts, fmt.Sprintf("%d pod(s) left, %d evicted", s.Remaining, len(s.Evicted)))
 	var blocked []string
 	for _, b := range s.Blocked {
-		blocked = append(blocked, fmt.Sprintf("%s blocked by PDB %s (retry %s)", b.Pod, strings.Join(b.PDBs, ","), b.NotBefore.Format(time.TimeOnly)))
+		blocked = append(blocked, fmt.Sprintf("%s blocked by PDB %s (retry %s)", b.Pod, strings.Join(b.PDBs, ","), b.NotBefore.Local().Format(time.TimeOnly)))
 	}
 	sort.Strings(blocked)
 	parts = append(parts, first(blocked, 2)...)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -96,6 +97,9 @@ type Pod struct {
 	Owner       *Owner    `json:"owner,omitempty"`       // the controller, if any
 	// GracePeriodSeconds is the pod's terminationGracePeriodSeconds (default 30).
 	GracePeriodSeconds int64 `json:"gracePeriodSeconds"`
+	// Started is when the kubelet started the pod (zero if not yet): a drain shows
+	// how long the pods it waits for have been running.
+	Started time.Time `json:"started,omitzero"`
 }
 
 // Owner is a pod's controlling owner.
@@ -141,6 +145,9 @@ func Classify(pod *corev1.Pod, sel PodSelector) Pod {
 	}
 	if g := pod.Spec.TerminationGracePeriodSeconds; g != nil {
 		p.GracePeriodSeconds = *g
+	}
+	if pod.Status.StartTime != nil {
+		p.Started = pod.Status.StartTime.Time
 	}
 	if ref := metav1.GetControllerOf(pod); ref != nil {
 		p.Owner = &Owner{Kind: ref.Kind, Name: ref.Name}

@@ -88,6 +88,17 @@ func podNames(pods []kube.Pod) []string {
 	return names
 }
 
+// podAges names the pods with how long they have been running, for the progress view.
+func podAges(pods []kube.Pod, now time.Time) []string {
+	out := podNames(pods)
+	for i := range out {
+		if started := pods[i].Started; !started.IsZero() {
+			out[i] += fmt.Sprintf(" (running %s)", now.Sub(started).Truncate(time.Second))
+		}
+	}
+	return out
+}
+
 func earliest(a, b time.Time) time.Time {
 	if a.IsZero() || b.Before(a) {
 		return b

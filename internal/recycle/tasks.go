@@ -201,8 +201,13 @@ func (t *Tasks) surge(ctx context.Context, s State) (*SurgeStatus, error) {
 		return nil, fmt.Errorf("surge group %s for %s: %w", tgt.Group, tgt.InstanceID, err)
 	}
 	// The group as Resolve saw it is the truest "before": a repeated Surge (its first
-	// answer lost in a crash) would otherwise count an early replacement as old.
+	// answer lost in a crash) would otherwise count an early replacement as old, and
+	// take the AZRebalance suspension its first attempt made for someone else's
+	// (never resumed after the recycle).
 	rec.Snapshot = slices.Clone(tgt.Instances)
+	if standby := slices.ContainsFunc(rec.Instances, func(in cloud.SurgedInstance) bool { return in.Method == cloud.SurgeStandby }); standby {
+		rec.SuspendedAZRebalance = rec.SuspendedAZRebalance || !slices.Contains(tgt.Suspended, cloud.ProcessAZRebalance)
+	}
 	return &SurgeStatus{Record: rec, Deadline: t.Clock.Now().Add(time.Duration(s.Request.ReplacementTimeout)).UTC()}, nil
 }
 
@@ -310,7 +315,7 @@ func (t *Tasks) drain(ctx context.Context, execution string, s State) (*DrainSta
 		if err != nil {
 			return nil, err
 		}
-		st.Selected = podNames(set.Selected)
+		st.Selected = podAges(set.Selected, now)
 		st.Remaining = len(set.Selected)
 		if req.EvictOthers {
 			st.Remaining = set.Remaining()
