@@ -320,6 +320,10 @@ func TestRecycleRefusesBadInput(t *testing.T) {
 		{name: "environment on-timeout unknown", env: map[string]string{"RECYCLER_ON_TIMEOUT": "maybe"},
 			args: []string{n0},
 			want: []string{`--on-timeout "maybe" is not one of fail, evict, force`, "from the environment: RECYCLER_ON_TIMEOUT=maybe"}},
+		{name: "instance not InService",
+			setup: func(t *testing.T) { standby(t, f, f.instances[2]) },
+			args:  []string{n2},
+			want:  []string{"instance " + f.instances[2] + " in group " + f.group + " is Standby, not InService", "recycle it once it is InService"}},
 		// Last: detaching an instance is not undone.
 		{name: "instance in no group",
 			setup: func(t *testing.T) { detach(t, f, f.instances[2], n2) },
@@ -396,8 +400,8 @@ func TestExecutionCommandsRefuseAnUnknownExecution(t *testing.T) {
 		{"status", true, []string{`no execution "NOPE" in this state file`, "recycler list"}},
 		{"history", true, []string{`no execution "NOPE" in this state file`, "recycler list"}},
 		{"abort", true, []string{`no execution "NOPE" in this state file`, "recycler list"}},
-		{"status", false, []string{"no execution is recorded in", "--state"}},
-		{"history", false, []string{"no execution is recorded in", "--state"}},
+		{"status", false, []string{`no execution "NOPE"`, "--state"}},
+		{"history", false, []string{`no execution "NOPE"`, "--state"}},
 		{"abort", false, []string{`no execution "NOPE"`}},
 	} {
 		t.Run(fmt.Sprintf("%s state file exists %v", tc.cmd, tc.stateExists), func(t *testing.T) {
@@ -510,6 +514,44 @@ func setMaxSize(t *testing.T, f fixture, maxSize int32) {
 	})
 }
 
+// standby puts instance in Standby (desired capacity decremented, so the group
+// launches nothing) until the test ends.
+func standby(t *testing.T, f fixture, instance string) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := f.asg.EnterStandby(ctx, &autoscaling.EnterStandbyInput{
+		AutoScalingGroupName: aws.String(f.group), InstanceIds: []string{instance}, ShouldDecrementDesiredCapacity: aws.Bool(true),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitLifecycle(t, f, instance, "Standby")
+	t.Cleanup(func() {
+		if _, err := f.asg.ExitStandby(context.Background(), &autoscaling.ExitStandbyInput{
+			AutoScalingGroupName: aws.String(f.group), InstanceIds: []string{instance},
+		}); err != nil {
+			t.Errorf("exit standby: %v", err)
+		}
+		waitLifecycle(t, f, instance, "InService")
+	})
+}
+
+func waitLifecycle(t *testing.T, f fixture, instance, lifecycle string) {
+	t.Helper()
+	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		for _, g := range f.env.AWS.Status().Groups {
+			for _, i := range g.Instances {
+				if i.ID == instance {
+					return i.Lifecycle == lifecycle, nil
+				}
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatalf("instance %s never %s: %v", instance, lifecycle, err)
+	}
+}
+
 // detach takes instance out of its group (desired capacity decremented, so the group
 // launches nothing) and checks that its Node stays.
 func detach(t *testing.T, f fixture, instance, node string) {
@@ -544,10 +586,14 @@ func TestLookingAtARecycleLeavesItAlone(t *testing.T) {
 	}()
 	id := runningExecution(t, state)
 	look := func(when string) {
-		for _, args := range [][]string{{"status", id}, {"list"}, {"history", id}} {
+		for _, c := range []struct {
+			args []string
+			want string // on stdout
+		}{{[]string{"status", id}, "RUNNING"}, {[]string{"list"}, node}, {[]string{"history", id}, ""}} {
+			args := c.args
 			res := runCLI(t, append(args, "--state", state)...)
 			t.Logf("%s: recycler %s → exit %d\n%s%s", when, strings.Join(args, " "), res.code, res.stdout, res.stderr)
-			if res.code != ExitOK || !strings.Contains(res.stdout, node) && !strings.Contains(res.stdout, "Resolve") {
+			if res.code != ExitOK || !strings.Contains(res.stdout, c.want) {
 				t.Errorf("%s: recycler %s: exit %d\nstdout: %s\nstderr: %s", when, strings.Join(args, " "), res.code, res.stdout, res.stderr)
 			}
 		}
