@@ -150,7 +150,11 @@ func printPods(ctx context.Context, w io.Writer, env *sim.Environment) {
 	sort.Strings(names)
 	for _, n := range names {
 		sort.Strings(byNode[n])
-		fmt.Fprintf(w, "  %-28s %s\n", orText(n, "(unscheduled)"), strings.Join(byNode[n], " "))
+		label := orText(n, "(unscheduled)")
+		if _, err := env.Kube.Client.CoreV1().Nodes().Get(ctx, n, metav1.GetOptions{}); n != "" && err != nil {
+			label += " (node deleted; its pods are garbage-collected soon)"
+		}
+		fmt.Fprintf(w, "  %-28s %s\n", label, strings.Join(byNode[n], " "))
 	}
 }
 

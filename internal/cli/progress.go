@@ -24,9 +24,12 @@ type progress struct {
 	inPlace  bool   // the last line written is a redrawable status line
 	lastLine string // to skip identical non-tty status lines
 	task     string // the task last scheduled: names what TaskSucceeded's output is
+	entered  map[string]bool
 }
 
-func newProgress(w io.Writer, tty bool) *progress { return &progress{w: w, tty: tty} }
+func newProgress(w io.Writer, tty bool) *progress {
+	return &progress{w: w, tty: tty, entered: map[string]bool{}}
+}
 
 func (p *progress) event(ev engine.Event) error {
 	p.mu.Lock()
@@ -74,7 +77,9 @@ func (p *progress) describe(ev engine.Event) (line string, status bool) {
 	_ = json.Unmarshal(ev.Details, &d)
 	switch ev.Type {
 	case "TaskStateEntered":
-		if msg := stepIntro[d.Name]; msg != "" {
+		// A loop's check is entered again and again: introduce it once.
+		if msg := stepIntro[d.Name]; msg != "" && !p.entered[d.Name] {
+			p.entered[d.Name] = true
 			return msg, false
 		}
 	case "TaskScheduled":
@@ -98,9 +103,9 @@ var stepIntro = map[string]string{
 	"Resolve":          "Resolve: node ↔ instance ↔ group, preconditions",
 	"Fence":            "Fence: taint NoSchedule + cordon the old node",
 	"Surge":            "Surge: enter standby (no decrement) so the group launches a replacement",
-	"CheckReplacement": "",
-	"Drain":            "",
-	"CheckWorkloads":   "",
+	"CheckReplacement": "WaitReplacement: watching for a new InService instance with a Ready node",
+	"Drain":            "Drain: evicting other pods (PDBs honoured), waiting for the selected pods to finish",
+	"CheckWorkloads":   "WaitWorkloads: checking that moved workloads are available again",
 	"Retire":           "Retire: detach the old instance, retire it, delete its node",
 	"Rollback":         "Rollback: undoing what this recycle did",
 }
