@@ -43,7 +43,7 @@ func BenchmarkRecycleOverhead(b *testing.B) {
 		{"pod-bound", 2 * time.Second, 6 * time.Second},
 	}
 	type row struct {
-		name                          string
+		name                string
 		t, added, aws, kube []float64
 	}
 	var rows []row
