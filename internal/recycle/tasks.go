@@ -438,14 +438,23 @@ func (t *Tasks) retire(ctx context.Context, execution string, s State) (*RetireS
 		return nil, fmt.Errorf("delete node %s: %w", tgt.Node, err)
 	}
 	st.NodeDeleted = true
-	if h := s.Request.LifecycleHook; h != nil {
-		act := cloud.LifecycleAction{Group: h.Group, Hook: h.Name, InstanceID: tgt.InstanceID, Token: h.Token}
-		if err := t.Cloud.CompleteLifecycleAction(ctx, act, cloud.LifecycleContinue); err != nil {
-			return nil, fmt.Errorf("complete lifecycle action %s for %s: %w", h.Name, tgt.InstanceID, err)
-		}
-		st.LifecycleComplete = true
+	if st.LifecycleComplete, err = t.completeHook(ctx, s, cloud.LifecycleContinue); err != nil {
+		return nil, err
 	}
 	return st, nil
+}
+
+// completeHook answers the lifecycle action that started this recycle, if one did.
+func (t *Tasks) completeHook(ctx context.Context, s State, result cloud.LifecycleResult) (bool, error) {
+	h := s.Request.LifecycleHook
+	if h == nil {
+		return false, nil
+	}
+	act := cloud.LifecycleAction{Group: h.Group, Hook: h.Name, InstanceID: s.Target.InstanceID, Token: h.Token}
+	if err := t.Cloud.CompleteLifecycleAction(ctx, act, result); err != nil {
+		return false, fmt.Errorf("complete lifecycle action %s for %s with %s: %w", h.Name, act.InstanceID, result, err)
+	}
+	return true, nil
 }
 
 // rollback undoes only what this execution did. It works from whatever the state
@@ -468,14 +477,11 @@ func (t *Tasks) rollback(ctx context.Context, execution string, s State) (*Rollb
 		return nil, fmt.Errorf("roll back surge of %s: %w", tgt.Group, err)
 	}
 	st.SurgeUndone = true
-	if h := s.Request.LifecycleHook; h != nil {
-		// A definite failure of this recycle: ABANDON. (Transient errors never get here:
-		// they are retried by the state machine first.)
-		act := cloud.LifecycleAction{Group: h.Group, Hook: h.Name, InstanceID: tgt.InstanceID, Token: h.Token}
-		if err := t.Cloud.CompleteLifecycleAction(ctx, act, cloud.LifecycleAbandon); err != nil {
-			return nil, fmt.Errorf("complete lifecycle action %s for %s: %w", h.Name, tgt.InstanceID, err)
-		}
-		st.LifecycleAbandon = true
+	// A definite failure of this recycle: ABANDON. (Transient errors never get here:
+	// the state machine retries them first.)
+	var err error
+	if st.LifecycleAbandon, err = t.completeHook(ctx, s, cloud.LifecycleAbandon); err != nil {
+		return nil, err
 	}
 	st.At = t.Clock.Now().UTC()
 	return st, nil
