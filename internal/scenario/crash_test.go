@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -77,6 +78,7 @@ func crashStepOf(state string) string {
 
 type crashKill struct {
 	what   string        // "recycle" or "resume"
+	onCall string        // kill when the simulator answers this AWS action (instead of after delay)
 	target string        // the step the delay aimed at ("" = any)
 	delay  time.Duration // after the process started
 	state  string        // the state machine state current at the kill, from the state DB
@@ -111,6 +113,7 @@ type crashRig struct {
 	vars      []string
 	rng       *rand.Rand
 	windows   map[string][2]time.Duration // step → [entered, left) after the process started, last seen
+	calls     callSwitch                  // kills at an AWS call, through the AWS proxy
 	selectors labels.Selector
 }
 
@@ -174,19 +177,28 @@ func TestCrashResumeEndsLikeUninterrupted(t *testing.T) {
 		}
 	}
 
-	wantKilled, doubles, budget := 20, map[int]bool{6: true, 13: true, 20: true}, 4*time.Minute+15*time.Second
+	// First a kill at each state-changing AWS call of the recycle, right after it took
+	// effect and before the process heard back (the worst moment for a crash), then
+	// kills at random moments, aimed at the steps not hit yet.
+	onCalls := []string{"SuspendProcesses", "EnterStandby", "DetachInstances", "TerminateInstances", "ResumeProcesses"}
+	wantKilled, doubles, budget := 20, map[int]bool{9: true, 16: true, 23: true}, 4*time.Minute+15*time.Second
 	if testing.Short() {
-		wantKilled, doubles = 3, nil
+		wantKilled, doubles, onCalls = 3, nil, nil
 	}
 	runs := []*crashRun{ref}
 	hit := map[string]int{}
 	killed := 0
 	for n := 1; ; n++ {
 		done := killed >= wantKilled && (testing.Short() || len(hit) == len(crashSteps))
-		if done || n > wantKilled+10 || (killed >= wantKilled && time.Since(began) > budget) {
+		if done || n > len(onCalls)+wantKilled+10 || (killed >= wantKilled && time.Since(began) > budget) {
 			break
 		}
-		plan := []crashKill{r.aim(hit)}
+		var plan []crashKill
+		if n <= len(onCalls) {
+			plan = []crashKill{{what: "recycle", onCall: onCalls[n-1]}}
+		} else {
+			plan = []crashKill{r.aim(hit)}
+		}
 		if doubles[n] {
 			plan = append(plan, crashKill{what: "resume", delay: time.Duration(300+r.rng.IntN(2500)) * time.Millisecond})
 		}
@@ -200,7 +212,7 @@ func TestCrashResumeEndsLikeUninterrupted(t *testing.T) {
 				hit[s]++
 			}
 		}
-		if run.step() != "" {
+		if run.step() != "" && plan[0].onCall == "" {
 			killed++
 		}
 		if run.ex.ID == "" {
@@ -216,8 +228,8 @@ func TestCrashResumeEndsLikeUninterrupted(t *testing.T) {
 	}
 
 	var b strings.Builder
-	const row = "%-4d %-19s %-16s %-15s %-22s %-15s %-6s %s\n"
-	fmt.Fprintf(&b, "%-4s %-19s %-16s %-15s %-22s %-15s %-6s %s\n", "run", "old instance", "kill", "aimed at", "state at kill", "step", "resume", "elapsed")
+	const row = "%-4d %-19s %-34s %-15s %-22s %-15s %-6s %s\n"
+	fmt.Fprintf(&b, "%-4s %-19s %-34s %-15s %-22s %-15s %-6s %s\n", "run", "old instance", "kill", "aimed at", "state at kill", "step", "resume", "elapsed")
 	for _, run := range runs {
 		if len(run.kills) == 0 {
 			fmt.Fprintf(&b, row, run.n, run.inst, "-", "-", "(uninterrupted)", "-", "-", run.elapsed.Round(10*time.Millisecond))
@@ -227,17 +239,17 @@ func TestCrashResumeEndsLikeUninterrupted(t *testing.T) {
 			if i == len(run.kills)-1 {
 				exit = fmt.Sprint(run.resumeExit)
 			}
-			fmt.Fprintf(&b, row, run.n, run.inst, k.what+"+"+k.delay.Round(time.Millisecond).String(),
+			fmt.Fprintf(&b, row, run.n, run.inst, crashKillText(k),
 				crashOr(k.target, "-"), k.state, crashOr(crashStepOf(k.state), "-"), exit, run.elapsed.Round(10*time.Millisecond))
 		}
 	}
 	t.Logf("crash runs (seed %d, %s in all):\n%s", crashSeed, time.Since(began).Round(time.Second), b.String())
-	t.Logf("killed runs: %d; steps hit: %v; last step windows after the process start: %v", killed, hit, r.windows)
+	t.Logf("killed runs: %d at AWS calls, %d at random moments; steps hit: %v; last step windows after the process start: %v", len(onCalls), killed, hit, r.windows)
 	if t.Failed() {
 		return
 	}
 	if killed < wantKilled {
-		t.Errorf("%d runs killed inside a step, want at least %d", killed, wantKilled)
+		t.Errorf("%d runs killed at a random moment inside a step, want at least %d", killed, wantKilled)
 	}
 	if !testing.Short() {
 		for _, s := range crashSteps {
@@ -289,7 +301,11 @@ func (r *crashRig) run(t *testing.T, n int, plan []crashKill) *crashRun {
 	start := time.Now()
 	var killAt time.Time
 	var logs bytes.Buffer
-	code, err := r.exec(ctx, &logs, planDelay(plan, 0), "recycle", node, "--state", db,
+	var next *crashKill
+	if len(plan) > 0 {
+		next = &plan[0]
+	}
+	code, at, err := r.exec(ctx, &logs, next, "recycle", node, "--state", db,
 		"--selector", crashSelectedLabel+"=true", "--namespace", crashNamespace, "--check-seconds", "2", "-o", "json")
 	if err != nil {
 		t.Fatalf("run %d: %v", n, err)
@@ -297,24 +313,28 @@ func (r *crashRig) run(t *testing.T, n int, plan []crashKill) *crashRun {
 	if len(plan) == 0 && code != 0 {
 		t.Fatalf("run %d: uninterrupted recycle exited %d:\n%s", n, code, logs.String())
 	}
+	if len(plan) > 0 && plan[0].onCall != "" && code != -1 {
+		t.Errorf("run %d: the recycle never called %s (exit %d); output:\n%s", n, plan[0].onCall, code, logs.String())
+	}
 	for i, k := range plan {
 		if code != -1 {
 			break // the process ended before the kill: nothing more to kill
 		}
+		k.delay = at
 		if i == 0 {
-			killAt = start.Add(k.delay)
+			killAt = start.Add(at)
 		}
 		k.state = r.stateAt(t, db)
 		run.kills = append(run.kills, k)
 		if i+1 == len(plan) {
 			break
 		}
-		if code, err = r.exec(ctx, &logs, plan[i+1].delay, "resume", "--state", db); err != nil {
+		if code, at, err = r.exec(ctx, &logs, &plan[i+1], "resume", "--state", db); err != nil {
 			t.Fatalf("run %d: %v", n, err)
 		}
 	}
 	if len(plan) > 0 {
-		if run.resumeExit, err = r.exec(ctx, &logs, 0, "resume", "--state", db); err != nil {
+		if run.resumeExit, _, err = r.exec(ctx, &logs, nil, "resume", "--state", db); err != nil {
 			t.Fatalf("run %d: %v", n, err)
 		}
 		if run.resumeExit != 0 {
@@ -342,49 +362,99 @@ func (r *crashRig) run(t *testing.T, n int, plan []crashKill) *crashRun {
 	return run
 }
 
-func planDelay(plan []crashKill, i int) time.Duration {
-	if i < len(plan) {
-		return plan[i].delay
-	}
-	return 0
-}
-
-// exec runs the recycler binary; kill > 0 SIGKILLs it that long after its start
-// (exit code -1 when the kill landed). Output goes to logs for failure reports.
-func (r *crashRig) exec(ctx context.Context, logs io.Writer, kill time.Duration, args ...string) (int, error) {
+// exec runs the recycler binary and SIGKILLs it as k says: k.delay after its start,
+// or (k.onCall) the moment the simulator has answered that AWS call, before the
+// answer reaches the process: the call took effect, the process never learns it.
+// It returns the exit code (-1 when the kill landed) and when the kill came.
+// Output goes to logs for failure reports.
+func (r *crashRig) exec(ctx context.Context, logs io.Writer, k *crashKill, args ...string) (int, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, r.bin, args...)
 	cmd.Env = r.vars
 	fmt.Fprintf(logs, "$ recycler %s\n", strings.Join(args, " "))
 	cmd.Stdout, cmd.Stderr = logs, logs
+	start := time.Now()
 	if err := cmd.Start(); err != nil {
-		return 0, fmt.Errorf("start recycler %s: %w", args[0], err)
+		return 0, 0, fmt.Errorf("start recycler %s: %w", args[0], err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	var timer <-chan time.Time
-	if kill > 0 {
-		tm := time.NewTimer(kill)
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	var once sync.Once
+	var killedAt time.Duration
+	kill := func() {
+		once.Do(func() {
+			killedAt = time.Since(start)
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+			<-exited
+		})
+	}
+	var timer, fired <-chan time.Time
+	if k != nil && k.onCall != "" {
+		fired = r.calls.arm(k.onCall, kill)
+		defer r.calls.disarm()
+	} else if k != nil && k.delay > 0 {
+		tm := time.NewTimer(k.delay)
 		defer tm.Stop()
 		timer = tm.C
 	}
 	select {
-	case err := <-done:
-		return exitCode(err, args[0])
+	case <-exited:
 	case <-timer:
-		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
-			return 0, fmt.Errorf("kill recycler %s: %w", args[0], err)
+		kill()
+	case <-fired:
+	}
+	<-exited
+	var ee *exec.ExitError
+	if errors.As(waitErr, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
+			fmt.Fprintf(logs, "--- SIGKILL after %s\n", killedAt)
+			return -1, killedAt, nil
 		}
-		err := <-done
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL {
-				fmt.Fprintf(logs, "--- SIGKILL after %s\n", kill)
-				return -1, nil
-			}
-		}
-		return exitCode(err, args[0]) // it ended on its own just before the kill
+	}
+	code, err := exitCode(waitErr, args[0]) // it ended on its own (before any kill)
+	return code, 0, err
+}
+
+// callSwitch kills a process when the simulator answers an armed AWS call.
+type callSwitch struct {
+	mu     sync.Mutex
+	needle []byte
+	fire   func()
+	fired  chan time.Time
+}
+
+func (s *callSwitch) arm(action string, fire func()) <-chan time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// Query protocol bodies (Auto Scaling, EC2) start with the action.
+	s.needle, s.fire, s.fired = []byte("Action="+action+"&"), fire, make(chan time.Time, 1)
+	return s.fired
+}
+
+func (s *callSwitch) disarm() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.needle, s.fire = nil, nil
+}
+
+// asked reports whether a request chunk is the armed call.
+func (s *callSwitch) asked(b []byte) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.needle != nil && bytes.Contains(b, s.needle)
+}
+
+// answered runs, once, before the armed call's answer is passed on.
+func (s *callSwitch) answered() {
+	s.mu.Lock()
+	fire, fired := s.fire, s.fired
+	s.needle, s.fire = nil, nil
+	s.mu.Unlock()
+	if fire != nil {
+		fire()
+		fired <- time.Now()
 	}
 }
 
@@ -602,8 +672,11 @@ func (r *crashRig) checkRecycled(t *testing.T, run *crashRun, before cloud.Group
 	if err != nil {
 		t.Fatal(err)
 	}
-	if after.Desired != before.Desired {
-		t.Errorf("run %d: desired capacity %d, was %d", n, after.Desired, before.Desired)
+	if after.Desired != before.Desired || after.MaxSize != before.MaxSize {
+		t.Errorf("run %d: desired capacity %d and MaxSize %d, were %d and %d", n, after.Desired, after.MaxSize, before.Desired, before.MaxSize)
+	}
+	if b, a := crashSorted(before.SuspendedProcesses), crashSorted(after.SuspendedProcesses); !slices.Equal(a, b) {
+		t.Errorf("run %d: suspended processes %v, were %v", n, a, b)
 	}
 	if gi, ok := after.Instance(run.inst); ok {
 		t.Errorf("run %d: old instance %s still in the group (%s)", n, run.inst, gi.Lifecycle)
@@ -676,14 +749,14 @@ func (r *crashRig) subprocessEnv(t *testing.T) []string {
 		}
 		out = append(out, kv)
 	}
-	awsProxy := startLatencyProxy(t, strings.TrimPrefix(r.env.AWS.URL(), "http://"), crashLatency)
+	awsProxy := startLatencyProxy(t, strings.TrimPrefix(r.env.AWS.URL(), "http://"), crashLatency, &r.calls)
 	cfg, err := clientcmd.LoadFromFile(r.env.Kube.Kubeconfig)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for name, c := range cfg.Clusters {
 		host := strings.TrimPrefix(c.Server, "https://")
-		c.Server = "https://" + startLatencyProxy(t, host, crashLatency)
+		c.Server = "https://" + startLatencyProxy(t, host, crashLatency, nil)
 		cfg.Clusters[name] = c
 	}
 	kubeconfig := filepath.Join(r.dir, "kubeconfig")
@@ -703,8 +776,9 @@ func (r *crashRig) subprocessEnv(t *testing.T) []string {
 }
 
 // startLatencyProxy forwards TCP connections to target, delivering each chunk the
-// client sends delay later (latency, not a bandwidth cap). It stops with the test.
-func startLatencyProxy(t *testing.T, target string, delay time.Duration) string {
+// client sends delay later (latency, not a bandwidth cap). With calls (plain HTTP
+// only), an armed call's answer first kills the process. It stops with the test.
+func startLatencyProxy(t *testing.T, target string, delay time.Duration, calls *callSwitch) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -738,8 +812,19 @@ func startLatencyProxy(t *testing.T, target string, delay time.Duration) string 
 			track(c, true)
 			track(s, true)
 			wg.Add(2)
-			go func() { defer wg.Done(); pipeLate(s, c, delay); track(c, false) }()
-			go func() { defer wg.Done(); pipeLate(c, s, 0); track(s, false) }()
+			var asked atomic.Bool // HTTP/1.1: the next answer on this connection is the armed call's
+			onRequest := func(b []byte) {
+				if calls != nil && calls.asked(b) {
+					asked.Store(true)
+				}
+			}
+			onAnswer := func([]byte) {
+				if asked.Swap(false) {
+					calls.answered()
+				}
+			}
+			go func() { defer wg.Done(); pipeLate(s, c, delay, onRequest); track(c, false) }()
+			go func() { defer wg.Done(); pipeLate(c, s, 0, onAnswer); track(s, false) }()
 		}
 	}()
 	t.Cleanup(func() {
@@ -754,8 +839,9 @@ func startLatencyProxy(t *testing.T, target string, delay time.Duration) string 
 	return ln.Addr().String()
 }
 
-// pipeLate copies src to dst, each chunk delay after it was read; at the end both close.
-func pipeLate(dst, src net.Conn, delay time.Duration) {
+// pipeLate copies src to dst, each chunk delay after it was read and after
+// onChunk saw it; at the end both close.
+func pipeLate(dst, src net.Conn, delay time.Duration, onChunk func([]byte)) {
 	type chunk struct {
 		b  []byte
 		at time.Time
@@ -778,6 +864,7 @@ func pipeLate(dst, src net.Conn, delay time.Duration) {
 		if d := time.Until(c.at); d > 0 {
 			time.Sleep(d) // network latency of the simulated link, not a step's wait
 		}
+		onChunk(c.b)
 		if _, err := dst.Write(c.b); err != nil {
 			break
 		}
@@ -830,6 +917,19 @@ func crashEventName(ev engine.Event) string {
 	}
 	_ = json.Unmarshal(ev.Details, &d)
 	return d.Name
+}
+
+func crashKillText(k crashKill) string {
+	if k.onCall != "" {
+		return fmt.Sprintf("%s@%s(+%s)", k.what, k.onCall, k.delay.Round(time.Millisecond))
+	}
+	return k.what + "+" + k.delay.Round(time.Millisecond).String()
+}
+
+func crashSorted(s []string) []string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return s
 }
 
 func crashOr(s, def string) string {
