@@ -7,9 +7,10 @@ import (
 )
 
 // FunctionPlaceholder stands where the deployed definition names the Lambda function.
+// It is ARN-shaped so that schema validators (asl-validator) accept the definition as is.
 // Deploying substitutes the function's ARN; the embedded engine registers the same
 // string for its local dispatcher, so one definition serves both engines.
-const FunctionPlaceholder = "${RecyclerFunctionArn}"
+const FunctionPlaceholder = "arn:aws:lambda:${Region}:${AccountId}:function:${FunctionName}"
 
 // StateMachineName names the recycle workflow in both engines.
 const StateMachineName = "recycler-recycle"
