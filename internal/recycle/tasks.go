@@ -154,6 +154,12 @@ func (t *Tasks) Resolve(ctx context.Context, s State) (*Target, error) {
 	if err != nil {
 		return nil, fmt.Errorf("describe group %s: %w", inst.Group, err)
 	}
+	// With Launch suspended the group starts no replacement (surged or not): the
+	// recycle would only wait out --replacement-timeout and roll back.
+	if req.LifecycleHook == nil && g.Suspended(processLaunch) {
+		return nil, newError(ErrPrecondition, "group %s has its Launch process suspended, so it cannot start a replacement: resume it (aws autoscaling resume-processes --auto-scaling-group-name %s --scaling-processes Launch), then recycle",
+			g.Name, g.Name)
+	}
 	if !req.NoSurge && !req.AllowRaiseMax && g.Desired+1 > g.MaxSize {
 		return nil, newError(ErrPrecondition, "group %s is at MaxSize (%d of %d): there is no room for a replacement. Raise MaxSize, pass --allow-raise-max, or use --no-surge (drain first, then let the group replace the node)",
 			g.Name, g.Desired, g.MaxSize)
@@ -169,6 +175,9 @@ func (t *Tasks) Resolve(ctx context.Context, s State) (*Target, error) {
 	slices.Sort(tgt.Instances)
 	return tgt, nil
 }
+
+// processLaunch is the Auto Scaling process that starts new instances.
+const processLaunch = "Launch"
 
 func fencedBy(n *corev1.Node) (string, bool) {
 	for _, taint := range n.Spec.Taints {
@@ -207,6 +216,11 @@ func (t *Tasks) surge(ctx context.Context, s State) (*SurgeStatus, error) {
 	rec.Snapshot = slices.Clone(tgt.Instances)
 	if standby := slices.ContainsFunc(rec.Instances, func(in cloud.SurgedInstance) bool { return in.Method == cloud.SurgeStandby }); standby {
 		rec.SuspendedAZRebalance = rec.SuspendedAZRebalance || !slices.Contains(tgt.Suspended, cloud.ProcessAZRebalance)
+	}
+	// Likewise a MaxSize the first attempt raised: the repeated one finds room and
+	// would never lower it again.
+	if s.Request.AllowRaiseMax && !rec.MaxRaised && rec.MaxAfter > tgt.MaxSize {
+		rec.MaxRaised, rec.MaxBefore = true, tgt.MaxSize
 	}
 	return &SurgeStatus{Record: rec, Deadline: t.Clock.Now().Add(time.Duration(s.Request.ReplacementTimeout)).UTC()}, nil
 }
