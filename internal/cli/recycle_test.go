@@ -228,6 +228,8 @@ func TestRecycleRefusesBadInput(t *testing.T) {
 		env   map[string]string
 		args  []string // after "recycle"
 		want  []string // substrings of stderr
+		// pending names the fix a case waits for; it is skipped until then.
+		pending string
 	}{
 		// Every flag's invalid values.
 		{name: "max-wait zero", args: []string{n0, "--max-wait", "0"},
@@ -291,9 +293,26 @@ func TestRecycleRefusesBadInput(t *testing.T) {
 			want: []string{`instance id "i-xyz" is malformed`}},
 		// Refused preconditions.
 		{name: "node without providerID",
-			setup: func(t *testing.T) { createPlainNode(t, f, "no-provider-id") },
+			setup: func(t *testing.T) { createPlainNode(t, f, "no-provider-id", "") },
 			args:  []string{"no-provider-id"},
 			want:  []string{"node no-provider-id has no spec.providerID", "Auto Scaling group", "nothing was changed"}},
+		{name: "node of another cloud",
+			setup: func(t *testing.T) { createPlainNode(t, f, "gce-node", "gce://project/us-central1-a/vm-1") },
+			args:  []string{"gce-node"},
+			want:  []string{"gce-node", "malformed provider id", "aws:///<availability-zone>/<instance-id>", "nothing was changed"}},
+		{name: "node whose instance does not exist",
+			setup: func(t *testing.T) { createPlainNode(t, f, "ghost-node", "aws:///us-east-1a/i-0123456789abcdef1") },
+			args:  []string{"ghost-node"},
+			want:  []string{"instance i-0123456789abcdef1 does not exist", "nothing was changed"}},
+		{name: "instance id that two nodes claim",
+			setup:   func(t *testing.T) { createPlainNode(t, f, "stale-node", providerID(t, f, f.instances[0])) },
+			args:    []string{f.instances[0]},
+			want:    []string{f.instances[0], "stale-node", n0, "delete the stale Node objects", "nothing was changed"},
+			pending: "exit 1 today: kube.NodeByInstanceID's ambiguity error has no sentinel for recycle.badInputIf (asked the kube helper)"},
+		{name: "group with Launch suspended",
+			setup: func(t *testing.T) { suspend(t, f, "Launch") },
+			args:  []string{n0},
+			want:  []string{"group " + f.group, "Launch", "resume-processes", "nothing was changed"}},
 		{name: "node already being recycled",
 			setup: func(t *testing.T) { fence(t, f, n1, otherExecution) },
 			args:  []string{n1},
@@ -332,6 +351,9 @@ func TestRecycleRefusesBadInput(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			if tc.pending != "" {
+				t.Skip(tc.pending)
+			}
 			if tc.setup != nil {
 				tc.setup(t)
 			}
@@ -435,10 +457,10 @@ func TestExecutionCommandsRefuseAnUnknownExecution(t *testing.T) {
 
 // createPlainNode registers a Node without spec.providerID and waits until it is
 // Ready with no startup taint left, so that nothing but Recycler could change it.
-func createPlainNode(t *testing.T, f fixture, name string) {
+func createPlainNode(t *testing.T, f fixture, name, providerID string) {
 	t.Helper()
 	ctx := context.Background()
-	if _, err := f.env.Kube.CreateNode(ctx, testenv.NodeSpec{Name: name}); err != nil {
+	if _, err := f.env.Kube.CreateNode(ctx, testenv.NodeSpec{Name: name, ProviderID: providerID}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = f.env.Kube.DeleteNode(context.Background(), name) })
@@ -461,6 +483,34 @@ func nodeReady(n *corev1.Node) bool {
 		}
 	}
 	return false
+}
+
+func providerID(t *testing.T, f fixture, instance string) string {
+	t.Helper()
+	for _, g := range f.env.AWS.Status().Groups {
+		for _, i := range g.Instances {
+			if i.ID == instance {
+				return i.ProviderID
+			}
+		}
+	}
+	t.Fatalf("no instance %s", instance)
+	return ""
+}
+
+// suspend suspends a scaling process of the group until the test ends.
+func suspend(t *testing.T, f fixture, process string) {
+	t.Helper()
+	in := func() (*string, []string) { return aws.String(f.group), []string{process} }
+	g, p := in()
+	if _, err := f.asg.SuspendProcesses(context.Background(), &autoscaling.SuspendProcessesInput{AutoScalingGroupName: g, ScalingProcesses: p}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, err := f.asg.ResumeProcesses(context.Background(), &autoscaling.ResumeProcessesInput{AutoScalingGroupName: g, ScalingProcesses: p}); err != nil {
+			t.Errorf("resume %s: %v", process, err)
+		}
+	})
 }
 
 // fence fences node for another execution, as a recycle running elsewhere would.
