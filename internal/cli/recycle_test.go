@@ -412,6 +412,20 @@ func TestRecycleDryRunPrintsThePlanAndChangesNothing(t *testing.T) {
 	}
 }
 
+// The ways out that the MaxSize refusal names are real: each passes the checks.
+func TestMaxSizeRefusalNamesWorkingWaysOut(t *testing.T) {
+	f := simEnv(t)
+	setMaxSize(t, f, 3)
+	for _, way := range []string{"--allow-raise-max", "--no-surge"} {
+		before := observe(t, f)
+		res := runCLI(t, "recycle", "--state", filepath.Join(t.TempDir(), "recycler.db"), f.nodes[0], way, "--dry-run")
+		if res.code != ExitOK || !strings.Contains(res.stdout, "Would recycle node "+f.nodes[0]) {
+			t.Errorf("%s --dry-run at MaxSize: exit %d\nstdout: %s\nstderr: %s", way, res.code, res.stdout, res.stderr)
+		}
+		assertUnchanged(t, before, observe(t, f))
+	}
+}
+
 func TestExecutionCommandsRefuseAnUnknownExecution(t *testing.T) {
 	f := simEnv(t) // abort connects to the cluster and AWS before it looks the execution up
 	for _, tc := range []struct {
