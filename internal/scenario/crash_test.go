@@ -21,6 +21,9 @@ import (
 	"testing"
 	"time"
 
+	sdkaws "github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -77,11 +80,13 @@ func crashStepOf(state string) string {
 }
 
 type crashKill struct {
-	what   string        // "recycle" or "resume"
-	onCall string        // kill when the simulator answers this AWS action (instead of after delay)
-	target string        // the step the delay aimed at ("" = any)
-	delay  time.Duration // after the process started
-	state  string        // the state machine state current at the kill, from the state DB
+	what   string // "recycle" or "resume"
+	onCall string // kill when the simulator answers this AWS action (instead of after delay)
+	// raiseMax: the group is at its MaxSize and the recycle may raise it (--allow-raise-max).
+	raiseMax bool
+	target   string        // the step the delay aimed at ("" = any)
+	delay    time.Duration // after the process started
+	state    string        // the state machine state current at the kill, from the state DB
 }
 
 type crashRun struct {
@@ -179,28 +184,38 @@ func TestCrashResumeEndsLikeUninterrupted(t *testing.T) {
 
 	// First a kill at each state-changing AWS call of the recycle, right after it took
 	// effect and before the process heard back (the worst moment for a crash), then
-	// kills at random moments, aimed at the steps not hit yet.
-	onCalls := []string{"SuspendProcesses", "EnterStandby", "DetachInstances", "TerminateInstances", "ResumeProcesses"}
-	wantKilled, doubles, budget := 20, map[int]bool{9: true, 16: true, 23: true}, 4*time.Minute+15*time.Second
+	// kills at random moments, aimed at the steps not hit yet; every fifth of those
+	// also kills the resume (its first kill aimed early, so the resume has work to
+	// be killed in).
+	onCalls := []crashKill{
+		{what: "recycle", onCall: "SuspendProcesses"},
+		{what: "recycle", onCall: "EnterStandby"},
+		{what: "recycle", onCall: "UpdateAutoScalingGroup", raiseMax: true},
+		{what: "recycle", onCall: "DetachInstances"},
+		{what: "recycle", onCall: "TerminateInstances"},
+		{what: "recycle", onCall: "ResumeProcesses"},
+	}
+	wantKilled, wantDoubles, budget := 20, 3, 4*time.Minute+15*time.Second
 	if testing.Short() {
-		wantKilled, doubles, onCalls = 3, nil, nil
+		wantKilled, wantDoubles, onCalls = 3, 0, nil
 	}
 	runs := []*crashRun{ref}
 	hit := map[string]int{}
-	killed := 0
+	killed, doubles := 0, 0
 	for n := 1; ; n++ {
-		done := killed >= wantKilled && (testing.Short() || len(hit) == len(crashSteps))
+		done := killed >= wantKilled && doubles >= wantDoubles && (testing.Short() || len(hit) == len(crashSteps))
 		if done || n > len(onCalls)+wantKilled+10 || (killed >= wantKilled && time.Since(began) > budget) {
 			break
 		}
 		var plan []crashKill
-		if n <= len(onCalls) {
-			plan = []crashKill{{what: "recycle", onCall: onCalls[n-1]}}
-		} else {
-			plan = []crashKill{r.aim(hit)}
-		}
-		if doubles[n] {
-			plan = append(plan, crashKill{what: "resume", delay: time.Duration(300+r.rng.IntN(2500)) * time.Millisecond})
+		switch timed := n - len(onCalls); {
+		case timed <= 0:
+			plan = []crashKill{onCalls[n-1]}
+		case timed%5 == 0 && doubles < wantDoubles:
+			plan = []crashKill{r.aim(hit, crashSteps[:4]),
+				{what: "resume", delay: time.Duration(250+r.rng.IntN(1750)) * time.Millisecond}}
+		default:
+			plan = []crashKill{r.aim(hit, crashSteps)}
 		}
 		run := r.run(t, n, plan)
 		runs = append(runs, run)
@@ -214,6 +229,9 @@ func TestCrashResumeEndsLikeUninterrupted(t *testing.T) {
 		}
 		if run.step() != "" && plan[0].onCall == "" {
 			killed++
+		}
+		if len(run.kills) == 2 {
+			doubles++
 		}
 		if run.ex.ID == "" {
 			continue // killed before the execution began: nothing to resume, nothing changed (checked)
@@ -244,12 +262,15 @@ func TestCrashResumeEndsLikeUninterrupted(t *testing.T) {
 		}
 	}
 	t.Logf("crash runs (seed %d, %s in all):\n%s", crashSeed, time.Since(began).Round(time.Second), b.String())
-	t.Logf("killed runs: %d at AWS calls, %d at random moments; steps hit: %v; last step windows after the process start: %v", len(onCalls), killed, hit, r.windows)
+	t.Logf("killed runs: %d at AWS calls, %d at random moments (%d killed twice); steps hit: %v; last step windows after the process start: %v", len(onCalls), killed, doubles, hit, r.windows)
 	if t.Failed() {
 		return
 	}
 	if killed < wantKilled {
 		t.Errorf("%d runs killed at a random moment inside a step, want at least %d", killed, wantKilled)
+	}
+	if doubles < wantDoubles {
+		t.Errorf("%d runs killed twice (the resume too), want at least %d", doubles, wantDoubles)
 	}
 	if !testing.Short() {
 		for _, s := range crashSteps {
@@ -260,17 +281,17 @@ func TestCrashResumeEndsLikeUninterrupted(t *testing.T) {
 	}
 }
 
-// aim picks the next kill: a step not hit yet when there is one (else any step), and
+// aim picks the next kill: a step among those not hit yet when there is one (else any), and
 // a random moment inside the window where that step was last seen.
-func (r *crashRig) aim(hit map[string]int) crashKill {
+func (r *crashRig) aim(hit map[string]int, among []string) crashKill {
 	var todo []string
-	for _, s := range crashSteps {
+	for _, s := range among {
 		if hit[s] == 0 {
 			todo = append(todo, s)
 		}
 	}
 	if len(todo) == 0 {
-		todo = crashSteps
+		todo = among
 	}
 	target := todo[r.rng.IntN(len(todo))]
 	w := r.windows[target]
@@ -288,6 +309,15 @@ func (r *crashRig) run(t *testing.T, n int, plan []crashKill) *crashRun {
 		t.Fatalf("run %d: %v", n, err)
 	}
 	node, inst, before := r.pickNode(t)
+	args := []string{"recycle", node, "--state", "", "--selector", crashSelectedLabel + "=true", "--namespace", crashNamespace, "--check-seconds", "2", "-o", "json"}
+	if len(plan) > 0 && plan[0].raiseMax {
+		// No headroom: the surge must raise MaxSize by one and put it back afterwards.
+		orig := before.MaxSize
+		r.setMaxSize(t, before.Name, before.Desired)
+		defer r.setMaxSize(t, before.Name, orig)
+		before.MaxSize = before.Desired
+		args = append(args, "--allow-raise-max")
+	}
 	run := &crashRun{n: n, node: node, inst: inst}
 	pod := r.selectedPod(t, n, node)
 	pw := watchPod(ctx, t, cs, crashNamespace, pod)
@@ -305,8 +335,8 @@ func (r *crashRig) run(t *testing.T, n int, plan []crashKill) *crashRun {
 	if len(plan) > 0 {
 		next = &plan[0]
 	}
-	code, at, err := r.exec(ctx, &logs, next, "recycle", node, "--state", db,
-		"--selector", crashSelectedLabel+"=true", "--namespace", crashNamespace, "--check-seconds", "2", "-o", "json")
+	args[3] = db
+	code, at, err := r.exec(ctx, &logs, next, args...)
 	if err != nil {
 		t.Fatalf("run %d: %v", n, err)
 	}
@@ -533,6 +563,20 @@ func (r *crashRig) learn(run *crashRun, start, killAt time.Time) {
 			r.windows[cur] = [2]time.Duration{since.Sub(start), ev.Timestamp.Sub(start)}
 		}
 		cur, since = step, ev.Timestamp
+	}
+}
+
+// setMaxSize changes the group's MaxSize, as a person would, through the AWS SDK.
+func (r *crashRig) setMaxSize(t *testing.T, group string, size int32) {
+	t.Helper()
+	c := autoscaling.New(autoscaling.Options{
+		Region: r.env.Region, BaseEndpoint: sdkaws.String(r.env.AWS.URL()),
+		Credentials: credentials.NewStaticCredentialsProvider("AKIDSIMULATED", "simulated", ""),
+	})
+	if _, err := c.UpdateAutoScalingGroup(context.Background(), &autoscaling.UpdateAutoScalingGroupInput{
+		AutoScalingGroupName: &group, MaxSize: &size,
+	}); err != nil {
+		t.Fatalf("set MaxSize of %s to %d: %v", group, size, err)
 	}
 }
 
