@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -21,6 +22,7 @@ type writer struct {
 	defs   map[string]bool
 
 	unprepared []string // statements to prepare once the connection is free
+	flushed    int      // events[:flushed] are written
 	steps      int64    // state transitions in this transaction
 }
 
@@ -166,7 +168,7 @@ func (e *Engine) commitGroup(batch []*writeReq) {
 		w := &writer{e: e, tx: tx, now: e.clock.Now().UTC(), execs: map[string]*execState{}, defs: map[string]bool{}}
 		err := r.fn(w)
 		if err == nil {
-			err = w.flushCounters()
+			err = w.flush()
 		}
 		if err != nil {
 			tx.Rollback()
@@ -192,7 +194,7 @@ func (e *Engine) commitGroup(batch []*writeReq) {
 		}
 		err := r.fn(w)
 		if err == nil {
-			err = w.flushCounters()
+			err = w.flush()
 		}
 		unprepared = append(unprepared, w.unprepared...)
 		if err != nil {
@@ -241,9 +243,23 @@ func (e *Engine) afterCommit(unprepared []string) {
 	}
 }
 
-// flushCounters stores the executions' event counters (inside the write's savepoint,
-// so the next write in the same group reads them).
-func (w *writer) flushCounters() error {
+// flush writes the buffered events (up to eventsPerInsert rows per statement) and the
+// executions' event counters, inside the write's savepoint so the next write in the
+// same group reads them.
+func (w *writer) flush() error {
+	for w.flushed < len(w.events) {
+		n := min(len(w.events)-w.flushed, eventsPerInsert)
+		q := `INSERT INTO events(exec_id, id, type, ts, previous_id, details) VALUES(?,?,?,?,?,?)` +
+			strings.Repeat(`,(?,?,?,?,?,?)`, n-1)
+		args := make([]any, 0, 6*n)
+		for _, ev := range w.events[w.flushed : w.flushed+n] {
+			args = append(args, ev.ExecutionID, ev.ID, ev.Type, nanos(ev.Timestamp), ev.PreviousEventID, []byte(ev.Details))
+		}
+		if _, err := w.exec(q, args...); err != nil {
+			return fmt.Errorf("insert events: %w", err)
+		}
+		w.flushed += n
+	}
 	for id, st := range w.execs {
 		if !st.dirty {
 			continue
@@ -255,6 +271,9 @@ func (w *writer) flushCounters() error {
 	}
 	return nil
 }
+
+// eventsPerInsert bounds a multi-row INSERT (6 variables per row).
+const eventsPerInsert = 32
 
 func (e *Engine) runPost(post []func()) {
 	for _, f := range post {
@@ -340,10 +359,7 @@ func (w *writer) insertEvent(execID string, id int64, typ string, ts time.Time, 
 	if err != nil {
 		return fmt.Errorf("event %s details: %w", typ, err)
 	}
-	if _, err := w.exec(`INSERT INTO events(exec_id, id, type, ts, previous_id, details) VALUES(?,?,?,?,?,?)`,
-		execID, id, typ, nanos(ts), prev, d); err != nil {
-		return fmt.Errorf("insert event %s: %w", typ, err)
-	}
+	// Written by flush, several rows per statement.
 	w.events = append(w.events, Event{ExecutionID: execID, ID: id, Type: typ, Timestamp: ts, PreviousEventID: prev, Details: d})
 	return nil
 }
