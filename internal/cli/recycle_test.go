@@ -515,8 +515,7 @@ func providerID(t *testing.T, f fixture, instance string) string {
 // suspend suspends a scaling process of the group until the test ends.
 func suspend(t *testing.T, f fixture, process string) {
 	t.Helper()
-	in := func() (*string, []string) { return aws.String(f.group), []string{process} }
-	g, p := in()
+	g, p := aws.String(f.group), []string{process}
 	if _, err := f.asg.SuspendProcesses(context.Background(), &autoscaling.SuspendProcessesInput{AutoScalingGroupName: g, ScalingProcesses: p}); err != nil {
 		t.Fatal(err)
 	}
