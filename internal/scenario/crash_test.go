@@ -7,11 +7,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	stdlog "log"
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -31,7 +37,9 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 
@@ -92,6 +100,7 @@ type crashKill struct {
 type crashRun struct {
 	n          int
 	node, inst string
+	plan       []crashKill
 	kills      []crashKill
 	resumeExit int
 	elapsed    time.Duration
@@ -118,7 +127,7 @@ type crashRig struct {
 	vars      []string
 	rng       *rand.Rand
 	windows   map[string][2]time.Duration // step → [entered, left) after the process started, last seen
-	calls     callSwitch                  // kills at an AWS call, through the AWS proxy
+	calls     callSwitch                  // kills at an API call, through the proxies
 	selectors labels.Selector
 }
 
@@ -182,18 +191,22 @@ func TestCrashResumeEndsLikeUninterrupted(t *testing.T) {
 		}
 	}
 
-	// First a kill at each state-changing AWS call of the recycle, right after it took
-	// effect and before the process heard back (the worst moment for a crash), then
+	// First a kill at each state-changing AWS and Kubernetes call of the recycle, right
+	// after it took effect and before the process heard back (the worst moment), then
 	// kills at random moments, aimed at the steps not hit yet; every fifth of those
 	// also kills the resume (its first kill aimed early, so the resume has work to
 	// be killed in).
 	onCalls := []crashKill{
+		{what: "recycle", onCall: "PatchNode"},
 		{what: "recycle", onCall: "SuspendProcesses"},
 		{what: "recycle", onCall: "EnterStandby"},
 		{what: "recycle", onCall: "UpdateAutoScalingGroup", raiseMax: true},
+		{what: "recycle", onCall: "Evict"},
 		{what: "recycle", onCall: "DetachInstances"},
 		{what: "recycle", onCall: "TerminateInstances"},
 		{what: "recycle", onCall: "ResumeProcesses"},
+		// (No kill at Retire's Node deletion: terminating the instance already removed
+		// the Node, as the cloud controller does, so Retire finds nothing to delete.)
 	}
 	wantKilled, wantDoubles, budget := 20, 3, 4*time.Minute+15*time.Second
 	if testing.Short() {
@@ -250,7 +263,11 @@ func TestCrashResumeEndsLikeUninterrupted(t *testing.T) {
 	fmt.Fprintf(&b, "%-4s %-19s %-34s %-15s %-22s %-15s %-6s %s\n", "run", "old instance", "kill", "aimed at", "state at kill", "step", "resume", "elapsed")
 	for _, run := range runs {
 		if len(run.kills) == 0 {
-			fmt.Fprintf(&b, row, run.n, run.inst, "-", "-", "(uninterrupted)", "-", "-", run.elapsed.Round(10*time.Millisecond))
+			what, aimed := "(uninterrupted)", "-"
+			if len(run.plan) > 0 {
+				what, aimed = "(ended before the kill)", crashOr(run.plan[0].target, run.plan[0].onCall)
+			}
+			fmt.Fprintf(&b, row, run.n, run.inst, "-", aimed, what, "-", fmt.Sprint(run.resumeExit), run.elapsed.Round(10*time.Millisecond))
 		}
 		for i, k := range run.kills {
 			exit := "-"
@@ -262,7 +279,7 @@ func TestCrashResumeEndsLikeUninterrupted(t *testing.T) {
 		}
 	}
 	t.Logf("crash runs (seed %d, %s in all):\n%s", crashSeed, time.Since(began).Round(time.Second), b.String())
-	t.Logf("killed runs: %d at AWS calls, %d at random moments (%d killed twice); steps hit: %v; last step windows after the process start: %v", len(onCalls), killed, doubles, hit, r.windows)
+	t.Logf("killed runs: %d at API calls, %d at random moments (%d killed twice); steps hit: %v; last step windows after the process start: %v", len(onCalls), killed, doubles, hit, r.windows)
 	if t.Failed() {
 		return
 	}
@@ -318,7 +335,7 @@ func (r *crashRig) run(t *testing.T, n int, plan []crashKill) *crashRun {
 		before.MaxSize = before.Desired
 		args = append(args, "--allow-raise-max")
 	}
-	run := &crashRun{n: n, node: node, inst: inst}
+	run := &crashRun{n: n, node: node, inst: inst, plan: plan}
 	pod := r.selectedPod(t, n, node)
 	pw := watchPod(ctx, t, cs, crashNamespace, pod)
 	sampler, err := invariant.Start(ctx, cs, r.h.Observer, clock.RealClock{}, invariant.Watch{
@@ -393,7 +410,7 @@ func (r *crashRig) run(t *testing.T, n int, plan []crashKill) *crashRun {
 }
 
 // exec runs the recycler binary and SIGKILLs it as k says: k.delay after its start,
-// or (k.onCall) the moment the simulator has answered that AWS call, before the
+// or (k.onCall) the moment that API call has been answered, before the
 // answer reaches the process: the call took effect, the process never learns it.
 // It returns the exit code (-1 when the kill landed) and when the kill came.
 // Output goes to logs for failure reports.
@@ -447,40 +464,60 @@ func (r *crashRig) exec(ctx context.Context, logs io.Writer, k *crashKill, args 
 	return code, 0, err
 }
 
-// callSwitch kills a process when the simulator answers an armed AWS call.
+// crashKubeCalls are the Kubernetes calls a kill can be armed at, by name.
+var crashKubeCalls = map[string]string{
+	"PatchNode": "PATCH /api/v1/nodes/*",
+	"Evict":     "POST /api/v1/namespaces/*/pods/*/eviction",
+}
+
+// callSwitch kills a process when an armed AWS call (by action) or Kubernetes call
+// (by name in crashKubeCalls) has been answered, before the answer is passed on.
 type callSwitch struct {
 	mu     sync.Mutex
-	needle []byte
+	needle []byte // AWS: in the request body
+	glob   string // Kubernetes: "METHOD path" pattern
 	fire   func()
 	fired  chan time.Time
 }
 
-func (s *callSwitch) arm(action string, fire func()) <-chan time.Time {
+func (s *callSwitch) arm(call string, fire func()) <-chan time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	// Query protocol bodies (Auto Scaling, EC2) start with the action.
-	s.needle, s.fire, s.fired = []byte("Action="+action+"&"), fire, make(chan time.Time, 1)
+	s.needle, s.glob = nil, crashKubeCalls[call]
+	if s.glob == "" {
+		// Query protocol bodies (Auto Scaling, EC2) name the action.
+		s.needle = []byte("Action=" + call + "&")
+	}
+	s.fire, s.fired = fire, make(chan time.Time, 1)
 	return s.fired
 }
 
 func (s *callSwitch) disarm() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.needle, s.fire = nil, nil
+	s.needle, s.glob, s.fire = nil, "", nil
 }
 
-// asked reports whether a request chunk is the armed call.
+// asked reports whether an AWS request chunk is the armed call.
 func (s *callSwitch) asked(b []byte) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.needle != nil && bytes.Contains(b, s.needle)
 }
 
+// askedKube reports whether a Kubernetes request is the armed call.
+func (s *callSwitch) askedKube(method, urlPath string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ok, _ := path.Match(s.glob, method+" "+urlPath)
+	return s.glob != "" && ok
+}
+
 // answered runs, once, before the armed call's answer is passed on.
 func (s *callSwitch) answered() {
 	s.mu.Lock()
 	fire, fired := s.fire, s.fired
-	s.needle, s.fire = nil, nil
+	s.needle, s.glob, s.fire = nil, "", nil
 	s.mu.Unlock()
 	if fire != nil {
 		fire()
@@ -794,15 +831,12 @@ func (r *crashRig) subprocessEnv(t *testing.T) []string {
 		out = append(out, kv)
 	}
 	awsProxy := startLatencyProxy(t, strings.TrimPrefix(r.env.AWS.URL(), "http://"), crashLatency, &r.calls)
-	cfg, err := clientcmd.LoadFromFile(r.env.Kube.Kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, c := range cfg.Clusters {
-		host := strings.TrimPrefix(c.Server, "https://")
-		c.Server = "https://" + startLatencyProxy(t, host, crashLatency, nil)
-		cfg.Clusters[name] = c
-	}
+	kubeProxy := startKubeProxy(t, r.env.Kube.Config, crashLatency, &r.calls)
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["sim"] = &clientcmdapi.Cluster{Server: kubeProxy}
+	cfg.AuthInfos["sim"] = &clientcmdapi.AuthInfo{}
+	cfg.Contexts["sim"] = &clientcmdapi.Context{Cluster: "sim", AuthInfo: "sim"}
+	cfg.CurrentContext = "sim"
 	kubeconfig := filepath.Join(r.dir, "kubeconfig")
 	if err := clientcmd.WriteToFile(*cfg, kubeconfig); err != nil {
 		t.Fatal(err)
@@ -817,6 +851,48 @@ func (r *crashRig) subprocessEnv(t *testing.T) []string {
 		out = append(out, kv[0]+"="+kv[1])
 	}
 	return append(out, "XDG_STATE_HOME="+filepath.Join(r.dir, "xdg"))
+}
+
+// startKubeProxy serves the control plane's API over plain HTTP on a local port
+// (authenticating to it with cfg), each request delay late; an armed call's answer
+// first kills the process. It stops with the test.
+func startKubeProxy(t *testing.T, cfg *rest.Config, delay time.Duration, calls *callSwitch) string {
+	t.Helper()
+	tr, err := rest.TransportFor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target, err := url.Parse(cfg.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(&httputil.ReverseProxy{
+		Rewrite:       func(pr *httputil.ProxyRequest) { pr.SetURL(target) },
+		Transport:     kubeHop{tr: tr, delay: delay, calls: calls},
+		FlushInterval: -1, // watches stream
+		ErrorLog:      stdlog.New(io.Discard, "", 0),
+	})
+	t.Cleanup(func() {
+		srv.CloseClientConnections()
+		srv.Close()
+	})
+	return srv.URL
+}
+
+type kubeHop struct {
+	tr    http.RoundTripper
+	delay time.Duration
+	calls *callSwitch
+}
+
+func (h kubeHop) RoundTrip(req *http.Request) (*http.Response, error) {
+	time.Sleep(h.delay) // network latency of the simulated link, not a step's wait
+	armed := h.calls.askedKube(req.Method, req.URL.Path)
+	resp, err := h.tr.RoundTrip(req)
+	if armed && err == nil {
+		h.calls.answered()
+	}
+	return resp, err
 }
 
 // startLatencyProxy forwards TCP connections to target, delivering each chunk the
