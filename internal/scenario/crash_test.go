@@ -121,14 +121,14 @@ func (r *crashRun) step() string {
 }
 
 type crashRig struct {
-	env       *sim.Environment
-	h         *scenario.Harness
-	bin, dir  string
-	vars      []string
-	rng       *rand.Rand
-	windows   map[string][2]time.Duration // step → [entered, left) after the process started, last seen
-	calls     callSwitch                  // kills at an API call, through the proxies
-	selectors labels.Selector
+	env      *sim.Environment
+	h        *scenario.Harness
+	bin, dir string
+	vars     []string
+	rng      *rand.Rand
+	windows  map[string][2]time.Duration // step → [entered, left) after the process started, last seen
+	calls    callSwitch                  // kills at an API call, through the proxies
+	selected labels.Selector             // the selected pods, for the sampler
 }
 
 func TestCrashResumeEndsLikeUninterrupted(t *testing.T) {
@@ -173,7 +173,7 @@ func TestCrashResumeEndsLikeUninterrupted(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := &crashRig{env: env, h: h, bin: bin, dir: dir, rng: rand.New(rand.NewPCG(crashSeed, crashSeed)),
-		windows: map[string][2]time.Duration{}, selectors: sel}
+		windows: map[string][2]time.Duration{}, selected: sel}
 	r.vars = r.subprocessEnv(t)
 
 	ref := r.run(t, 0, nil)
@@ -263,11 +263,11 @@ func TestCrashResumeEndsLikeUninterrupted(t *testing.T) {
 	fmt.Fprintf(&b, "%-4s %-19s %-34s %-15s %-22s %-15s %-6s %s\n", "run", "old instance", "kill", "aimed at", "state at kill", "step", "resume", "elapsed")
 	for _, run := range runs {
 		if len(run.kills) == 0 {
-			what, aimed := "(uninterrupted)", "-"
+			what, aimed, exit := "(uninterrupted)", "-", "-"
 			if len(run.plan) > 0 {
-				what, aimed = "(ended before the kill)", crashOr(run.plan[0].target, run.plan[0].onCall)
+				what, aimed, exit = "(ended before the kill)", crashOr(run.plan[0].target, run.plan[0].onCall), fmt.Sprint(run.resumeExit)
 			}
-			fmt.Fprintf(&b, row, run.n, run.inst, "-", aimed, what, "-", fmt.Sprint(run.resumeExit), run.elapsed.Round(10*time.Millisecond))
+			fmt.Fprintf(&b, row, run.n, run.inst, "-", aimed, what, "-", exit, run.elapsed.Round(10*time.Millisecond))
 		}
 		for i, k := range run.kills {
 			exit := "-"
@@ -326,7 +326,8 @@ func (r *crashRig) run(t *testing.T, n int, plan []crashKill) *crashRun {
 		t.Fatalf("run %d: %v", n, err)
 	}
 	node, inst, before := r.pickNode(t)
-	args := []string{"recycle", node, "--state", "", "--selector", crashSelectedLabel + "=true", "--namespace", crashNamespace, "--check-seconds", "2", "-o", "json"}
+	db := filepath.Join(r.dir, fmt.Sprintf("run-%02d.db", n))
+	args := []string{"recycle", node, "--state", db, "--selector", crashSelectedLabel + "=true", "--namespace", crashNamespace, "--check-seconds", "2", "-o", "json"}
 	if len(plan) > 0 && plan[0].raiseMax {
 		// No headroom: the surge must raise MaxSize by one and put it back afterwards.
 		orig := before.MaxSize
@@ -338,13 +339,19 @@ func (r *crashRig) run(t *testing.T, n int, plan []crashKill) *crashRun {
 	run := &crashRun{n: n, node: node, inst: inst, plan: plan}
 	pod := r.selectedPod(t, n, node)
 	pw := watchPod(ctx, t, cs, crashNamespace, pod)
+	defer pw.result() // stops the watch on every path
 	sampler, err := invariant.Start(ctx, cs, r.h.Observer, clock.RealClock{}, invariant.Watch{
-		Group: before.Name, OldNode: node, Selector: r.selectors, Namespaces: []string{crashNamespace}, MaxWait: recycle.DefaultMaxWait,
+		Group: before.Name, OldNode: node, Selector: r.selected, Namespaces: []string{crashNamespace}, MaxWait: recycle.DefaultMaxWait,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	db := filepath.Join(r.dir, fmt.Sprintf("run-%02d.db", n))
+	sampling := true
+	defer func() {
+		if sampling {
+			sampler.Stop(ctx)
+		}
+	}()
 	start := time.Now()
 	var killAt time.Time
 	var logs bytes.Buffer
@@ -352,7 +359,6 @@ func (r *crashRig) run(t *testing.T, n int, plan []crashKill) *crashRun {
 	if len(plan) > 0 {
 		next = &plan[0]
 	}
-	args[3] = db
 	code, at, err := r.exec(ctx, &logs, next, args...)
 	if err != nil {
 		t.Fatalf("run %d: %v", n, err)
@@ -390,6 +396,7 @@ func (r *crashRig) run(t *testing.T, n int, plan []crashKill) *crashRun {
 	}
 	run.elapsed = time.Since(start)
 	rep := sampler.Stop(ctx)
+	sampling = false
 	if !rep.OK() {
 		t.Errorf("run %d (kills %+v): invariants broken:\n%s", n, run.kills, rep)
 	}
@@ -729,7 +736,7 @@ func watchPod(ctx context.Context, t *testing.T, cs kubernetes.Interface, ns, na
 	return pw
 }
 
-// result stops watching and says how the pod ended.
+// result stops watching (if it still does) and says how the pod ended.
 func (pw *podWatch) result() (succeeded, deletedFirst bool) {
 	pw.stop()
 	<-pw.done
