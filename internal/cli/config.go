@@ -105,7 +105,7 @@ func (s *stateFlags) openEngine(ctx context.Context, reg func() *recycle.Tasks, 
 
 // buildTasks connects to the cluster and to AWS (region and endpoints from the SDK's
 // standard configuration: AWS_REGION, AWS_ENDPOINT_URL, profiles, …).
-func (s *stateFlags) buildTasks(ctx context.Context, log *slog.Logger) (*recycle.Tasks, error) {
+func (s *stateFlags) buildTasks(ctx context.Context) (*recycle.Tasks, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	if s.kubeconfig != "" {
 		rules.ExplicitPath = s.kubeconfig
@@ -125,7 +125,7 @@ func (s *stateFlags) buildTasks(ctx context.Context, log *slog.Logger) (*recycle
 	if err != nil {
 		return nil, fmt.Errorf("aws: %w", err)
 	}
-	return &recycle.Tasks{Cloud: prov, Cluster: kube.New(cs, kube.WithClock(clk)), Clock: clk, Log: log}, nil
+	return &recycle.Tasks{Cloud: prov, Cluster: kube.New(cs, kube.WithClock(clk)), Clock: clk}, nil
 }
 
 func addEnvDefaultsHook(cmd *cobra.Command) {

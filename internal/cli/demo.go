@@ -60,7 +60,7 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, nodes int, boot, job
 		}
 	}()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	h, err := scenario.New(ctx, env, log)
+	h, err := scenario.New(ctx, env)
 	if err != nil {
 		return err
 	}

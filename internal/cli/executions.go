@@ -137,7 +137,7 @@ func execCmd(use, short string, args cobra.PositionalArgs, run bool, fn func(con
 			}
 			var tasks func() *recycle.Tasks
 			if run {
-				t, err := f.buildTasks(ctx, log)
+				t, err := f.buildTasks(ctx)
 				if err != nil {
 					return err
 				}

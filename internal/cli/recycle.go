@@ -136,7 +136,7 @@ func runRecycle(ctx context.Context, f *recycleFlags, targets []string, stdin io
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	// The foreground work must survive the first Ctrl-C: it only asks what to do.
 	work := context.WithoutCancel(ctx)
-	tasks, err := f.buildTasks(work, log)
+	tasks, err := f.buildTasks(work)
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
 	"time"
 
@@ -46,7 +45,6 @@ type Tasks struct {
 	Cloud   Cloud
 	Cluster Cluster
 	Clock   clock.WithTicker
-	Log     *slog.Logger
 }
 
 // Payload is what the state machine passes to the function (the Lambda event).

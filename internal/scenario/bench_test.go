@@ -54,7 +54,7 @@ func BenchmarkRecycleOverhead(b *testing.B) {
 			b.Fatal(err)
 		}
 		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-		h, err := scenario.New(ctx, env, log)
+		h, err := scenario.New(ctx, env)
 		if err != nil {
 			b.Fatal(err)
 		}

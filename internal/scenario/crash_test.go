@@ -160,8 +160,7 @@ func TestCrashResumeEndsLikeUninterrupted(t *testing.T) {
 	if err := <-built; err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	h, err := scenario.New(ctx, env, log)
+	h, err := scenario.New(ctx, env)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -48,7 +48,7 @@ func newWorld(t *testing.T, boot, job time.Duration) *world {
 		}
 	})
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	h, err := scenario.New(ctx, env, log)
+	h, err := scenario.New(ctx, env)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -40,7 +39,7 @@ type Harness struct {
 }
 
 // New wires task functions to env through the same clients `recycler recycle` uses.
-func New(ctx context.Context, env *sim.Environment, log *slog.Logger) (*Harness, error) {
+func New(ctx context.Context, env *sim.Environment) (*Harness, error) {
 	h := &Harness{Env: env, Clock: clock.RealClock{}, KubeCalls: &atomic.Int64{}}
 	rc := rest.CopyConfig(env.Kube.Config)
 	rc.QPS, rc.Burst = 50, 100
@@ -56,7 +55,7 @@ func New(ctx context.Context, env *sim.Environment, log *slog.Logger) (*Harness,
 	if h.Observer, err = providerFor(ctx, env, h.Clock); err != nil {
 		return nil, err
 	}
-	h.Tasks = &recycle.Tasks{Cloud: h.Provider, Cluster: kube.New(cs, kube.WithClock(h.Clock)), Clock: h.Clock, Log: log}
+	h.Tasks = &recycle.Tasks{Cloud: h.Provider, Cluster: kube.New(cs, kube.WithClock(h.Clock)), Clock: h.Clock}
 	return h, nil
 }
 
