@@ -228,8 +228,6 @@ func TestRecycleRefusesBadInput(t *testing.T) {
 		env   map[string]string
 		args  []string // after "recycle"
 		want  []string // substrings of stderr
-		// pending names the fix a case waits for; it is skipped until then.
-		pending string
 	}{
 		// Every flag's invalid values.
 		{name: "max-wait zero", args: []string{n0, "--max-wait", "0"},
@@ -305,10 +303,9 @@ func TestRecycleRefusesBadInput(t *testing.T) {
 			args:  []string{"ghost-node"},
 			want:  []string{"instance i-0123456789abcdef1 does not exist", "nothing was changed"}},
 		{name: "instance id that two nodes claim",
-			setup:   func(t *testing.T) { createPlainNode(t, f, "stale-node", providerID(t, f, f.instances[0])) },
-			args:    []string{f.instances[0]},
-			want:    []string{f.instances[0], "stale-node", n0, "delete the stale Node objects", "nothing was changed"},
-			pending: "exit 1 today: kube.NodeByInstanceID's ambiguity error has no sentinel for recycle.badInputIf (asked the kube helper)"},
+			setup: func(t *testing.T) { createPlainNode(t, f, "stale-node", providerID(t, f, f.instances[0])) },
+			args:  []string{f.instances[0]},
+			want:  []string{f.instances[0], "stale-node", n0, "delete the stale Node objects", "nothing was changed"}},
 		{name: "group with Launch suspended",
 			setup: func(t *testing.T) { suspend(t, f, "Launch") },
 			args:  []string{n0},
@@ -351,9 +348,6 @@ func TestRecycleRefusesBadInput(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.pending != "" {
-				t.Skip(tc.pending)
-			}
 			if tc.setup != nil {
 				tc.setup(t)
 			}

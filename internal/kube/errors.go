@@ -17,6 +17,8 @@ var (
 	ErrInvalidSelector   = errors.New("invalid pod selector")
 	ErrNodeHeld          = errors.New("node is held by another recycle")
 	ErrEvictionBlocked   = errors.New("eviction blocked by a PodDisruptionBudget")
+	// ErrAmbiguousInstance: several Nodes carry the same instance's providerID.
+	ErrAmbiguousInstance = errors.New("several nodes claim the instance")
 	// ErrNotFenced: DeleteNode refuses a node that Recycler has not fenced.
 	ErrNotFenced = errors.New("node is not fenced by Recycler; refusing to delete it")
 )

@@ -108,7 +108,7 @@ func (c *Client) NodeByInstanceID(ctx context.Context, instanceID string) (*core
 		for i, n := range found {
 			names[i] = n.Name
 		}
-		return nil, fmt.Errorf("instance %s is the providerID of %d nodes (%s): delete the stale Node objects", instanceID, len(found), strings.Join(names, ", "))
+		return nil, fmt.Errorf("instance %s is the providerID of %d nodes (%s): delete the stale Node objects: %w", instanceID, len(found), strings.Join(names, ", "), ErrAmbiguousInstance)
 	}
 }
 

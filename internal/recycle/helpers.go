@@ -122,7 +122,7 @@ func badInputIf(err error, format string, args ...any) error {
 	msg := fmt.Sprintf(format, args...)
 	switch {
 	case errors.Is(err, kube.ErrNodeNotFound), errors.Is(err, kube.ErrInvalidProviderID),
-		errors.Is(err, kube.ErrInvalidInstanceID), errors.Is(err, cloud.ErrNotFound),
+		errors.Is(err, kube.ErrInvalidInstanceID), errors.Is(err, kube.ErrAmbiguousInstance), errors.Is(err, cloud.ErrNotFound),
 		errors.Is(err, cloud.ErrValidation), errors.Is(err, cloud.ErrNotInGroup):
 		return &Error{Name: ErrBadInput, Err: fmt.Errorf("%s: %w", msg, err)}
 	}
