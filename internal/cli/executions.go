@@ -126,14 +126,13 @@ func execCmd(use, short string, args cobra.PositionalArgs, run bool, fn func(con
 		RunE: func(cmd *cobra.Command, a []string) error {
 			ctx := cmd.Context()
 			log := slog.New(slog.NewTextHandler(io.Discard, nil))
-			if !run {
-				if _, err := os.Stat(f.statePath); errors.Is(err, os.ErrNotExist) {
-					if len(a) > 0 {
-						return usageError{fmt.Errorf("no execution %q: no recycle has been recorded in %s yet (see --state and 'recycler list')", a[0], f.statePath)}
-					}
-					fmt.Fprintf(cmd.OutOrStdout(), "no recycle recorded in %s\n", f.statePath)
-					return nil
+			// A state file that does not exist holds nothing: say so, and create nothing.
+			if _, err := os.Stat(f.statePath); errors.Is(err, os.ErrNotExist) {
+				if len(a) > 0 {
+					return usageError{fmt.Errorf("no execution %q: no recycle has been recorded in %s yet (see --state and 'recycler list')", a[0], f.statePath)}
 				}
+				fmt.Fprintf(cmd.OutOrStdout(), "no recycle recorded in %s\n", f.statePath)
+				return nil
 			}
 			var tasks func() *recycle.Tasks
 			if run {
