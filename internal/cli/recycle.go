@@ -335,7 +335,11 @@ func outcome(ctx context.Context, eng *engine.Engine, ex engine.Execution, hist 
 		}
 		rb, err := eng.Wait(ctx, ex.RollbackID)
 		if err == nil && rb.Status == engine.StatusSucceeded {
-			return ExitFailed, "aborted", fmt.Sprintf("aborted and rolled back: the node is back in service (execution %s)", ex.ID)
+			msg := fmt.Sprintf("aborted and rolled back: the node is back in service (execution %s)", ex.ID)
+			if rbHist, err := eng.History(ctx, rb.ID); err == nil {
+				msg += notes(stateFromHistory(rbHist).Rollback)
+			}
+			return ExitFailed, "aborted", msg
 		}
 		return ExitNeedsPerson, "needs-person", fmt.Sprintf("aborted, but the rollback did not finish (%s: %s): a person must check the node and group; see 'recycler history %s'", rb.Error, rb.Cause, ex.RollbackID)
 	}
@@ -348,11 +352,19 @@ func outcome(ctx context.Context, eng *engine.Engine, ex engine.Execution, hist 
 	ran := tasksSucceeded(hist)
 	switch {
 	case ran[recycle.TaskRollback]:
-		return ExitFailed, "rolled-back", fmt.Sprintf("failed and rolled back (%s): %s", ex.Error, ex.Cause)
+		return ExitFailed, "rolled-back", fmt.Sprintf("failed and rolled back (%s): %s", ex.Error, ex.Cause) + notes(stateFromHistory(hist).Rollback)
 	case !ran[recycle.TaskFence]:
 		return ExitFailed, "failed", fmt.Sprintf("failed before changing anything (%s): %s", ex.Error, ex.Cause)
 	}
 	return ExitNeedsPerson, "needs-person", fmt.Sprintf("failed without a rollback (%s: %s): node and group may still be fenced or surged; 'recycler history %s' shows how far it got", ex.Error, ex.Cause, ex.ID)
+}
+
+// notes renders what a rollback wants a person to know.
+func notes(rb *recycle.RollbackStatus) string {
+	if rb == nil || len(rb.Notes) == 0 {
+		return ""
+	}
+	return "\n  note: " + strings.Join(rb.Notes, "\n  note: ")
 }
 
 // tasksSucceeded returns the task names (Parameters.task) that completed at least once.

@@ -319,6 +319,12 @@ type SurgeRecord struct {
 	// surge ("" when none): FindReplacement only looks at activities after it.
 	ActivitiesBefore string    `json:"activitiesBefore"`
 	StartedAt        time.Time `json:"startedAt"`
+	// KeepReplacements is set by the caller before Rollback when workloads may
+	// already run on the replacements (the old node was being drained): Rollback
+	// then only exits standby and terminates nothing, leaving desired capacity one
+	// higher per instance (and a raised MaxSize raised), because terminating a
+	// replacement would kill its pods without eviction.
+	KeepReplacements bool `json:"keepReplacements,omitempty"`
 }
 
 // IDs returns the ids of the surged instances.

@@ -485,6 +485,14 @@ func (t *Tasks) rollback(ctx context.Context, execution string, s State) (*Rollb
 	}
 	st.Unfenced = true
 	rec := rebuiltSurge(s)
+	// Once the replacement was Ready the drain may have moved pods onto it:
+	// terminating it now would kill them without eviction. Keep it; the group stays
+	// one larger, which a person (or the cluster autoscaler, gracefully) can undo.
+	if s.Replacement != nil && s.Replacement.Done {
+		rec.KeepReplacements = true
+		st.Notes = append(st.Notes, fmt.Sprintf("kept the replacement %v because pods may already run on it: group %s is now one instance larger (desired %d); scale it in when convenient",
+			s.Replacement.Instances, tgt.Group, tgt.Desired+1))
+	}
 	if err := t.Cloud.Rollback(ctx, rec); err != nil {
 		return nil, fmt.Errorf("roll back surge of %s: %w", tgt.Group, err)
 	}

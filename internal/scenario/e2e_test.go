@@ -300,7 +300,12 @@ func TestAbortRollsBackAtEveryWaitingStep(t *testing.T) {
 				t.Fatalf("rollback execution: %v %s %s %s", err, rb.Status, rb.Error, rb.Cause)
 			}
 			assertUnfenced(t, w, node)
-			// The surplus replacement (if any) is removed and the old instance serves again.
+			// The old instance serves again. A replacement that was already Ready (the
+			// drain may have moved pods onto it) is kept: the group is one larger.
+			wantDesired := before.Desired
+			if step == "Drain" {
+				wantDesired++
+			}
 			tgt := finalState(t, out.History).Target
 			if tgt == nil {
 				t.Fatal("no target recorded before the abort")
@@ -309,11 +314,12 @@ func TestAbortRollsBackAtEveryWaitingStep(t *testing.T) {
 			for {
 				after := w.group(t)
 				gi, ok := after.Instance(tgt.InstanceID)
-				if after.Desired == before.Desired && ok && gi.Lifecycle == cloud.LifecycleInService && after.CountLifecycle(cloud.LifecycleStandby) == 0 {
+				if after.Desired == wantDesired && ok && gi.Lifecycle == cloud.LifecycleInService && after.CountLifecycle(cloud.LifecycleStandby) == 0 &&
+					after.CountLifecycle(cloud.LifecycleInService) == int(wantDesired) {
 					break
 				}
 				if time.Now().After(deadline) {
-					t.Fatalf("group after abort: desired %d (was %d), old instance %+v", after.Desired, before.Desired, gi)
+					t.Fatalf("group after abort: desired %d (want %d), old instance %+v", after.Desired, wantDesired, gi)
 				}
 				time.Sleep(200 * time.Millisecond)
 			}
@@ -338,6 +344,7 @@ func TestOnTimeout(t *testing.T) {
 			w := newWorld(t, 2*time.Second, 10*time.Minute)
 			ctx := context.Background()
 			node := w.longJobNode(t)
+			before := w.group(t)
 			req := w.request(node, 6*time.Second)
 			req.OnTimeout, req.Retire = tc.policy, tc.retire
 			out, err := w.h.Recycle(ctx, w.eng, req, "timeout-"+string(tc.policy), nil)
@@ -354,6 +361,16 @@ func TestOnTimeout(t *testing.T) {
 					t.Errorf("error %s, want %s", out.Execution.Error, recycle.ErrDrainTimeout)
 				}
 				assertUnfenced(t, w, node)
+				// The pods evicted before the timeout run on the replacement: it is kept,
+				// with its pods, and the old node serves again beside it.
+				after := w.group(t)
+				if after.Desired != before.Desired+1 || after.CountLifecycle(cloud.LifecycleInService) != int(before.Desired)+1 {
+					t.Errorf("group after a rollback that kept the replacement: desired %d, %d InService; want %d",
+						after.Desired, after.CountLifecycle(cloud.LifecycleInService), before.Desired+1)
+				}
+				if st.Rollback == nil || len(st.Rollback.Notes) == 0 {
+					t.Errorf("rollback does not tell the user the group grew: %+v", st.Rollback)
+				}
 			case recycle.OnTimeoutEvict:
 				if st.Drain == nil || !st.Drain.TimedOut || st.Drain.ForcedPods != 0 {
 					t.Errorf("drain %+v: want timed out, evicted, none forced", st.Drain)

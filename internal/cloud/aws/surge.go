@@ -321,6 +321,10 @@ func (p *Provider) Rollback(ctx context.Context, rec cloud.SurgeRecord) error {
 	}
 	// Surplus: what the surge (and the ExitStandby above) added to desired capacity.
 	surplus := min(max(desired-rec.DesiredBefore, 0), int32(len(rec.Instances)))
+	if rec.KeepReplacements {
+		// Pods may run on the replacements: keep them, and the MaxSize that fits them.
+		surplus, rec.MaxRaised = 0, false
+	}
 	if surplus > 0 {
 		// Remove replacements, those still launching first, youngest last-listed first.
 		cands := newInstances(g, rec)
