@@ -101,8 +101,8 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, nodes int, boot, job
 	say("%s\n", msg)
 
 	say("Timeline (time in each step; the boot delay is %s, the job runs %s):", boot, job)
-	steps := stepDurations(out.History)
-	for _, s := range stepOrder {
+	steps := recycle.StepDurations(out.History)
+	for _, s := range recycle.Steps {
 		if d, ok := steps[s]; ok {
 			say("  %-16s %8s", s, d.Round(10*time.Millisecond))
 		}

@@ -184,7 +184,7 @@ func printStatus(ctx context.Context, eng *engine.Engine, w io.Writer, ex engine
 	if err != nil {
 		return err
 	}
-	st := stateFromHistory(hist)
+	st := recycle.StateFromHistory(hist)
 	fmt.Fprintf(w, "execution  %s\nstatus     %s\nstarted    %s\n", ex.ID, ex.Status, ex.StartTime.Local().Format(time.DateTime))
 	if st.Target != nil {
 		fmt.Fprintf(w, "node       %s (instance %s, group %s)\n", st.Target.Node, st.Target.InstanceID, st.Target.Group)
@@ -198,8 +198,8 @@ func printStatus(ctx context.Context, eng *engine.Engine, w io.Writer, ex engine
 	if ex.Error != "" {
 		fmt.Fprintf(w, "error      %s: %s\n", ex.Error, ex.Cause)
 	}
-	steps := stepDurations(hist)
-	for _, step := range stepOrder {
+	steps := recycle.StepDurations(hist)
+	for _, step := range recycle.Steps {
 		if d, ok := steps[step]; ok {
 			fmt.Fprintf(w, "  %-16s %s\n", step, d)
 		}

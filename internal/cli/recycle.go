@@ -305,7 +305,7 @@ func finish(ctx context.Context, eng *engine.Engine, ex engine.Execution, stderr
 	if err != nil {
 		return result{}, err
 	}
-	final := stateFromHistory(hist)
+	final := recycle.StateFromHistory(hist)
 	if final.Target != nil {
 		res.Node, res.OldInstance = final.Target.Node, final.Target.InstanceID
 	}
@@ -313,7 +313,7 @@ func finish(ctx context.Context, eng *engine.Engine, ex engine.Execution, stderr
 		res.NewInstance = final.Replacement.Instances[0]
 	}
 	res.Steps = map[string]float64{}
-	for step, d := range stepDurations(hist) {
+	for step, d := range recycle.StepDurations(hist) {
 		res.Steps[step] = d.Seconds()
 	}
 	if !ex.StopTime.IsZero() {
@@ -337,7 +337,7 @@ func outcome(ctx context.Context, eng *engine.Engine, ex engine.Execution, hist 
 		if err == nil && rb.Status == engine.StatusSucceeded {
 			msg := fmt.Sprintf("aborted and rolled back: the node is back in service (execution %s)", ex.ID)
 			if rbHist, err := eng.History(ctx, rb.ID); err == nil {
-				msg += notes(stateFromHistory(rbHist).Rollback)
+				msg += notes(recycle.StateFromHistory(rbHist).Rollback)
 			}
 			return ExitFailed, "aborted", msg
 		}
@@ -349,10 +349,10 @@ func outcome(ctx context.Context, eng *engine.Engine, ex engine.Execution, hist 
 	case recycle.ErrRollbackFailed:
 		return ExitNeedsPerson, "needs-person", fmt.Sprintf("failed and the rollback did not finish: a person must check the node and group; see 'recycler history %s'", ex.ID)
 	}
-	ran := tasksSucceeded(hist)
+	ran := recycle.TasksSucceeded(hist)
 	switch {
 	case ran[recycle.TaskRollback]:
-		return ExitFailed, "rolled-back", fmt.Sprintf("failed and rolled back (%s): %s", ex.Error, ex.Cause) + notes(stateFromHistory(hist).Rollback)
+		return ExitFailed, "rolled-back", fmt.Sprintf("failed and rolled back (%s): %s", ex.Error, ex.Cause) + notes(recycle.StateFromHistory(hist).Rollback)
 	case !ran[recycle.TaskFence]:
 		return ExitFailed, "failed", fmt.Sprintf("failed before changing anything (%s): %s", ex.Error, ex.Cause)
 	}
@@ -365,103 +365,6 @@ func notes(rb *recycle.RollbackStatus) string {
 		return ""
 	}
 	return "\n  note: " + strings.Join(rb.Notes, "\n  note: ")
-}
-
-// tasksSucceeded returns the task names (Parameters.task) that completed at least once.
-func tasksSucceeded(hist []engine.Event) map[string]bool {
-	done := map[string]bool{}
-	var cur string
-	for _, ev := range hist {
-		switch ev.Type {
-		case "TaskScheduled":
-			var d struct {
-				Params struct {
-					Task string `json:"task"`
-				} `json:"parameters"`
-			}
-			_ = json.Unmarshal(ev.Details, &d)
-			cur = d.Params.Task
-		case "TaskSucceeded":
-			done[cur] = true
-		}
-	}
-	return done
-}
-
-// stateFromHistory returns the last state document the execution recorded.
-func stateFromHistory(hist []engine.Event) recycle.State {
-	var st recycle.State
-	for _, ev := range hist {
-		if !strings.HasSuffix(ev.Type, "StateExited") && !strings.HasSuffix(ev.Type, "StateEntered") {
-			continue
-		}
-		var d struct {
-			Input  json.RawMessage `json:"input"`
-			Output json.RawMessage `json:"output"`
-		}
-		if json.Unmarshal(ev.Details, &d) != nil {
-			continue
-		}
-		doc := d.Output
-		if doc == nil {
-			doc = d.Input
-		}
-		var s recycle.State
-		if json.Unmarshal(doc, &s) == nil {
-			st = s
-		}
-	}
-	return st
-}
-
-// stepDurations adds up the time spent in each step (its loop and pauses included).
-func stepDurations(hist []engine.Event) map[string]time.Duration {
-	out := map[string]time.Duration{}
-	var cur string
-	var since time.Time
-	for _, ev := range hist {
-		// Succeed and Fail states end the execution; they take no time of their own.
-		if !strings.HasSuffix(ev.Type, "StateEntered") || strings.HasPrefix(ev.Type, "Succeed") || strings.HasPrefix(ev.Type, "Fail") {
-			continue
-		}
-		var d struct {
-			Name string `json:"name"`
-		}
-		_ = json.Unmarshal(ev.Details, &d)
-		step := stepOf(d.Name)
-		if step != cur {
-			if cur != "" {
-				out[cur] += ev.Timestamp.Sub(since)
-			}
-			cur, since = step, ev.Timestamp
-		}
-	}
-	if cur != "" && len(hist) > 0 {
-		out[cur] += hist[len(hist)-1].Timestamp.Sub(since)
-	}
-	for k, v := range out {
-		out[k] = v.Round(time.Millisecond)
-	}
-	return out
-}
-
-// stepOrder is the order a person reads the steps in.
-var stepOrder = []string{"Resolve", "Fence", "Surge", "WaitReplacement", "Drain", "WaitWorkloads", "Retire", "Rollback"}
-
-// stepOf folds a loop's states (CheckReplacement, CheckReplacementDone?, WaitForReplacement)
-// into the step a person thinks of.
-func stepOf(state string) string {
-	switch state {
-	case "CheckReplacement", "CheckReplacementDone?", "WaitForReplacement":
-		return "WaitReplacement"
-	case "Drain", "DrainDone?", "WaitForDrain":
-		return "Drain"
-	case "CheckWorkloads", "CheckWorkloadsDone?", "WaitForWorkloads":
-		return "WaitWorkloads"
-	case "SurgeOrNot":
-		return "Fence"
-	}
-	return state
 }
 
 func printResults(w io.Writer, format string, results []result) error {

@@ -69,23 +69,8 @@ const (
 	crashLatency = 25 * time.Millisecond
 )
 
-// crashSteps are the steps a person sees (the CLI's grouping of the state machine's states).
-var crashSteps = []string{"Resolve", "Fence", "Surge", "WaitReplacement", "Drain", "WaitWorkloads", "Retire"}
-
-// crashStepOf folds a state machine state into its step, like `recycler history` does.
-func crashStepOf(state string) string {
-	switch state {
-	case "SurgeOrNot":
-		return "Fence"
-	case "CheckReplacement", "CheckReplacementDone?", "WaitForReplacement":
-		return "WaitReplacement"
-	case "Drain", "DrainDone?", "WaitForDrain":
-		return "Drain"
-	case "CheckWorkloads", "CheckWorkloadsDone?", "WaitForWorkloads":
-		return "WaitWorkloads"
-	}
-	return state
-}
+// crashSteps are the steps of a successful recycle (recycle.Steps without Rollback).
+var crashSteps = slices.DeleteFunc(slices.Clone(recycle.Steps), func(s string) bool { return s == "Rollback" })
 
 type crashKill struct {
 	what   string // "recycle" or "resume"
@@ -113,7 +98,7 @@ func (r *crashRun) step() string {
 	if len(r.kills) == 0 {
 		return ""
 	}
-	s := crashStepOf(r.kills[0].state)
+	s := recycle.StepOf(r.kills[0].state)
 	if slices.Contains(crashSteps, s) {
 		return s
 	}
@@ -235,7 +220,7 @@ func TestCrashResumeEndsLikeUninterrupted(t *testing.T) {
 			break // the world may be off now; later runs would only repeat the failure
 		}
 		for _, k := range run.kills {
-			if s := crashStepOf(k.state); slices.Contains(crashSteps, s) {
+			if s := recycle.StepOf(k.state); slices.Contains(crashSteps, s) {
 				hit[s]++
 			}
 		}
@@ -274,7 +259,7 @@ func TestCrashResumeEndsLikeUninterrupted(t *testing.T) {
 				exit = fmt.Sprint(run.resumeExit)
 			}
 			fmt.Fprintf(&b, row, run.n, run.inst, crashKillText(k),
-				crashOr(k.target, "-"), k.state, crashOr(crashStepOf(k.state), "-"), exit, run.elapsed.Round(10*time.Millisecond))
+				crashOr(k.target, "-"), k.state, crashOr(recycle.StepOf(k.state), "-"), exit, run.elapsed.Round(10*time.Millisecond))
 		}
 	}
 	t.Logf("crash runs (seed %d, %s in all):\n%s", crashSeed, time.Since(began).Round(time.Second), b.String())
@@ -598,7 +583,7 @@ func (r *crashRig) learn(run *crashRun, start, killAt time.Time) {
 		if !strings.HasSuffix(ev.Type, "StateEntered") {
 			continue
 		}
-		step := crashStepOf(crashEventName(ev))
+		step := recycle.StepOf(crashEventName(ev))
 		if step == cur {
 			continue
 		}
@@ -1001,27 +986,11 @@ func pipeLate(dst, src net.Conn, delay time.Duration, onChunk func([]byte)) {
 	}
 }
 
-// crashTasksDone returns the sorted task names (Parameters.task) that succeeded at least once.
+// crashTasksDone returns the sorted task names that succeeded at least once.
 func crashTasksDone(hist []engine.Event) []string {
-	done := map[string]bool{}
-	var cur string
-	for _, ev := range hist {
-		switch ev.Type {
-		case "TaskScheduled":
-			var d struct {
-				Params struct {
-					Task string `json:"task"`
-				} `json:"parameters"`
-			}
-			_ = json.Unmarshal(ev.Details, &d)
-			cur = d.Params.Task
-		case "TaskSucceeded":
-			done[cur] = true
-		}
-	}
-	out := make([]string, 0, len(done))
-	for k := range done {
-		out = append(out, k)
+	var out []string
+	for task := range recycle.TasksSucceeded(hist) {
+		out = append(out, task)
 	}
 	slices.Sort(out)
 	return out

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -98,23 +97,6 @@ func (w *world) group(t *testing.T) cloud.Group {
 	return g
 }
 
-func finalState(t *testing.T, hist []engine.Event) recycle.State {
-	t.Helper()
-	var st recycle.State
-	for _, ev := range hist {
-		var d struct {
-			Output json.RawMessage `json:"output"`
-		}
-		if strings.HasSuffix(ev.Type, "StateExited") && json.Unmarshal(ev.Details, &d) == nil {
-			var s recycle.State
-			if json.Unmarshal(d.Output, &s) == nil && s.Request.Target() != "" {
-				st = s
-			}
-		}
-	}
-	return st
-}
-
 // assertNodeAsBefore checks the node is schedulable and carries nothing of ours.
 func assertUnfenced(t *testing.T, w *world, node string) {
 	t.Helper()
@@ -173,7 +155,7 @@ func TestRecycleWaitsForSelectedPodsMovesOthersWithPDBs(t *testing.T) {
 	if !out.Report.OK() {
 		t.Errorf("invariants broken:\n%s", out.Report)
 	}
-	st := finalState(t, out.History)
+	st := recycle.StateFromHistory(out.History)
 	if st.Drain == nil || st.Retire == nil || st.Replacement == nil {
 		t.Fatalf("final state lacks drain/retire/replacement: %+v", st)
 	}
@@ -236,7 +218,7 @@ func TestReplacementNeverReadyRollsBack(t *testing.T) {
 	if out.Elapsed > 8*time.Second+20*time.Second {
 		t.Errorf("rollback took %s, want it soon after the 8s replacement timeout", out.Elapsed)
 	}
-	st := finalState(t, out.History)
+	st := recycle.StateFromHistory(out.History)
 	if st.Rollback == nil || !st.Rollback.SurgeUndone || !st.Rollback.Unfenced {
 		t.Fatalf("rollback did not finish: %+v", st.Rollback)
 	}
@@ -306,7 +288,7 @@ func TestAbortRollsBackAtEveryWaitingStep(t *testing.T) {
 			if step == "Drain" {
 				wantDesired++
 			}
-			tgt := finalState(t, out.History).Target
+			tgt := recycle.StateFromHistory(out.History).Target
 			if tgt == nil {
 				t.Fatal("no target recorded before the abort")
 			}
@@ -354,7 +336,7 @@ func TestOnTimeout(t *testing.T) {
 			if out.Execution.Status != tc.want {
 				t.Fatalf("status %s (%s: %s), want %s", out.Execution.Status, out.Execution.Error, out.Execution.Cause, tc.want)
 			}
-			st := finalState(t, out.History)
+			st := recycle.StateFromHistory(out.History)
 			switch tc.policy {
 			case recycle.OnTimeoutFail:
 				if out.Execution.Error != recycle.ErrDrainTimeout {
@@ -418,7 +400,7 @@ func TestNoSurgeDrainsFirstAndLetsTheGroupReplace(t *testing.T) {
 	if out.Execution.Status != engine.StatusSucceeded {
 		t.Fatalf("status %s (%s: %s)", out.Execution.Status, out.Execution.Error, out.Execution.Cause)
 	}
-	st := finalState(t, out.History)
+	st := recycle.StateFromHistory(out.History)
 	if st.Surge != nil {
 		t.Errorf("--no-surge surged: %+v", st.Surge)
 	}
