@@ -13,10 +13,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/utils/ptr"
 
 	"github.com/recycler/recycler/internal/cloud"
 	"github.com/recycler/recycler/internal/engine"
+	"github.com/recycler/recycler/internal/invariant"
 	"github.com/recycler/recycler/internal/kube"
 	"github.com/recycler/recycler/internal/recycle"
 	"github.com/recycler/recycler/internal/scenario"
@@ -416,5 +418,57 @@ func TestNoSurgeDrainsFirstAndLetsTheGroupReplace(t *testing.T) {
 			t.Fatalf("group after --no-surge: desired %d (was %d), %d InService, old instance still in: %v", g.Desired, before.Desired, g.CountLifecycle(cloud.LifecycleInService), stillIn)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// The invariant sampler is what every end-to-end test trusts: show that it flags each
+// kind of violation when one really happens (no recycle runs here; the test does the damage).
+func TestSamplerFlagsViolations(t *testing.T) {
+	w := newWorld(t, 2*time.Second, 10*time.Minute)
+	ctx := context.Background()
+	cs := w.env.Kube.Client
+	node := w.longJobNode(t)
+	sampler, err := invariant.Start(ctx, cs, w.h.Observer, w.h.Clock, invariant.Watch{
+		Group: w.env.Groups[0], OldNode: node, MaxWait: time.Hour,
+		Selector: labels.SelectorFromSet(labels.Set{sim.LabelComponent: sim.LongJobComponent}), Namespaces: []string{sim.WorkloadNamespace},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Kill every pod of the "api" Deployment at once (no eviction, PDB minAvailable 2),
+	// and the selected long-job pods long before their deadline.
+	for _, sel := range []string{"app=api", sim.LabelComponent + "=" + sim.LongJobComponent} {
+		if err := cs.CoreV1().Pods(sim.WorkloadNamespace).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: sel}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Leave Recycler's taint behind on the node.
+	n, err := cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Spec.Taints = append(n.Spec.Taints, corev1.Taint{Key: kube.TaintKey, Value: "gone", Effect: corev1.TaintEffectNoSchedule})
+	if _, err := cs.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second) // let the disruption controller publish the PDB's new status
+	rep := sampler.Stop(ctx)
+	t.Logf("\n%s", rep)
+	if rep.OK() {
+		t.Fatal("the sampler saw no violation")
+	}
+	failed := map[string]bool{}
+	for _, c := range rep.Checks {
+		if !c.OK {
+			failed[c.Name[:2]] = true
+		}
+	}
+	for _, want := range []string{"1b", "2.", "3.", "4."} {
+		if !failed[want] {
+			t.Errorf("check %s passed although it was violated", want)
+		}
+	}
+	if failed["1a"] {
+		t.Errorf("check 1a failed although no node went away")
 	}
 }
