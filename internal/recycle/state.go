@@ -55,7 +55,7 @@ type SurgeStatus struct {
 type ReplacementStatus struct {
 	Done      bool      `json:"done"`
 	Instances []string  `json:"instances,omitempty"` // InService replacements
-	Nodes     []string  `json:"nodes,omitempty"`     // their Ready Nodes
+	Nodes     []string  `json:"nodes,omitempty"`     // their Ready Nodes (protected from autoscaler scale-down until Retire)
 	Pending   []string  `json:"pending,omitempty"`
 	Reason    string    `json:"reason,omitempty"` // why not yet
 	ReadyAt   time.Time `json:"readyAt,omitzero"`

@@ -37,6 +37,7 @@ type Cluster interface {
 	WaitNodeReady(ctx context.Context, ref string, requiredLabels map[string]string) (bool, string, error)
 	WorkloadsReady(ctx context.Context, pods []kube.Pod) (kube.WorkloadStatus, error)
 	DeleteNode(ctx context.Context, name string) error
+	ProtectFromScaleDown(ctx context.Context, node string, protect bool) error
 }
 
 // Tasks are the recycle's task functions over the two ports. Both engines call them
@@ -236,8 +237,16 @@ func (t *Tasks) checkReplacement(ctx context.Context, s State) (*ReplacementStat
 	defer cancel()
 	for {
 		st, err := t.replacementOnce(ctx, s)
-		if err != nil || st.Done {
-			return st, err
+		if err != nil {
+			return nil, err
+		}
+		if st.Done {
+			// Until the drain has filled it, the replacement looks idle to a cluster
+			// autoscaler: keep it from scaling the node down mid-recycle.
+			if err := t.protect(ctx, st.Nodes, true); err != nil {
+				return nil, err
+			}
+			return st, nil
 		}
 		if !t.Clock.Now().Before(deadline) {
 			return nil, newError(ErrReplacementTimeout, "no Ready replacement within %s (%s); the old node goes back into service",
@@ -274,7 +283,11 @@ func (t *Tasks) replacementOnce(ctx context.Context, s State) (*ReplacementStatu
 			return nil, fmt.Errorf("node of replacement %s: %w", id, err)
 		}
 		if ready {
-			st.Nodes = append(st.Nodes, id)
+			node, err := t.Cluster.ResolveNode(ctx, id)
+			if err != nil {
+				return nil, fmt.Errorf("node of replacement %s: %w", id, err)
+			}
+			st.Nodes = append(st.Nodes, node.Name)
 			continue
 		}
 		st.Reason = fmt.Sprintf("instance %s is InService, its node is not Ready: %s", id, reason)
@@ -450,10 +463,25 @@ func (t *Tasks) retire(ctx context.Context, execution string, s State) (*RetireS
 		return nil, fmt.Errorf("delete node %s: %w", tgt.Node, err)
 	}
 	st.NodeDeleted = true
+	if s.Replacement != nil {
+		if err := t.protect(ctx, s.Replacement.Nodes, false); err != nil {
+			return nil, err
+		}
+	}
 	if st.LifecycleComplete, err = t.completeHook(ctx, s, cloud.LifecycleContinue); err != nil {
 		return nil, err
 	}
 	return st, nil
+}
+
+// protect sets or lifts the cluster autoscaler's scale-down protection on nodes.
+func (t *Tasks) protect(ctx context.Context, nodes []string, on bool) error {
+	for _, n := range nodes {
+		if err := t.Cluster.ProtectFromScaleDown(ctx, n, on); err != nil {
+			return fmt.Errorf("scale-down protection of replacement %s: %w", n, err)
+		}
+	}
+	return nil
 }
 
 // completeHook answers the lifecycle action that started this recycle, if one did.
@@ -495,6 +523,12 @@ func (t *Tasks) rollback(ctx context.Context, execution string, s State) (*Rollb
 	}
 	if err := t.Cloud.Rollback(ctx, rec); err != nil {
 		return nil, fmt.Errorf("roll back surge of %s: %w", tgt.Group, err)
+	}
+	if s.Replacement != nil {
+		// A kept replacement may now be scaled in like any node.
+		if err := t.protect(ctx, s.Replacement.Nodes, false); err != nil {
+			return nil, err
+		}
 	}
 	st.SurgeUndone = true
 	// A definite failure of this recycle: ABANDON. (Transient errors never get here:

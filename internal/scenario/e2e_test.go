@@ -145,8 +145,31 @@ func TestRecycleWaitsForSelectedPodsMovesOthersWithPDBs(t *testing.T) {
 	}
 	before := w.group(t)
 
+	// While the drain runs, the replacement is protected from a cluster autoscaler.
+	protectedInDrain := make(chan string, 1)
+	onEvent := func(ev engine.Event) error {
+		var d struct {
+			Name  string          `json:"name"`
+			Input json.RawMessage `json:"input"`
+		}
+		if ev.Type != "TaskStateEntered" || json.Unmarshal(ev.Details, &d) != nil || d.Name != "Drain" || len(protectedInDrain) > 0 {
+			return nil
+		}
+		var st recycle.State
+		if json.Unmarshal(d.Input, &st) != nil || st.Replacement == nil || len(st.Replacement.Nodes) == 0 {
+			protectedInDrain <- "no replacement node recorded before Drain"
+			return nil
+		}
+		n, err := w.env.Kube.Client.CoreV1().Nodes().Get(ctx, st.Replacement.Nodes[0], metav1.GetOptions{})
+		if err != nil {
+			protectedInDrain <- err.Error()
+			return nil
+		}
+		protectedInDrain <- n.Name + "=" + n.Annotations[kube.AnnotationScaleDownDisabled]
+		return nil
+	}
 	started := time.Now()
-	out, err := w.h.Recycle(ctx, w.eng, w.request(node, 10*time.Minute), "happy", nil)
+	out, err := w.h.Recycle(ctx, w.eng, w.request(node, 10*time.Minute), "happy", onEvent)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,6 +218,17 @@ func TestRecycleWaitsForSelectedPodsMovesOthersWithPDBs(t *testing.T) {
 	}
 	if _, err := w.env.Kube.Client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("old node object still exists (err %v)", err)
+	}
+	repl := st.Replacement.Nodes[0]
+	if got := <-protectedInDrain; got != repl+"=true" {
+		t.Errorf("during the drain the replacement's %s was %q, want %s=true", kube.AnnotationScaleDownDisabled, got, repl)
+	}
+	n, err := w.env.Kube.Client.CoreV1().Nodes().Get(ctx, repl, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := n.Annotations[kube.AnnotationScaleDownDisabled]; ok {
+		t.Errorf("after the recycle the replacement still carries %s=%s", kube.AnnotationScaleDownDisabled, v)
 	}
 }
 
