@@ -171,11 +171,7 @@ func newSimDownCmd(stdout io.Writer, stateFlag *string) *cobra.Command {
 		Short: "Stop the simulator started by 'recycler sim up'",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			path, err := simStatePath(*stateFlag)
-			if err != nil {
-				return err
-			}
-			vars, err := readSimState(path)
+			path, vars, err := runningSim(*stateFlag)
 			if err != nil {
 				return err
 			}
@@ -219,11 +215,8 @@ func newSimEnvCmd(stdout io.Writer, stateFlag *string) *cobra.Command {
 		Short: "Print the environment variables of the running simulator (eval \"$(recycler sim env)\")",
 		Args:  cobra.NoArgs,
 		RunE: func(_ *cobra.Command, _ []string) error {
-			path, err := simStatePath(*stateFlag)
+			path, _, err := runningSim(*stateFlag)
 			if err != nil {
-				return err
-			}
-			if _, err := readSimState(path); err != nil {
 				return err
 			}
 			b, err := os.ReadFile(path)
@@ -242,11 +235,7 @@ func newSimStatusCmd(stdout io.Writer, stateFlag *string) *cobra.Command {
 		Short: "Show groups and instances (AWS view) next to their Nodes (Kubernetes view)",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			path, err := simStatePath(*stateFlag)
-			if err != nil {
-				return err
-			}
-			vars, err := readSimState(path)
+			_, vars, err := runningSim(*stateFlag)
 			if err != nil {
 				return err
 			}
@@ -350,4 +339,14 @@ func writeSimStatus(w io.Writer, st sim.Status, nodes []corev1.Node) []string {
 	}
 	_ = tw.Flush()
 	return problems
+}
+
+// runningSim finds the state file of the running simulator and reads its variables.
+func runningSim(stateFlag string) (string, map[string]string, error) {
+	path, err := simStatePath(stateFlag)
+	if err != nil {
+		return "", nil, err
+	}
+	vars, err := readSimState(path)
+	return path, vars, err
 }
