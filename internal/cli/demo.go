@@ -111,6 +111,8 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, nodes int, boot, job
 
 	say("\nZero-downtime report (measured continuously during the run):")
 	fmt.Fprint(stdout, out.Report.String())
+	say("  (5. a crash at any moment ends like an uninterrupted run: not shown here — the crash test kills")
+	say("   'recycler recycle' at every step and resumes it: go test -run TestCrash ./internal/scenario/)")
 	say("\nAPI calls made by the recycle: %d AWS (%s), %d Kubernetes requests", out.AWSCalls, opsSummary(out.AWSByOp), out.KubeCalls)
 	say("\nThe cluster after:")
 	printPods(ctx, stdout, env)
