@@ -3,6 +3,7 @@ package sim
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -596,122 +597,104 @@ func (s *Server) memberInstancesLocked(g *group, ids []string) ([]*instance, *ap
 }
 
 func (s *Server) enterStandby(f form) (any, *apiError) {
-	g, err := s.groupLocked(f.str("AutoScalingGroupName"))
-	if err != nil {
-		return nil, err
-	}
-	decrement, ok := f.boolOpt("ShouldDecrementDesiredCapacity")
-	if !ok {
-		return nil, validation("1 validation error detected: Value null at 'shouldDecrementDesiredCapacity' failed to satisfy constraint: Member must not be null")
-	}
-	insts, err := s.memberInstancesLocked(g, f.members("InstanceIds"))
-	if err != nil {
-		return nil, err
-	}
-	for _, inst := range insts {
-		if inst.Lifecycle != lcInService {
-			return nil, validation("The instance %s is not in InService.", inst.ID)
-		}
-	}
-	before := g.Desired
-	if decrement {
-		if g.Desired-len(insts) < g.Min {
-			return nil, validation("AutoScalingGroup %s has min-size=%d, max-size=%d, and desired-size=%d. To place into standby %d instances, please update the AutoScalingGroup sizes appropriately.", g.Name, g.Min, g.Max, g.Desired, len(insts))
-		}
-		g.Desired -= len(insts)
-	}
-	now := s.clock.Now()
-	var res activitiesResult
-	for _, inst := range insts {
-		cause := fmt.Sprintf("At %s instance %s was moved to standby in response to a user request", now.UTC().Format(causeTime), inst.ID)
-		if decrement {
-			cause += fmt.Sprintf(", shrinking the capacity from %d to %d", before, g.Desired)
-		}
-		a := s.newActivityLocked(g, now, "Moving EC2 instance to Standby: "+inst.ID, cause+".", inst.AZ)
-		inst.Lifecycle = lcStandby
-		a.Status, a.End, a.Progress = "Successful", now, 100
-		res.Activities = append(res.Activities, xAct(a))
-		// The returned activity shows the call as it was accepted (in progress).
-		res.Activities[len(res.Activities)-1].StatusCode, res.Activities[len(res.Activities)-1].Progress, res.Activities[len(res.Activities)-1].EndTime = "InProgress", 50, ""
-	}
-	return res, nil
+	return s.moveInstances(f, move{
+		verb: "place into standby", from: []string{lcInService}, fromText: "InService",
+		needDecrement: true, describe: "Moving EC2 instance to Standby: ", happened: "was moved to standby",
+		answer: "InProgress", progress: 50,
+		apply: func(_ *group, inst *instance) { inst.Lifecycle = lcStandby },
+	})
 }
 
 func (s *Server) exitStandby(f form) (any, *apiError) {
-	g, err := s.groupLocked(f.str("AutoScalingGroupName"))
-	if err != nil {
-		return nil, err
-	}
-	insts, err := s.memberInstancesLocked(g, f.members("InstanceIds"))
-	if err != nil {
-		return nil, err
-	}
-	for _, inst := range insts {
-		if inst.Lifecycle != lcStandby {
-			return nil, validation("The instance %s is not in Standby.", inst.ID)
-		}
-	}
-	if g.Desired+len(insts) > g.Max {
-		return nil, validation("AutoScalingGroup %s has min-size=%d, max-size=%d, and desired-size=%d. To exit standby %d instances, please update the AutoScalingGroup sizes appropriately.", g.Name, g.Min, g.Max, g.Desired, len(insts))
-	}
-	before := g.Desired
-	g.Desired += len(insts)
-	now := s.clock.Now()
-	var res activitiesResult
-	for _, inst := range insts {
-		cause := fmt.Sprintf("At %s instance %s was moved out of standby in response to a user request, increasing the capacity from %d to %d.", now.UTC().Format(causeTime), inst.ID, before, g.Desired)
-		a := s.newActivityLocked(g, now, "Moving EC2 instance out of Standby: "+inst.ID, cause, inst.AZ)
-		inst.Lifecycle = lcInService
-		a.Status, a.End, a.Progress = "Successful", now, 100
-		x := xAct(a)
-		x.StatusCode, x.Progress, x.EndTime = "PreInService", 30, ""
-		res.Activities = append(res.Activities, x)
-	}
-	return res, nil
+	return s.moveInstances(f, move{
+		verb: "exit standby", from: []string{lcStandby}, fromText: "Standby", grow: true,
+		describe: "Moving EC2 instance out of Standby: ", happened: "was moved out of standby",
+		answer: "PreInService", progress: 30,
+		apply: func(_ *group, inst *instance) { inst.Lifecycle = lcInService },
+	})
 }
 
 func (s *Server) detachInstances(f form) (any, *apiError) {
+	// AWS decrements for Standby instances too, although they were already outside
+	// desired capacity: the group then terminates an InService instance (the user
+	// guide warns about exactly this).
+	return s.moveInstances(f, move{
+		verb: "detach", from: []string{lcInService, lcStandby}, fromText: "InService or Standby",
+		needDecrement: true, describe: "Detaching EC2 instance: ", happened: "was detached",
+		answer: "InProgress", progress: 50,
+		apply: func(g *group, inst *instance) {
+			g.removeInstance(inst.ID)
+			inst.Group, inst.Lifecycle = "", ""
+		},
+	})
+}
+
+// move describes one of the user-requested instance moves that share AWS's rules:
+// every instance must be in an allowed state, desired capacity moves by the number
+// of instances within [MinSize, MaxSize], and one activity is recorded per instance.
+type move struct {
+	verb          string   // in the size refusal: "To <verb> N instances, …"
+	from          []string // allowed lifecycle states
+	fromText      string   // "The instance … is not in <fromText>."
+	needDecrement bool     // the call takes ShouldDecrementDesiredCapacity (required)
+	grow          bool     // desired grows by the number of instances (ExitStandby)
+	describe      string   // activity description prefix
+	happened      string   // activity cause: "instance i-… <happened> in response to a user request"
+	answer        string   // the activity's StatusCode in the call's answer
+	progress      int
+	apply         func(*group, *instance)
+}
+
+func (s *Server) moveInstances(f form, m move) (any, *apiError) {
 	g, err := s.groupLocked(f.str("AutoScalingGroupName"))
 	if err != nil {
 		return nil, err
 	}
-	decrement, ok := f.boolOpt("ShouldDecrementDesiredCapacity")
-	if !ok {
-		return nil, validation("1 validation error detected: Value null at 'shouldDecrementDesiredCapacity' failed to satisfy constraint: Member must not be null")
+	var decrement bool
+	if m.needDecrement {
+		var ok bool
+		if decrement, ok = f.boolOpt("ShouldDecrementDesiredCapacity"); !ok {
+			return nil, validation("1 validation error detected: Value null at 'shouldDecrementDesiredCapacity' failed to satisfy constraint: Member must not be null")
+		}
 	}
 	insts, err := s.memberInstancesLocked(g, f.members("InstanceIds"))
 	if err != nil {
 		return nil, err
 	}
 	for _, inst := range insts {
-		if inst.Lifecycle != lcInService && inst.Lifecycle != lcStandby {
-			return nil, validation("The instance %s is not in InService or Standby.", inst.ID)
+		if !slices.Contains(m.from, inst.Lifecycle) {
+			return nil, validation("The instance %s is not in %s.", inst.ID, m.fromText)
 		}
+	}
+	delta := 0
+	switch {
+	case m.grow:
+		delta = len(insts)
+	case decrement:
+		delta = -len(insts)
+	}
+	if d := g.Desired + delta; d < g.Min || d > g.Max {
+		return nil, validation("AutoScalingGroup %s has min-size=%d, max-size=%d, and desired-size=%d. To %s %d instances, please update the AutoScalingGroup sizes appropriately.", g.Name, g.Min, g.Max, g.Desired, m.verb, len(insts))
 	}
 	before := g.Desired
-	if decrement {
-		// AWS decrements for Standby instances too, although they were already outside
-		// desired capacity: the group then terminates an InService instance (the user
-		// guide warns about exactly this).
-		if g.Desired-len(insts) < g.Min {
-			return nil, validation("AutoScalingGroup %s has min-size=%d, max-size=%d, and desired-size=%d. To detach %d instances, please update the AutoScalingGroup sizes appropriately.", g.Name, g.Min, g.Max, g.Desired, len(insts))
-		}
-		g.Desired -= len(insts)
-	}
+	g.Desired += delta
 	now := s.clock.Now()
 	var res activitiesResult
 	for _, inst := range insts {
-		cause := fmt.Sprintf("At %s instance %s was detached in response to a user request", now.UTC().Format(causeTime), inst.ID)
-		if decrement {
+		cause := fmt.Sprintf("At %s instance %s %s in response to a user request", now.UTC().Format(causeTime), inst.ID, m.happened)
+		switch {
+		case g.Desired < before:
 			cause += fmt.Sprintf(", shrinking the capacity from %d to %d", before, g.Desired)
+		case g.Desired > before:
+			cause += fmt.Sprintf(", increasing the capacity from %d to %d", before, g.Desired)
 		}
-		a := s.newActivityLocked(g, now, "Detaching EC2 instance: "+inst.ID, cause+".", inst.AZ)
+		a := s.newActivityLocked(g, now, m.describe+inst.ID, cause+".", inst.AZ)
 		a.Status, a.End, a.Progress = "Successful", now, 100
+		// The returned activity shows the call as it was accepted, not as it ended.
 		x := xAct(a)
-		x.StatusCode, x.Progress, x.EndTime = "InProgress", 50, ""
+		x.StatusCode, x.Progress, x.EndTime = m.answer, m.progress, ""
 		res.Activities = append(res.Activities, x)
-		g.removeInstance(inst.ID)
-		inst.Group, inst.Lifecycle = "", ""
+		m.apply(g, inst)
 	}
 	return res, nil
 }
