@@ -97,22 +97,30 @@ func (c Context) object(stateName string, cur Cursor) any {
 	return obj
 }
 
-// effectiveInput applies InputPath then Parameters.
-func (f *frame) effectiveInput() (any, *stateError) {
+// inputPathed applies InputPath to the state's raw input.
+func (f *frame) inputPathed() (any, *stateError) {
 	st := f.st
-	in := f.raw
 	switch {
 	case st.inputNull:
-		in = map[string]any{}
+		return map[string]any{}, nil
 	case st.inputPath != nil:
 		v, ok := st.inputPath.get(f.raw, f.ctxObj)
 		if !ok {
 			return nil, runtimeErr("InputPath %q selects nothing in the state's input", st.inputPath.raw)
 		}
-		in = v
+		return v, nil
 	}
-	if st.parameters != nil {
-		return st.parameters.eval(f.env(in), "Parameters")
+	return f.raw, nil
+}
+
+// effectiveInput applies InputPath then Parameters.
+func (f *frame) effectiveInput() (any, *stateError) {
+	in, err := f.inputPathed()
+	if err != nil {
+		return nil, err
+	}
+	if f.st.parameters != nil {
+		return f.st.parameters.eval(f.env(in), "Parameters")
 	}
 	return in, nil
 }
@@ -261,15 +269,9 @@ func (f *frame) failState() (Action, *stateError) {
 
 func (f *frame) choice() (Action, *stateError) {
 	st := f.st
-	in := f.raw
-	if st.inputNull {
-		in = map[string]any{}
-	} else if st.inputPath != nil {
-		v, ok := st.inputPath.get(f.raw, f.ctxObj)
-		if !ok {
-			return Action{}, runtimeErr("InputPath %q selects nothing in the state's input", st.inputPath.raw)
-		}
-		in = v
+	in, err := f.inputPathed()
+	if err != nil {
+		return Action{}, err
 	}
 	next := st.deflt
 	for _, r := range st.choices {
@@ -385,15 +387,9 @@ func (f *frame) task() (Action, *stateError) {
 
 func (f *frame) mapState() (Action, *stateError) {
 	st := f.st
-	in := f.raw
-	if st.inputNull {
-		in = map[string]any{}
-	} else if st.inputPath != nil {
-		v, ok := st.inputPath.get(f.raw, f.ctxObj)
-		if !ok {
-			return Action{}, runtimeErr("InputPath %q selects nothing in the state's input", st.inputPath.raw)
-		}
-		in = v
+	in, err := f.inputPathed()
+	if err != nil {
+		return Action{}, err
 	}
 	items := in
 	if st.itemsPath != nil {
