@@ -125,21 +125,25 @@ func (f *frame) effectiveInput() (any, *stateError) {
 	return in, nil
 }
 
+// withResult places value into raw as a ResultPath says (of a state or a Catch):
+// "null" discards value, none ("$") replaces raw, a path merges into a copy.
+func withResult(raw any, discard bool, path *refPath, value any) (any, error) {
+	switch {
+	case discard:
+		return raw, nil
+	case path == nil:
+		return value, nil
+	}
+	return path.set(deepCopy(raw), value)
+}
+
 // finish applies ResultPath (result into the raw input) and OutputPath, then
 // transitions.
 func (f *frame) finish(result any) (Action, *stateError) {
 	st := f.st
-	out := f.raw
-	switch {
-	case st.resultNull:
-	case st.resultPath == nil:
-		out = result
-	default:
-		merged, err := st.resultPath.set(deepCopy(f.raw), result)
-		if err != nil {
-			return Action{}, &stateError{name: ErrResultPathMatchFailure, cause: err.Error()}
-		}
-		out = merged
+	out, err := withResult(f.raw, st.resultNull, st.resultPath, result)
+	if err != nil {
+		return Action{}, &stateError{name: ErrResultPathMatchFailure, cause: err.Error()}
 	}
 	return f.output(out)
 }
@@ -617,22 +621,14 @@ func (f *frame) fail(e *stateError) Action {
 		if !matches(c.errorEquals, e.name) {
 			continue
 		}
-		out := f.raw
 		errObj := map[string]any{"Error": e.name, "Cause": e.cause}
-		switch {
-		case c.resultNull:
-		case c.resultPath == nil:
-			out = errObj
-		default:
-			merged, err := c.resultPath.set(deepCopy(f.raw), errObj)
-			if err != nil {
-				return Action{Kind: ActFail, Error: ErrResultPathMatchFailure, Cause: err.Error()}
-			}
-			out = merged
-		}
-		raw, err := encodeOrFail(out)
+		out, err := withResult(f.raw, c.resultNull, c.resultPath, errObj)
 		if err != nil {
-			return Action{Kind: ActFail, Error: err.name, Cause: err.cause}
+			return Action{Kind: ActFail, Error: ErrResultPathMatchFailure, Cause: err.Error()}
+		}
+		raw, serr := encodeOrFail(out)
+		if serr != nil {
+			return Action{Kind: ActFail, Error: serr.name, Cause: serr.cause}
 		}
 		return Action{Kind: ActNext, Next: c.next, Output: raw, Error: e.name, Cause: e.cause}
 	}
