@@ -74,11 +74,7 @@ func newExecutionCmds(stdin io.Reader, stdout, stderr io.Writer) []*cobra.Comman
 				if _, err := eng.Stop(ctx, ex.ID, recycle.ErrAborted, "aborted with 'recycler abort'"); err != nil {
 					return fmt.Errorf("abort %s: %w", ex.ID, err)
 				}
-				fin, err := eng.Wait(ctx, ex.ID)
-				if err != nil {
-					return err
-				}
-				res, err := finish(ctx, eng, fin, stderr)
+				res, err := waitAndFinish(ctx, eng, ex.ID, stderr)
 				if err != nil {
 					return err
 				}
@@ -97,11 +93,7 @@ func newExecutionCmds(stdin io.Reader, stdout, stderr io.Writer) []*cobra.Comman
 				worst := ExitOK
 				for _, ex := range exs {
 					fmt.Fprintf(stderr, "resuming %s (%s)\n", ex.ID, ex.StateMachine)
-					fin, err := eng.Wait(ctx, ex.ID)
-					if err != nil {
-						return err
-					}
-					res, err := finish(ctx, eng, fin, stderr)
+					res, err := waitAndFinish(ctx, eng, ex.ID, stderr)
 					if err != nil {
 						return err
 					}
@@ -205,6 +197,15 @@ func printStatus(ctx context.Context, eng *engine.Engine, w io.Writer, ex engine
 		}
 	}
 	return nil
+}
+
+// waitAndFinish waits for an execution to end and reports its outcome.
+func waitAndFinish(ctx context.Context, eng *engine.Engine, id string, stderr io.Writer) (result, error) {
+	fin, err := eng.Wait(ctx, id)
+	if err != nil {
+		return result{}, fmt.Errorf("wait for execution %s: %w", id, err)
+	}
+	return finish(ctx, eng, fin, stderr)
 }
 
 func exitIfNot(res result) error {

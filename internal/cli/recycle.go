@@ -257,23 +257,40 @@ func runOne(ctx, work context.Context, eng *engine.Engine, req recycle.Request, 
 	go func() { watched <- eng.Watch(watchCtx, ex.ID, view.event) }()
 	defer stopWatch()
 
-	done := make(chan engine.Execution, 1)
+	done := make(chan waited, 1)
 	go func() {
-		fin, _ := eng.Wait(watchCtx, ex.ID)
-		done <- fin
+		fin, err := eng.Wait(watchCtx, ex.ID)
+		done <- waited{fin, err}
 	}()
 	select {
-	case fin := <-done:
-		<-watched
-		return finish(work, eng, fin, stderr)
+	case w := <-done:
+		return w.finish(work, eng, stderr, watched)
 	case <-ctx.Done():
 		return interrupted(work, eng, ex, stdin, stderr, done, watched)
 	}
 }
 
+// waited is the end of an execution as Engine.Wait reported it.
+type waited struct {
+	ex  engine.Execution
+	err error
+}
+
+// finish reports the execution once its progress view has shown the last event.
+// The view only displays: if it failed, say so, but the outcome still stands.
+func (w waited) finish(ctx context.Context, eng *engine.Engine, stderr io.Writer, watched <-chan error) (result, error) {
+	if w.err != nil {
+		return result{}, fmt.Errorf("wait for execution %s: %w", w.ex.ID, w.err)
+	}
+	if err := <-watched; err != nil {
+		fmt.Fprintf(stderr, "(progress view stopped early: %v; 'recycler history %s' shows every step)\n", err, w.ex.ID)
+	}
+	return finish(ctx, eng, w.ex, stderr)
+}
+
 // interrupted asks whether to detach or abort after Ctrl-C. Without a terminal it
 // detaches: nothing is undone behind the user's back.
-func interrupted(work context.Context, eng *engine.Engine, ex engine.Execution, stdin io.Reader, stderr io.Writer, done <-chan engine.Execution, watched <-chan error) (result, error) {
+func interrupted(work context.Context, eng *engine.Engine, ex engine.Execution, stdin io.Reader, stderr io.Writer, done <-chan waited, watched <-chan error) (result, error) {
 	choice := "d"
 	if f, ok := stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		fmt.Fprintf(stderr, "\ninterrupted: [d]etach (the recycle goes on under 'recycler resume') or [a]bort (roll back)? ")
@@ -291,9 +308,7 @@ func interrupted(work context.Context, eng *engine.Engine, ex engine.Execution, 
 	if _, err := eng.Stop(work, ex.ID, recycle.ErrAborted, "aborted by the user (Ctrl-C)"); err != nil {
 		return result{}, fmt.Errorf("abort %s: %w", ex.ID, err)
 	}
-	fin := <-done
-	<-watched
-	return finish(work, eng, fin, stderr)
+	return (<-done).finish(work, eng, stderr, watched)
 }
 
 func finish(ctx context.Context, eng *engine.Engine, ex engine.Execution, stderr io.Writer) (result, error) {

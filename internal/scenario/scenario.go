@@ -145,11 +145,15 @@ func (h *Harness) Recycle(ctx context.Context, eng *engine.Engine, req recycle.R
 		sampler.Stop(ctx)
 		return Outcome{}, fmt.Errorf("wait for %s: %w", ex.ID, err)
 	}
-	<-watchErr
+	if err := <-watchErr; err != nil {
+		sampler.Stop(ctx)
+		return Outcome{}, fmt.Errorf("watch %s: %w", ex.ID, err)
+	}
 	out := Outcome{Execution: fin, Elapsed: elapsed, AWSCalls: h.Provider.Metrics().TotalCalls(), AWSByOp: h.Provider.Metrics().Calls(), KubeCalls: h.KubeCalls.Load()}
 	if fin.RollbackID != "" {
 		if _, err := eng.Wait(ctx, fin.RollbackID); err != nil {
-			return out, err
+			sampler.Stop(ctx)
+			return out, fmt.Errorf("wait for rollback %s: %w", fin.RollbackID, err)
 		}
 	}
 	out.Report = sampler.Stop(ctx)
