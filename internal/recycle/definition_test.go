@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -108,6 +109,12 @@ func TestStateMachinePaths(t *testing.T) {
 		{"a transient error is retried, not rolled back",
 			script{"Surge": {newError(ErrTransient, "throttled"), map[string]any{}}, "CheckReplacement": {done}, "Drain": {done}, "CheckWorkloads": {done}},
 			"", "Resolve Fence Surge Surge CheckReplacement Drain CheckWorkloads Retire"},
+		{"a Lambda service error is retried, not rolled back",
+			script{"CheckReplacement": {done}, "Drain": {asl.Errorf("Lambda.AWSLambdaException", "500"), done}, "CheckWorkloads": {done}},
+			"", "Resolve Fence Surge CheckReplacement Drain Drain CheckWorkloads Retire"},
+		{"a timed-out check is retried, not rolled back",
+			script{"CheckReplacement": {asl.Errorf(asl.ErrTimeout, "task timed out"), done}, "Drain": {done}, "CheckWorkloads": {done}},
+			"", "Resolve Fence Surge CheckReplacement CheckReplacement Drain CheckWorkloads Retire"},
 		{"replacement timeout rolls back and fails with its own error",
 			script{"CheckReplacement": {newError(ErrReplacementTimeout, "no replacement")}},
 			ErrReplacementTimeout, "Resolve Fence Surge CheckReplacement Rollback"},
@@ -153,5 +160,45 @@ func TestStateMachinePaths(t *testing.T) {
 				t.Errorf("tasks ran\n  %s\nwant\n  %s", got, tc.wantCalls)
 			}
 		})
+	}
+}
+
+// transientTaskErrors are the errors every Task retries instead of rolling back: our
+// own Recycler.Transient, a Task timeout (every task is idempotent, so a hung call is
+// simply asked again), and the Lambda service errors AWS documents as transient
+// ("Handle Lambda service exceptions", Step Functions best practices).
+var transientTaskErrors = []string{
+	ErrTransient, asl.ErrTimeout,
+	"Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException",
+	"Lambda.ClientExecutionTimeoutException", "Lambda.TooManyRequestsException",
+}
+
+func TestEveryTaskRetriesTransientErrors(t *testing.T) {
+	for name, def := range map[string][]byte{"recycle": mustDef(t, ""), "rollback": RollbackDefinition()} {
+		var m struct {
+			States map[string]struct {
+				Type  string
+				Retry []struct{ ErrorEquals []string }
+			}
+		}
+		if err := json.Unmarshal(def, &m); err != nil {
+			t.Fatal(err)
+		}
+		for state, s := range m.States {
+			if s.Type != "Task" {
+				continue
+			}
+			if len(s.Retry) == 0 {
+				t.Errorf("%s: Task %s has no Retry", name, state)
+				continue
+			}
+			// The first retrier must name them: a States.ALL retrier further down
+			// would give them only its few attempts.
+			for _, e := range transientTaskErrors {
+				if !slices.Contains(s.Retry[0].ErrorEquals, e) {
+					t.Errorf("%s: Task %s does not retry %s (first retrier: %v)", name, state, e, s.Retry[0].ErrorEquals)
+				}
+			}
+		}
 	}
 }
