@@ -51,6 +51,15 @@ func TestParseRejectsWithMessagesNamingStateAndField(t *testing.T) {
 		{"unknown field", `{"StartAt":"A","States":{"A":{"Type":"Pass","Resultt":1,"End":true}}}`, []string{`"Resultt"`}},
 		{"heartbeat >= timeout", `{"StartAt":"T","States":{"T":{"Type":"Task","Resource":"r","TimeoutSeconds":5,"HeartbeatSeconds":5,"End":true}}}`, []string{"HeartbeatSeconds"}},
 		{"not json", `{"StartAt":`, []string{"not valid JSON"}},
+		{"jsonata on a state", `{"StartAt":"A","States":{"A":{"Type":"Pass","QueryLanguage":"JSONata","End":true}}}`, []string{`state "A": QueryLanguage "JSONata" is not supported`, "JSONPath"}},
+		{"jsonata at the top", `{"QueryLanguage":"JSONata","StartAt":"A","States":{"A":{"Type":"Pass","End":true}}}`, []string{`QueryLanguage "JSONata" is not supported`}},
+		{"unknown query language", `{"StartAt":"A","States":{"A":{"Type":"Pass","QueryLanguage":"XPath","End":true}}}`, []string{`state "A": QueryLanguage must be "JSONPath"`, "XPath"}},
+		{"tolerance on an inline map", `{"StartAt":"M","States":{"M":{"Type":"Map","ToleratedFailureCount":1,"End":true,"ItemProcessor":{"StartAt":"P","States":{"P":{"Type":"Pass","End":true}}}}}}`,
+			[]string{`state "M": field "ToleratedFailureCount" is a Distributed Map field`, "Inline Map fails on its first failed iteration", "Catch inside ItemProcessor"}},
+		{"tolerance path on an inline map", `{"StartAt":"M","States":{"M":{"Type":"Map","ToleratedFailurePercentagePath":"$.p","End":true,"ItemProcessor":{"StartAt":"P","States":{"P":{"Type":"Pass","End":true}}}}}}`,
+			[]string{`"ToleratedFailurePercentagePath" is a Distributed Map field`}},
+		{"distributed map", `{"StartAt":"M","States":{"M":{"Type":"Map","End":true,"ItemProcessor":{"ProcessorConfig":{"Mode":"DISTRIBUTED","ExecutionType":"STANDARD"},"StartAt":"P","States":{"P":{"Type":"Pass","End":true}}}}}}`,
+			[]string{`state "M".ItemProcessor.ProcessorConfig.Mode: DISTRIBUTED is not supported`, "use INLINE"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -67,6 +76,21 @@ func TestParseRejectsWithMessagesNamingStateAndField(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Workflow Studio writes "QueryLanguage": "JSONPath" at the top and on every state.
+func TestParseAcceptsQueryLanguageJSONPath(t *testing.T) {
+	m := mustParse(t, `{"QueryLanguage":"JSONPath","StartAt":"M","States":{
+		"M":{"Type":"Map","QueryLanguage":"JSONPath","Next":"W","ItemProcessor":{"ProcessorConfig":{"Mode":"INLINE"},"StartAt":"T","States":{
+			"T":{"Type":"Task","QueryLanguage":"JSONPath","Resource":"r","End":true}}}},
+		"W":{"Type":"Wait","QueryLanguage":"JSONPath","Seconds":0,"Next":"C"},
+		"C":{"Type":"Choice","QueryLanguage":"JSONPath","Choices":[{"Variable":"$[0]","IsPresent":true,"Next":"P"}],"Default":"F"},
+		"P":{"Type":"Parallel","QueryLanguage":"JSONPath","Next":"S","Branches":[{"StartAt":"B","States":{"B":{"Type":"Pass","QueryLanguage":"JSONPath","End":true}}}]},
+		"S":{"Type":"Succeed","QueryLanguage":"JSONPath"},
+		"F":{"Type":"Fail","QueryLanguage":"JSONPath"}}}`)
+	if m.StartAt() != "M" {
+		t.Fatalf("StartAt = %q", m.StartAt())
 	}
 }
 

@@ -60,22 +60,26 @@ var interpreterDisagreements = map[string]string{
 		"\"is numeric\" with the boolean operand, so a string matches IsNumeric: false.",
 	"intrinsic-failure": "An intrinsic function given a wrong argument type: the library fails with States.Runtime; the " +
 		"Step Functions guide ('Error names') names this States.IntrinsicFailure.",
-	"map-tolerated-failures": "ToleratedFailureCount is ignored by the library; the Step Functions guide ('Map state failure " +
-		"threshold') lets that many items fail without failing the Map.",
-	"map-tolerated-exceeded": "ToleratedFailurePercentage is ignored by the library; AWS fails the Map with " +
-		"States.ExceedToleratedFailureThreshold when more items fail than tolerated.",
 	"resultpath-match-failure-caught": "ResultPath \"$.s.deeper\" where $.s is a string: the library overwrites the string; " +
 		"AWS raises States.ResultPathMatchFailure (Step Functions guide, 'Error names').",
 }
 
-// Definitions asl-validator accepts although the States Language forbids them; our
-// Parse rejects them (the spec decides).
+// Definitions asl-validator accepts although the States Language forbids them, or that
+// Parse refuses on purpose because the embedded engine would run them differently from
+// Step Functions (the reason names which).
 var validatorDisagreements = map[string]string{
-	"invalid-choice-end":          "spec, Choice State: \"Choice states ... MUST NOT be End states\"",
-	"invalid-next-in-and":         "spec, Choice Rules: Next is only allowed in top-level rules, not inside And/Or/Not",
-	"invalid-retry-backoff":       "spec, Retrying after error: BackoffRate MUST be greater than or equal to 1.0",
-	"invalid-states-all-not-last": "spec, Error names: States.ALL MUST appear alone and only in the last Retrier/Catcher",
+	"invalid-map-tolerance-inline":  tolerance,
+	"map-tolerated-failures":        tolerance,
+	"map-tolerated-exceeded":        tolerance,
+	"invalid-querylanguage-jsonata": "refused on purpose: JSONata is valid ASL, but the embedded engine evaluates JSONPath only",
+	"invalid-choice-end":            "spec, Choice State: \"Choice states ... MUST NOT be End states\"",
+	"invalid-next-in-and":           "spec, Choice Rules: Next is only allowed in top-level rules, not inside And/Or/Not",
+	"invalid-retry-backoff":         "spec, Retrying after error: BackoffRate MUST be greater than or equal to 1.0",
+	"invalid-states-all-not-last":   "spec, Error names: States.ALL MUST appear alone and only in the last Retrier/Catcher",
 }
+
+const tolerance = "refused on purpose: AWS documents ToleratedFailure* for Distributed Map (its items are child " +
+	"executions); an Inline Map fails on its first failed iteration, and the embedded engine runs Inline Maps only"
 
 func loadCorpus(t *testing.T) map[string]corpusCase {
 	t.Helper()

@@ -494,19 +494,15 @@ func (m *Machine) BranchesDone(cur Cursor, c Context, results []BranchResult) (A
 	if st.typ == "Parallel" && len(results) != len(st.branches) {
 		return Action{}, fmt.Errorf("state %q: %d branch results for %d branches", st.name, len(results), len(st.branches))
 	}
-	out := make([]any, len(results))
-	failed := 0
-	var first *BranchResult
+	// Every Map is inline and Parallel has no tolerance: the lowest-index failed branch
+	// fails the state (Parse refuses the Distributed Map's ToleratedFailure* fields).
 	for i := range results {
-		r := &results[i]
-		if r.Error != "" {
-			failed++
-			if first == nil {
-				first = r
-			}
-			out[i] = map[string]any{"Error": r.Error, "Cause": r.Cause}
-			continue
+		if r := results[i]; r.Error != "" {
+			return f.fail(&stateError{name: r.Error, cause: r.Cause}), nil
 		}
+	}
+	out := make([]any, len(results))
+	for i, r := range results {
 		v, err := decodeJSON(r.Output)
 		if len(r.Output) == 0 {
 			v, err = nil, nil
@@ -516,57 +512,7 @@ func (m *Machine) BranchesDone(cur Cursor, c Context, results []BranchResult) (A
 		}
 		out[i] = v
 	}
-	if failed > 0 {
-		tolerant, exceeded, serr := f.tolerance(failed, len(results))
-		if serr != nil {
-			return f.fail(serr), nil
-		}
-		if !tolerant {
-			return f.fail(&stateError{name: first.Error, cause: first.Cause}), nil
-		}
-		if exceeded {
-			return f.fail(&stateError{name: ErrExceedToleratedFailure, cause: fmt.Sprintf("%d of %d items failed, more than the state tolerates", failed, len(results))}), nil
-		}
-	}
 	return f.done(out), nil
-}
-
-// tolerance says whether a Map tolerates failed items at all, and if the failures
-// exceed what it tolerates.
-func (f *frame) tolerance(failed, total int) (tolerant, exceeded bool, err *stateError) {
-	st := f.st
-	if st.typ != "Map" {
-		return false, false, nil
-	}
-	pct, hasPct := st.tolerancePct, st.hasTolerancePct
-	cnt, hasCnt := st.toleranceCnt, st.hasToleranceCnt
-	if st.tolerancePctPath != nil {
-		v, ok := st.tolerancePctPath.get(f.raw, f.ctxObj)
-		p, isNum := toFloat(v)
-		if !ok || !isNum || p < 0 || p > 100 {
-			return false, false, runtimeErr("ToleratedFailurePercentagePath %q must select a number from 0 to 100", st.tolerancePctPath.raw)
-		}
-		pct, hasPct = p, true
-	}
-	if st.toleranceCntPath != nil {
-		v, ok := st.toleranceCntPath.get(f.raw, f.ctxObj)
-		n, isInt := toInt(v)
-		if !ok || !isInt || n < 0 {
-			return false, false, runtimeErr("ToleratedFailureCountPath %q must select a non-negative integer", st.toleranceCntPath.raw)
-		}
-		cnt, hasCnt = n, true
-	}
-	if !hasPct && !hasCnt {
-		return false, false, nil
-	}
-	exceeded = true
-	if hasCnt && int64(failed) <= cnt {
-		exceeded = false
-	}
-	if hasPct && float64(failed)*100 <= pct*float64(total) {
-		exceeded = false
-	}
-	return true, exceeded, nil
 }
 
 // matches reports whether an ErrorEquals list matches error name. States.ALL

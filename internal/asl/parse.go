@@ -80,17 +80,11 @@ type state struct {
 	branches []*Machine
 
 	// Map
-	processor        *Machine
-	itemsPath        *refPath
-	itemSelector     *payloadTemplate
-	maxConcurrency   int
-	maxConcPath      *refPath
-	tolerancePct     float64
-	hasTolerancePct  bool
-	tolerancePctPath *refPath
-	toleranceCnt     int64
-	hasToleranceCnt  bool
-	toleranceCntPath *refPath
+	processor      *Machine
+	itemsPath      *refPath
+	itemSelector   *payloadTemplate
+	maxConcurrency int
+	maxConcPath    *refPath
 }
 
 type retrier struct {
@@ -153,8 +147,8 @@ func (p *parser) machine(obj map[string]any, scope string, top bool) *Machine {
 			p.addf("%sunknown field %q", scope, k)
 		}
 	}
-	if ql, ok := obj["QueryLanguage"]; ok && ql != "JSONPath" {
-		p.addf("%sQueryLanguage %v is not supported (only JSONPath)", scope, ql)
+	if top {
+		p.queryLanguage(obj, "")
 	}
 	if c, ok := obj["Comment"].(string); ok {
 		m.comment = c
@@ -285,8 +279,7 @@ var stateFields = map[string][]string{
 	"Fail":     {"Error", "ErrorPath", "Cause", "CausePath"},
 	"Parallel": {"Next", "End", "InputPath", "OutputPath", "ResultPath", "Parameters", "ResultSelector", "Retry", "Catch", "Branches"},
 	"Map": {"Next", "End", "InputPath", "OutputPath", "ResultPath", "Parameters", "ItemSelector", "ResultSelector", "Retry", "Catch",
-		"Iterator", "ItemProcessor", "ItemsPath", "MaxConcurrency", "MaxConcurrencyPath", "ToleratedFailurePercentage",
-		"ToleratedFailurePercentagePath", "ToleratedFailureCount", "ToleratedFailureCountPath", "Label"},
+		"Iterator", "ItemProcessor", "ItemsPath", "MaxConcurrency", "MaxConcurrencyPath", "Label"},
 }
 
 func (p *parser) state(name string, obj map[string]any, where string) *state {
@@ -297,7 +290,8 @@ func (p *parser) state(name string, obj map[string]any, where string) *state {
 		return nil
 	}
 	st := &state{name: name, typ: typ}
-	allowed := map[string]bool{"Type": true, "Comment": true}
+	p.queryLanguage(obj, where+": ")
+	allowed := map[string]bool{"Type": true, "Comment": true, "QueryLanguage": true}
 	for _, f := range fields {
 		allowed[f] = true
 	}
@@ -306,8 +300,12 @@ func (p *parser) state(name string, obj map[string]any, where string) *state {
 			switch k {
 			case "ItemReader", "ItemBatcher", "ResultWriter":
 				p.addf("%s: field %q (distributed Map) is not supported", where, k)
-			case "Assign", "Arguments", "Output", "QueryLanguage", "Variables":
+			case "Assign", "Arguments", "Output", "Variables":
 				p.addf("%s: field %q (JSONata / variables) is not supported", where, k)
+			case "ToleratedFailurePercentage", "ToleratedFailurePercentagePath", "ToleratedFailureCount", "ToleratedFailureCountPath":
+				p.addf("%s: field %q is a Distributed Map field; an Inline Map fails on its first failed iteration, "+
+					"and Distributed Map is not supported: remove it, or add a Catch inside ItemProcessor to let an item fail "+
+					"without failing the Map", where, k)
 			default:
 				p.addf("%s: field %q is not allowed in a %s state", where, k, typ)
 			}
@@ -471,8 +469,16 @@ func (p *parser) mapFields(st *state, obj map[string]any, where string) {
 		p.addf("%s: a Map state needs ItemProcessor (or the older Iterator) with StartAt and States", where)
 	} else {
 		if pc, ok := po["ProcessorConfig"].(map[string]any); ok {
-			if mode, ok := pc["Mode"]; ok && mode != "INLINE" && mode != "DISTRIBUTED" {
-				p.addf("%s.%s.ProcessorConfig.Mode: must be INLINE or DISTRIBUTED", where, procField)
+			switch mode, ok := pc["Mode"]; {
+			case !ok, mode == "INLINE":
+			case mode == "DISTRIBUTED":
+				// Step Functions runs a Distributed Map's items as child executions and fails it
+				// with States.ExceedToleratedFailureThreshold when an item fails; the embedded
+				// engine runs items inline. Refused, so one definition never behaves two ways.
+				p.addf("%s.%s.ProcessorConfig.Mode: DISTRIBUTED is not supported (its items run as child executions "+
+					"with their own failure rules on Step Functions); use INLINE", where, procField)
+			default:
+				p.addf("%s.%s.ProcessorConfig.Mode: must be INLINE", where, procField)
 			}
 		}
 		st.processor = p.machine(po, fmt.Sprintf("%s.%s: ", where, procField), false)
@@ -498,22 +504,23 @@ func (p *parser) mapFields(st *state, obj map[string]any, where string) {
 	if st.maxConcPath != nil && st.maxConcurrency > 0 {
 		p.addf("%s: has both MaxConcurrency and MaxConcurrencyPath", where)
 	}
-	if v, ok := obj["ToleratedFailurePercentage"]; ok {
-		f, ok := toFloat(v)
-		if !ok || f < 0 || f > 100 {
-			p.addf("%s.ToleratedFailurePercentage: must be a number from 0 to 100", where)
-		}
-		st.tolerancePct, st.hasTolerancePct = f, true
+}
+
+// queryLanguage checks a QueryLanguage field (top level or on a state). JSONPath is the
+// default and what AWS's Workflow Studio writes on every state; JSONata is refused.
+func (p *parser) queryLanguage(obj map[string]any, prefix string) {
+	ql, ok := obj["QueryLanguage"]
+	if !ok {
+		return
 	}
-	st.tolerancePctPath = p.refField(obj, "ToleratedFailurePercentagePath", where)
-	if v, ok := obj["ToleratedFailureCount"]; ok {
-		n, ok := toInt(v)
-		if !ok || n < 0 {
-			p.addf("%s.ToleratedFailureCount: must be a non-negative integer", where)
-		}
-		st.toleranceCnt, st.hasToleranceCnt = n, true
+	switch ql {
+	case "JSONPath":
+	case "JSONata":
+		p.addf("%sQueryLanguage \"JSONata\" is not supported by the embedded engine: write the definition in JSONPath "+
+			"(InputPath, Parameters, ResultSelector, ResultPath, OutputPath) or leave QueryLanguage out", prefix)
+	default:
+		p.addf("%sQueryLanguage must be \"JSONPath\" (or \"JSONata\", which is not supported); got %v", prefix, ql)
 	}
-	st.toleranceCntPath = p.refField(obj, "ToleratedFailureCountPath", where)
 }
 
 func (p *parser) optPath(obj map[string]any, field, where string) (*jsonPath, bool) {

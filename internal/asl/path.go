@@ -12,8 +12,8 @@ import (
 //   - Paths (InputPath, OutputPath, "key.$" values in Parameters/ResultSelector/
 //     ItemSelector): full JSONPath, may select many nodes (then the result is an array).
 //   - Reference paths (ResultPath, ItemsPath, Choice Variable and *Path operands,
-//     SecondsPath, TimestampPath, ErrorPath, CausePath, *SecondsPath, MaxConcurrencyPath,
-//     ToleratedFailure*Path): only "." and "[...]" steps naming one node.
+//     SecondsPath, TimestampPath, ErrorPath, CausePath, *SecondsPath, MaxConcurrencyPath):
+//     only "." and "[...]" steps naming one node.
 // Full paths are evaluated by github.com/ohler55/ojg/jp; reference paths by the small
 // evaluator below, which can also write (ResultPath).
 

@@ -657,26 +657,6 @@ func stateTypes(def []byte) map[string]string {
 	return t
 }
 
-// failsFast reports whether one failed branch fails the whole state at once, so the
-// other branches can be stopped: always for Parallel, for Map unless it tolerates failures.
-func (mi *machineInfo) failsFast(state string) bool {
-	if mi.types[state] == "Parallel" {
-		return true
-	}
-	var d struct {
-		States map[string]map[string]json.RawMessage
-	}
-	if json.Unmarshal(mi.def, &d) != nil {
-		return false
-	}
-	for _, k := range []string{"ToleratedFailureCount", "ToleratedFailurePercentage", "ToleratedFailureCountPath", "ToleratedFailurePercentagePath"} {
-		if _, ok := d.States[state][k]; ok {
-			return false
-		}
-	}
-	return true
-}
-
 const execColumns = `id, state_machine, name, status, input, output, error, cause, start_time, stop_time, rollback_of, rollback_id, def_hash`
 
 type execRow struct {

@@ -430,10 +430,8 @@ func (e *Engine) endFrame(w *writer, f *frame, res asl.BranchResult) error {
 		return w.finishExec(f.execID, StatusFailed, nil, res.Error, res.Cause)
 	}
 	var parentFork int64
-	var parentHash string
-	var parentCur []byte
-	if err := w.queryRow(`SELECT fork_event_id, def_hash, cursor FROM frames WHERE id = ? AND phase = ?`,
-		f.parentID, phaseBranches).Scan(&parentFork, &parentHash, &parentCur); err != nil {
+	if err := w.queryRow(`SELECT fork_event_id FROM frames WHERE id = ? AND phase = ?`,
+		f.parentID, phaseBranches).Scan(&parentFork); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
 			return errStale
 		}
@@ -454,7 +452,7 @@ func (e *Engine) endFrame(w *writer, f *frame, res asl.BranchResult) error {
 		return err
 	}
 	if res.Error != "" {
-		if err := e.stopSiblings(w, f, parentFork, parentHash, parentCur); err != nil {
+		if err := e.stopSiblings(w, f, parentFork); err != nil {
 			return err
 		}
 	}
@@ -492,22 +490,12 @@ func (e *Engine) endFrame(w *writer, f *frame, res asl.BranchResult) error {
 	return nil
 }
 
-// stopSiblings: when a failed branch fails the whole Parallel (or intolerant Map), the
-// other branches stop, as in Step Functions: unfinished siblings become done (their
-// results are ignored once one branch failed), their sub-frames and timers are deleted,
-// and tasks still running there lose their result (their frame version moved on).
-func (e *Engine) stopSiblings(w *writer, f *frame, fork int64, parentHash string, parentCur []byte) error {
-	pmi, err := e.machineByHash(context.Background(), w.tx, parentHash)
-	if err != nil {
-		return err
-	}
-	var pc asl.Cursor
-	if err := json.Unmarshal(parentCur, &pc); err != nil {
-		return fmt.Errorf("read parent cursor: %w", err)
-	}
-	if !pmi.failsFast(pc.State) {
-		return nil
-	}
+// stopSiblings: a failed branch fails the whole Parallel or Map (asl refuses the
+// Distributed Map's ToleratedFailure* fields), so the other branches stop, as in Step
+// Functions: unfinished siblings become done (their results are ignored once one branch
+// failed), their sub-frames and timers are deleted, and tasks still running there lose
+// their result (their frame version moved on).
+func (e *Engine) stopSiblings(w *writer, f *frame, fork int64) error {
 	rows, err := w.tx.Query(`SELECT idx, phase FROM frames WHERE parent_id = ? AND phase != ?`, f.parentID, phaseDone)
 	if err != nil {
 		return fmt.Errorf("stop branches: %w", err)
