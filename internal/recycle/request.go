@@ -63,6 +63,10 @@ type Request struct {
 	// LifecycleHook is set when an Auto Scaling lifecycle hook started this recycle:
 	// the action is completed (CONTINUE on success, ABANDON only on a definite failure).
 	LifecycleHook *LifecycleHook `json:"lifecycleHook,omitempty"`
+
+	// Trigger says what started this recycle when it was not a person (an event, an
+	// annotation, a schedule); for logs, metrics and `recycler list`.
+	Trigger *Trigger `json:"trigger,omitempty"`
 }
 
 // LifecycleHook identifies one pending lifecycle action.
@@ -70,6 +74,17 @@ type LifecycleHook struct {
 	Group string `json:"group"`
 	Name  string `json:"name"`
 	Token string `json:"token,omitempty"`
+	// StartedAt is when Auto Scaling started the action (the event's time): the
+	// hook's global timeout counts from it. Zero: unknown (Resolve's time is used).
+	StartedAt time.Time `json:"startedAt,omitzero"`
+}
+
+// Trigger records what started a recycle.
+type Trigger struct {
+	Kind    string    `json:"kind"`              // lifecycle-terminate, alarm, scheduled-change, rebalance, annotation, schedule
+	EventID string    `json:"eventId,omitempty"` // the event's id at its source
+	Reason  string    `json:"reason,omitempty"`
+	At      time.Time `json:"at,omitzero"`
 }
 
 // Defaults used by every trigger; the CLI shows them in --help.
