@@ -168,6 +168,7 @@ func (s *Server) OnShutdown(fn func()) {
 //	GET  /_sim/calls             API call counts; DELETE resets them
 //	GET  /_sim/faults            current Faults; PUT/POST replaces them (JSON body)
 //	POST /_sim/groups            seed a group (GroupSpec JSON)
+//	POST /_sim/eventrules        route emitted events to a queue (EventRule JSON)
 //	POST /_sim/shutdown          stop the environment (when started by sim.Up)
 func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 	writeJSON := func(status int, v any) {
@@ -215,6 +216,19 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeJSON(http.StatusCreated, s.Status())
+	case r.URL.Path == "/_sim/eventrules" && r.Method == http.MethodPost:
+		var rule EventRule
+		dec := json.NewDecoder(r.Body)
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&rule); err != nil {
+			fail(http.StatusBadRequest, fmt.Errorf("event rule body: %w (fields: name, detailTypes, queue)", err))
+			return
+		}
+		if err := s.PutEventRule(rule); err != nil {
+			fail(http.StatusBadRequest, err)
+			return
+		}
+		writeJSON(http.StatusCreated, rule)
 	case r.URL.Path == "/_sim/shutdown" && r.Method == http.MethodPost:
 		s.mu.Lock()
 		fn := s.shutdown

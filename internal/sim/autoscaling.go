@@ -856,6 +856,9 @@ func (s *Server) putLifecycleHook(f form) (any, *apiError) {
 		return nil, &apiError{Status: 400, Code: "LimitExceeded", Message: "Exceeded the maximum of 50 lifecycle hooks per Auto Scaling group."}
 	}
 	g.Hooks[h.Name] = h
+	if h.TargetARN != "" && (old == nil || old.TargetARN != h.TargetARN) {
+		s.emitTestNotificationLocked(g, h)
+	}
 	return emptyResult{}, nil
 }
 

@@ -209,12 +209,16 @@ func (s *Server) startActionsLocked(inst *instance, hooks []*lifecycleHook, at t
 	inst.Actions = nil
 	for _, h := range hooks {
 		timeout := time.Duration(h.Timeout) * time.Second
-		inst.Actions = append(inst.Actions, &hookAction{
+		a := &hookAction{
 			Hook:           h.Name,
 			Token:          s.uuidLocked(),
 			Deadline:       at.Add(timeout),
 			GlobalDeadline: at.Add(min(maxHookGlobal, 100*timeout)),
-		})
+		}
+		inst.Actions = append(inst.Actions, a)
+		if g := s.groups[inst.Group]; g != nil {
+			s.emitLifecycleLocked(g, inst, h, a, at)
+		}
 	}
 }
 

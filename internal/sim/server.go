@@ -76,6 +76,8 @@ type Server struct {
 	nodeMu     sync.Mutex // orders Node changes (see unlockAndApply)
 	buckets    map[string]*bucket
 	svcs       map[string]*service
+	queues     map[string]*sqsQueue // SQS, by name
+	rules      []EventRule          // EventBridge rules that target a queue
 	reqCounter int
 	shutdown   func()
 
@@ -131,6 +133,7 @@ func New(opts Options) *Server {
 		templates: map[string]*launchTemplate{},
 		kick:      make(chan struct{}, 1),
 		buckets:   map[string]*bucket{},
+		queues:    map[string]*sqsQueue{},
 	}
 	srv.faults.RateLimits = maps.Clone(opts.Faults.RateLimits)
 	srv.svcs = srv.services()
@@ -263,6 +266,7 @@ type apiError struct {
 	Status  int
 	Code    string
 	Message string
+	Query   string // JSON protocols of query-compatible services (SQS): the legacy Query error code
 }
 
 func (e *apiError) Error() string { return e.Code + ": " + e.Message }
@@ -297,6 +301,7 @@ func (s *Server) services() map[string]*service {
 		"autoscaling": {proto: awsQuery{ns: "http://autoscaling.amazonaws.com/doc/2011-01-01/"}, ops: s.autoscalingOps()},
 		"ec2":         {proto: ec2Query{ns: "http://ec2.amazonaws.com/doc/2016-11-15/"}, ops: s.ec2Ops()},
 		"sts":         {proto: awsQuery{ns: "https://sts.amazonaws.com/doc/2011-06-15/"}, ops: s.stsOps()},
+		"sqs":         {proto: awsJSON{prefix: "AmazonSQS.", namespace: "com.amazonaws.sqs#"}, ops: s.sqsOps()},
 	}
 }
 
@@ -346,6 +351,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// A client that hangs up must not lose a Node change.
 	_ = s.unlockAndApply(context.WithoutCancel(r.Context()))
 	s.poke()
+	if lp, ok := result.(*longPoll); ok {
+		result, aerr = s.waitLongPoll(r.Context(), lp)
+	}
 	if aerr != nil {
 		svc.proto.writeError(w, reqID, aerr)
 		return
