@@ -6,7 +6,7 @@ BIN     := bin/recycler
 export RECYCLER_CACHE ?= $(CURDIR)/.cache
 NODE_DIR := tools/node
 
-.PHONY: all build test demo bench lint node-deps controlplane clean
+.PHONY: all build test demo bench lint node-deps controlplane tools clean
 
 all: build
 
@@ -23,7 +23,12 @@ $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/packag
 controlplane:
 	$(GO) run ./cmd/recycler controlplane build
 
-test: node-deps controlplane
+# Builds the test tools (Lambda Runtime Interface Emulator, aws-iam-authenticator,
+# tofu, tflint, terraform-config-inspect) into $(RECYCLER_CACHE) (only what is missing).
+tools:
+	$(GO) run ./cmd/recycler controlplane tools
+
+test: node-deps controlplane tools
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 40m ./...
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -37,6 +38,30 @@ Binaries are cached per version under $RECYCLER_CACHE (default: <repo>/.cache).`
 			}
 			_, err = fmt.Fprintln(stdout, bins.Dir)
 			return err
+		},
+	})
+
+	cmd.AddCommand(&cobra.Command{
+		Use:   "tools [NAME…]",
+		Short: "Build the test tools (Lambda emulator, aws-iam-authenticator, tofu, tflint, terraform-config-inspect) into the cache",
+		Long: "Builds the named test tools, or all of them, into the cache (only what is missing) and prints NAME PATH lines.\nKnown: " +
+			strings.Join(testenv.ToolNames(), ", ") + ".",
+		RunE: func(c *cobra.Command, args []string) error {
+			o := opts
+			o.Progress = stderr
+			if len(args) == 0 {
+				args = testenv.ToolNames()
+			}
+			for _, name := range args {
+				p, err := testenv.EnsureTool(c.Context(), o, name)
+				if err != nil {
+					return fmt.Errorf("build test tools: %w", err)
+				}
+				if _, err := fmt.Fprintln(stdout, name, p); err != nil {
+					return err
+				}
+			}
+			return nil
 		},
 	})
 

@@ -63,6 +63,11 @@ type buildGroup struct {
 	module string // directory under the tools dir
 	pkgs   []string
 	bins   []string
+	// download, when set, is a module required by the tools module's go.mod
+	// that is built inside its own downloaded folder (for modules whose replace
+	// directives only apply there, like OpenTofu's); pkgs are relative to it.
+	download string
+	slow     bool // say that the first build takes minutes
 }
 
 var buildGroups = []buildGroup{
@@ -72,7 +77,7 @@ var buildGroups = []buildGroup{
 		"k8s.io/kubernetes/cmd/kube-apiserver",
 		"k8s.io/kubernetes/cmd/kube-controller-manager",
 		"k8s.io/kubernetes/cmd/kube-scheduler",
-	}, bins: []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler"}},
+	}, bins: []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler"}, slow: true},
 }
 
 // buildFlags keep the binaries small and fast to link; part of the cache key.
@@ -87,52 +92,72 @@ var buildEnv = []string{"CGO_ENABLED=0", "GOWORK=off", "GOFLAGS=-mod=readonly -b
 // never rebuilds. Concurrent callers (parallel test packages) serialise on a
 // file lock: one builds, the others wait and reuse.
 func EnsureBinaries(ctx context.Context, opts Options) (Binaries, error) {
-	toolsDir, err := resolveToolsDir(opts)
+	b, err := resolveBuild(ctx, opts)
 	if err != nil {
 		return Binaries{}, err
+	}
+	key, err := cacheKey(ctx, b.goBin, b.toolsDir)
+	if err != nil {
+		return Binaries{}, err
+	}
+	dir := filepath.Join(b.cacheRoot, "controlplane", key)
+	if err := b.ensure(ctx, dir, buildGroups, "the control plane", opts.Progress); err != nil {
+		return Binaries{}, err
+	}
+	return binariesIn(dir), nil
+}
+
+// build is where builds come from and go to.
+type build struct {
+	toolsDir, cacheRoot, goBin string
+}
+
+func resolveBuild(ctx context.Context, opts Options) (build, error) {
+	toolsDir, err := resolveToolsDir(opts)
+	if err != nil {
+		return build{}, err
 	}
 	cacheRoot, err := resolveCacheDir(opts)
 	if err != nil {
-		return Binaries{}, err
+		return build{}, err
 	}
 	goBin, err := findGo()
 	if err != nil {
-		return Binaries{}, err
+		return build{}, err
 	}
-	key, err := cacheKey(ctx, goBin, toolsDir)
-	if err != nil {
-		return Binaries{}, err
-	}
-	dir := filepath.Join(cacheRoot, "controlplane", key)
-	bins := binariesIn(dir)
-	if len(missingGroups(dir)) == 0 {
-		return bins, nil
-	}
+	return build{toolsDir: toolsDir, cacheRoot: cacheRoot, goBin: goBin}, nil
+}
 
-	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-		return Binaries{}, fmt.Errorf("create control-plane cache %s: %w", cacheRoot, err)
+// ensure builds the missing binaries of groups into dir, under an exclusive
+// lock on dir.lock; what names them in progress lines.
+func (b build) ensure(ctx context.Context, dir string, groups []buildGroup, what string, progress io.Writer) error {
+	if len(missingGroups(dir, groups)) == 0 {
+		return nil
 	}
-	unlock, err := lockFile(ctx, dir+".lock", opts.Progress)
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return fmt.Errorf("create cache %s: %w", filepath.Dir(dir), err)
+	}
+	unlock, err := lockFile(ctx, dir+".lock", what, progress)
 	if err != nil {
-		return Binaries{}, err
+		return err
 	}
 	defer unlock()
 
 	// Another process may have built while we waited for the lock.
-	missing := missingGroups(dir)
+	missing := missingGroups(dir, groups)
 	if len(missing) == 0 {
-		return bins, nil
+		return nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return Binaries{}, fmt.Errorf("create control-plane cache %s: %w", dir, err)
+		return fmt.Errorf("create cache %s: %w", dir, err)
 	}
-	progressf(opts.Progress, "testenv: building the control plane into %s", dir)
+	progressf(progress, "testenv: building %s into %s", what, dir)
 	for _, g := range missing {
-		if err := buildGroupInto(ctx, goBin, toolsDir, dir, g, opts.Progress); err != nil {
-			return Binaries{}, err
+		if err := b.buildGroupInto(ctx, dir, g, progress); err != nil {
+			return err
 		}
 	}
-	return bins, nil
+	return nil
 }
 
 func binariesIn(dir string) Binaries {
@@ -146,9 +171,9 @@ func binariesIn(dir string) Binaries {
 	}
 }
 
-func missingGroups(dir string) []buildGroup {
+func missingGroups(dir string, groups []buildGroup) []buildGroup {
 	var missing []buildGroup
-	for _, g := range buildGroups {
+	for _, g := range groups {
 		for _, b := range g.bins {
 			if fi, err := os.Stat(filepath.Join(dir, b)); err != nil || !fi.Mode().IsRegular() {
 				missing = append(missing, g)
@@ -162,7 +187,11 @@ func missingGroups(dir string) []buildGroup {
 // buildGroupInto builds one module's binaries into a temporary folder next to
 // dir and renames them into place, so a killed build never leaves a partial
 // binary under its final name.
-func buildGroupInto(ctx context.Context, goBin, toolsDir, dir string, g buildGroup, progress io.Writer) error {
+func (b build) buildGroupInto(ctx context.Context, dir string, g buildGroup, progress io.Writer) error {
+	src, err := b.sourceDir(ctx, g)
+	if err != nil {
+		return err
+	}
 	tmp, err := os.MkdirTemp(filepath.Dir(dir), "build-")
 	if err != nil {
 		return fmt.Errorf("build %s: %w", strings.Join(g.bins, ", "), err)
@@ -171,7 +200,7 @@ func buildGroupInto(ctx context.Context, goBin, toolsDir, dir string, g buildGro
 
 	what := strings.Join(g.bins, ", ")
 	note := ""
-	if g.module == "kube" {
+	if g.slow {
 		note = " (first build takes minutes)"
 	}
 	progressf(progress, "testenv: building %s%s…", what, note)
@@ -180,8 +209,8 @@ func buildGroupInto(ctx context.Context, goBin, toolsDir, dir string, g buildGro
 	args := append([]string{"build"}, buildFlags...)
 	args = append(args, "-o", tmp+string(filepath.Separator))
 	args = append(args, g.pkgs...)
-	cmd := exec.Command(goBin, args...)
-	cmd.Dir = filepath.Join(toolsDir, g.module)
+	cmd := exec.Command(b.goBin, args...)
+	cmd.Dir = src
 	cmd.Env = append(os.Environ(), buildEnv...)
 	var out bytes.Buffer
 	cmd.Stdout = &out
@@ -221,8 +250,12 @@ func buildGroupInto(ctx context.Context, goBin, toolsDir, dir string, g buildGro
 // cacheKey hashes everything that decides the binaries' content: the tools
 // modules' go.mod/go.sum and Go files, the build flags and the Go toolchain.
 func cacheKey(ctx context.Context, goBin, toolsDir string) (string, error) {
+	return cacheKeyOf(ctx, goBin, toolsDir, buildGroups)
+}
+
+func cacheKeyOf(ctx context.Context, goBin, toolsDir string, groups []buildGroup) (string, error) {
 	h := sha256.New()
-	for _, g := range buildGroups {
+	for _, g := range groups {
 		modDir := filepath.Join(toolsDir, g.module)
 		files := []string{"go.mod", "go.sum"}
 		goFiles, err := filepath.Glob(filepath.Join(modDir, "cmd", "*", "*.go"))
@@ -270,7 +303,7 @@ func findGo() (string, error) {
 
 // lockFile takes an exclusive flock on path, telling progress when it has to
 // wait for another process. The lock dies with the process.
-func lockFile(ctx context.Context, path string, progress io.Writer) (unlock func(), err error) {
+func lockFile(ctx context.Context, path, what string, progress io.Writer) (unlock func(), err error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("open build lock: %w", err)
@@ -278,7 +311,7 @@ func lockFile(ctx context.Context, path string, progress io.Writer) (unlock func
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err == nil {
 		return func() { f.Close() }, nil
 	}
-	progressf(progress, "testenv: another process is building the control plane; waiting for %s", path)
+	progressf(progress, "testenv: another process is building %s; waiting for %s", what, path)
 	got := make(chan error, 1)
 	go func() { got <- syscall.Flock(int(f.Fd()), syscall.LOCK_EX) }()
 	select {
