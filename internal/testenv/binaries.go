@@ -43,6 +43,11 @@ type Options struct {
 	KeepDir bool
 	// StartTimeout bounds Start after the binaries exist. Default: 2 minutes.
 	StartTimeout time.Duration
+	// TokenWebhookConfig, when set, is the kubeconfig of a webhook token
+	// authenticator the apiserver asks about bearer tokens it does not know
+	// (--authentication-token-webhook-config-file), as EKS asks
+	// aws-iam-authenticator. The static admin token keeps working.
+	TokenWebhookConfig string
 }
 
 // Binaries are the absolute paths of the built control-plane binaries.
@@ -68,6 +73,8 @@ type buildGroup struct {
 	// directives only apply there, like OpenTofu's); pkgs are relative to it.
 	download string
 	slow     bool // say that the first build takes minutes
+	// ldflags are added to buildFlags' -ldflags (e.g. a release marker).
+	ldflags string
 }
 
 var buildGroups = []buildGroup{
@@ -207,6 +214,9 @@ func (b build) buildGroupInto(ctx context.Context, dir string, g buildGroup, pro
 	start := time.Now()
 
 	args := append([]string{"build"}, buildFlags...)
+	if g.ldflags != "" {
+		args = append(args, "-ldflags=-s -w "+g.ldflags)
+	}
 	args = append(args, "-o", tmp+string(filepath.Separator))
 	args = append(args, g.pkgs...)
 	cmd := exec.Command(b.goBin, args...)
@@ -276,6 +286,11 @@ func cacheKeyOf(ctx context.Context, goBin, toolsDir string, groups []buildGroup
 		}
 	}
 	fmt.Fprintf(h, "flags %q env %q\n", buildFlags, buildEnv)
+	for _, g := range groups {
+		if g.ldflags != "" {
+			fmt.Fprintf(h, "ldflags %s %q\n", g.module, g.ldflags)
+		}
+	}
 	fmt.Fprintf(h, "go %s %s/%s\n", goVersion(ctx, goBin), runtime.GOOS, runtime.GOARCH)
 	return hex.EncodeToString(h.Sum(nil))[:16], nil
 }

@@ -183,27 +183,31 @@ func (e *Env) start(ctx context.Context, bins Binaries, opts Options) error {
 		return err
 	}
 	// The apiserver retries its etcd connection, so both start together.
-	apiserver, err := e.run("kube-apiserver", bins.KubeAPIServer,
-		"--etcd-servers="+etcdURL,
+	apiArgs := []string{
+		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
 		// The endpoint reconciler refuses a loopback address; nothing here
 		// reaches the apiserver through the kubernetes Service anyway.
 		"--endpoint-reconciler-type=none",
-		"--secure-port="+strconv.Itoa(apiPort),
-		"--tls-cert-file="+keys.servingCert,
-		"--tls-private-key-file="+keys.servingKey,
-		"--client-ca-file="+keys.caFile,
-		"--token-auth-file="+keys.tokenFile,
+		"--secure-port=" + strconv.Itoa(apiPort),
+		"--tls-cert-file=" + keys.servingCert,
+		"--tls-private-key-file=" + keys.servingKey,
+		"--client-ca-file=" + keys.caFile,
+		"--token-auth-file=" + keys.tokenFile,
 		"--authorization-mode=RBAC",
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file="+keys.saPublicKey,
-		"--service-account-signing-key-file="+keys.saPrivateKey,
+		"--service-account-key-file=" + keys.saPublicKey,
+		"--service-account-signing-key-file=" + keys.saPrivateKey,
 		"--service-cluster-ip-range=10.96.0.0/16",
 		"--allow-privileged=true",
 		"--profiling=false",
-		"--cert-dir="+filepath.Join(e.Dir, "apiserver-certs"),
-	)
+		"--cert-dir=" + filepath.Join(e.Dir, "apiserver-certs"),
+	}
+	if opts.TokenWebhookConfig != "" {
+		apiArgs = append(apiArgs, "--authentication-token-webhook-config-file="+opts.TokenWebhookConfig)
+	}
+	apiserver, err := e.run("kube-apiserver", bins.KubeAPIServer, apiArgs...)
 	if err != nil {
 		return err
 	}

@@ -37,7 +37,9 @@ var testTools = map[string]buildGroup{
 	ToolIAMAuthenticator: {module: "iamauth",
 		pkgs: []string{"sigs.k8s.io/aws-iam-authenticator/cmd/aws-iam-authenticator"}, bins: []string{ToolIAMAuthenticator}, slow: true},
 	ToolTofu: {module: "tofu", download: "github.com/opentofu/opentofu",
-		pkgs: []string{"./cmd/tofu"}, bins: []string{ToolTofu}, slow: true},
+		pkgs: []string{"./cmd/tofu"}, bins: []string{ToolTofu}, slow: true,
+		// A release build: `tofu version` says v1.12.6, not v1.12.6-dev.
+		ldflags: "-X github.com/opentofu/opentofu/version.dev=no"},
 	ToolTFLint: {module: "tflint",
 		pkgs: []string{"github.com/terraform-linters/tflint"}, bins: []string{ToolTFLint}, slow: true},
 	ToolTerraformConfigInspect: {module: "tfinspect",
