@@ -52,6 +52,13 @@ type Env struct {
 	procs    []*process
 	stopOnce sync.Once
 	stopErr  error
+
+	// apiserver is how kube-apiserver was started, so StartAPIServer can start it
+	// again on the same address with the same etcd and certificates.
+	apiserver struct {
+		bin  string
+		args []string
+	}
 }
 
 // process is one running component.
@@ -183,7 +190,8 @@ func (e *Env) start(ctx context.Context, bins Binaries, opts Options) error {
 		return err
 	}
 	// The apiserver retries its etcd connection, so both start together.
-	apiArgs := []string{
+	e.apiserver.bin = bins.KubeAPIServer
+	e.apiserver.args = []string{
 		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
@@ -205,14 +213,14 @@ func (e *Env) start(ctx context.Context, bins Binaries, opts Options) error {
 		"--cert-dir=" + filepath.Join(e.Dir, "apiserver-certs"),
 	}
 	if opts.TokenWebhookConfig != "" {
-		apiArgs = append(apiArgs, "--authentication-token-webhook-config-file="+opts.TokenWebhookConfig)
+		e.apiserver.args = append(e.apiserver.args, "--authentication-token-webhook-config-file="+opts.TokenWebhookConfig)
 	}
-	apiserver, err := e.run("kube-apiserver", bins.KubeAPIServer, apiArgs...)
+	apiserver, err := e.run("kube-apiserver", e.apiserver.bin, e.apiserver.args...)
 	if err != nil {
 		return err
 	}
 	progressf(opts.Progress, "testenv: waiting for kube-apiserver at %s", host)
-	if err := e.waitReady(ctx, []*process{etcd, apiserver}); err != nil {
+	if err := e.waitReady(ctx, etcd, apiserver); err != nil {
 		return err
 	}
 
@@ -268,6 +276,18 @@ func (e *Env) start(ctx context.Context, bins Binaries, opts Options) error {
 // Dir/<name>.log. Pdeathsig kills it should this process die without Stop
 // (a panicking or killed test binary).
 func (e *Env) run(name, bin string, args ...string) (*process, error) {
+	p, err := e.spawn(name, bin, args...)
+	if err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	e.procs = append(e.procs, p)
+	e.mu.Unlock()
+	return p, nil
+}
+
+// spawn starts a component without registering it in procs.
+func (e *Env) spawn(name, bin string, args ...string) (*process, error) {
 	logPath := filepath.Join(e.Dir, name+".log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
@@ -290,15 +310,12 @@ func (e *Env) run(name, bin string, args ...string) (*process, error) {
 		logFile.Close()
 		close(p.done)
 	}()
-	e.mu.Lock()
-	e.procs = append(e.procs, p)
-	e.mu.Unlock()
 	return p, nil
 }
 
 // waitReady polls the apiserver's /readyz until it answers ok, failing fast
-// with the component's log when one of watch exits.
-func (e *Env) waitReady(ctx context.Context, watch []*process) error {
+// with the component's log when one of the components exits.
+func (e *Env) waitReady(ctx context.Context, etcd, apiserver *process) error {
 	var last string
 	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		if err := e.checkAlive(); err != nil {
@@ -316,7 +333,7 @@ func (e *Env) waitReady(ctx context.Context, watch []*process) error {
 			return err
 		}
 		return fmt.Errorf("kube-apiserver not ready: %w (last answer: %s)\nkube-apiserver log:\n%s\netcd log:\n%s",
-			err, tail(last, 20), watch[1].logTail(), watch[0].logTail())
+			err, tail(last, 20), apiserver.logTail(), etcd.logTail())
 	}
 	return nil
 }
@@ -369,6 +386,73 @@ func (e *Env) waitBootstrapped(ctx context.Context) error {
 	return nil
 }
 
+// StopAPIServer kills kube-apiserver (SIGKILL: connections drop mid-request, as when
+// a control-plane node fails or is replaced) and waits until it has exited. etcd,
+// the controllers, the scheduler and kwok keep running and retry, as they would in a
+// cluster whose API endpoint went away. StartAPIServer brings it back.
+func (e *Env) StopAPIServer() error {
+	p, _ := e.component("kube-apiserver")
+	if p == nil {
+		return errors.New("stop kube-apiserver: not started")
+	}
+	if p.exited() {
+		return nil
+	}
+	if err := syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("stop kube-apiserver: %w", err)
+	}
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("stop kube-apiserver: pid %d did not exit after SIGKILL", p.cmd.Process.Pid)
+	}
+}
+
+// StartAPIServer starts kube-apiserver again after StopAPIServer, with the same
+// flags: the same port, etcd, certificates and tokens, so every client's
+// configuration stays valid. It returns once /readyz answers ok. The previous log
+// is kept as kube-apiserver.log.<n>.
+func (e *Env) StartAPIServer(ctx context.Context) error {
+	old, i := e.component("kube-apiserver")
+	if old == nil {
+		return errors.New("start kube-apiserver: never started")
+	}
+	if !old.exited() {
+		return errors.New("start kube-apiserver: still running; call StopAPIServer first")
+	}
+	for n := 1; ; n++ {
+		kept := fmt.Sprintf("%s.%d", old.logPath, n)
+		if _, err := os.Stat(kept); errors.Is(err, os.ErrNotExist) {
+			if err := os.Rename(old.logPath, kept); err != nil {
+				return fmt.Errorf("start kube-apiserver: keep old log: %w", err)
+			}
+			break
+		}
+	}
+	p, err := e.spawn("kube-apiserver", e.apiserver.bin, e.apiserver.args...)
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	e.procs[i] = p
+	e.mu.Unlock()
+	etcd, _ := e.component("etcd")
+	return e.waitReady(ctx, etcd, p)
+}
+
+// component returns the named running (or last) component and its index in procs.
+func (e *Env) component(name string) (*process, int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for i, p := range e.procs {
+		if p.name == name {
+			return p, i
+		}
+	}
+	return nil, -1
+}
+
 // Stop kills every component (whole process groups), waits for them and
 // removes Dir. It is safe to call more than once.
 func (e *Env) Stop() error {
@@ -380,6 +464,9 @@ func (e *Env) Stop() error {
 		// so there is nothing to shut down gracefully.
 		for i := len(procs) - 1; i >= 0; i-- {
 			p := procs[i]
+			if p.exited() {
+				continue // e.g. an apiserver stopped by StopAPIServer: its pid may be reused
+			}
 			if err := syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 				e.stopErr = errors.Join(e.stopErr, fmt.Errorf("kill %s: %w", p.name, err))
 			}

@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -429,4 +430,70 @@ func alive(pid int) bool {
 	s := string(b)
 	fields := strings.Fields(s[strings.LastIndex(s, ")")+1:])
 	return len(fields) > 0 && fields[0] != "Z" && fields[0] != "X"
+}
+
+// TestAPIServerRestartKeepsAddressDataAndClients: StopAPIServer makes clients see
+// what they see when a control plane goes away (connection refused, watches end);
+// StartAPIServer brings it back on the same address with the same etcd, so the same
+// clients, objects and components carry on.
+func TestAPIServerRestartKeepsAddressDataAndClients(t *testing.T) {
+	ctx := context.Background()
+	env, err := testenv.Start(ctx, testenv.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	node := readyNode(t, env, testenv.NodeSpec{})
+	cms := env.Client.CoreV1().ConfigMaps(metav1.NamespaceDefault)
+	if _, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "before"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w, err := cms.Watch(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	before := env.Pids()
+
+	if err := env.StopAPIServer(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cms.Get(ctx, "before", metav1.GetOptions{}); !utilnet.IsConnectionRefused(err) {
+		t.Errorf("Get while stopped: %v, want connection refused", err)
+	}
+	timeout := time.After(30 * time.Second)
+	for open := true; open; {
+		select {
+		case _, open = <-w.ResultChan():
+		case <-timeout:
+			t.Fatal("the watch did not end when the apiserver stopped")
+		}
+	}
+
+	if err := env.StartAPIServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cms.Get(ctx, "before", metav1.GetOptions{}); err != nil {
+		t.Errorf("object created before the restart, with the same client: %v", err)
+	}
+	after := env.Pids()
+	if len(after) != len(before) || slices.Equal(after, before) {
+		t.Errorf("pids before %v, after %v: want the same count with a new apiserver", before, after)
+	}
+	// Scheduler, controllers and kwok reconnected: a pod is scheduled and runs.
+	pods := env.Client.CoreV1().Pods(metav1.NamespaceDefault)
+	if _, err := pods.Create(ctx, pod("after-restart", node.Name, nil), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "pod after-restart Running and Ready", func(ctx context.Context) (bool, error) {
+		p, err := pods.Get(ctx, "after-restart", metav1.GetOptions{})
+		return err == nil && p.Status.Phase == corev1.PodRunning && podReady(p), nil
+	})
+	if err := env.StartAPIServer(ctx); err == nil {
+		t.Error("StartAPIServer on a running apiserver did not refuse")
+	}
 }
