@@ -13,10 +13,13 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
 	"k8s.io/utils/clock"
 
 	"github.com/recycler/recycler/internal/cloud"
@@ -60,7 +63,8 @@ type Sampler struct {
 	earlyKills  []string  // selected pods deleted before the deadline while running
 	pdbBreaches []string
 	initialNode map[string]bool
-	errs        []string
+	errs        []string       // distinct sampling errors, in order
+	errCount    map[string]int // how often each occurred
 
 	cancel context.CancelFunc
 	done   sync.WaitGroup
@@ -71,7 +75,7 @@ func Start(ctx context.Context, cs kubernetes.Interface, groups Groups, clk cloc
 	if w.Interval <= 0 {
 		w.Interval = 200 * time.Millisecond
 	}
-	s := &Sampler{cs: cs, cloud: groups, clk: clk, w: w, start: clk.Now(), minReadyGap: 1 << 30, initialNode: map[string]bool{}}
+	s := &Sampler{cs: cs, cloud: groups, clk: clk, w: w, start: clk.Now(), minReadyGap: 1 << 30, initialNode: map[string]bool{}, errCount: map[string]int{}}
 	g, err := groups.Group(ctx, w.Group)
 	if err != nil {
 		return nil, fmt.Errorf("sampler: describe group %s: %w", w.Group, err)
@@ -84,20 +88,29 @@ func Start(ctx context.Context, cs kubernetes.Interface, groups Groups, clk cloc
 	for _, n := range nodes.Items {
 		s.initialNode[n.Name] = true
 	}
-	ctx, s.cancel = context.WithCancel(ctx)
-	podW, err := cs.CoreV1().Pods("").Watch(ctx, metav1.ListOptions{ResourceVersion: nodes.ResourceVersion})
+	pdbs, err := cs.PolicyV1().PodDisruptionBudgets("").List(ctx, metav1.ListOptions{})
 	if err != nil {
+		return nil, fmt.Errorf("sampler: list PDBs: %w", err)
+	}
+	for i := range pdbs.Items {
+		s.checkPDB(&pdbs.Items[i])
+	}
+	ctx, s.cancel = context.WithCancel(ctx)
+	// Retry watchers resume from the last version seen when a stream ends or the
+	// apiserver is briefly gone (a restart), so the sampler never goes blind.
+	podW, err := retryWatch(ctx, nodes.ResourceVersion, cs.CoreV1().Pods("").Watch)
+	if err != nil {
+		s.cancel()
 		return nil, fmt.Errorf("sampler: watch pods: %w", err)
 	}
-	pdbW, err := cs.PolicyV1().PodDisruptionBudgets("").Watch(ctx, metav1.ListOptions{})
+	pdbW, err := retryWatch(ctx, pdbs.ResourceVersion, cs.PolicyV1().PodDisruptionBudgets("").Watch)
 	if err != nil {
-		podW.Stop()
+		s.cancel()
 		return nil, fmt.Errorf("sampler: watch PDBs: %w", err)
 	}
-	nodeW, err := cs.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{ResourceVersion: nodes.ResourceVersion})
+	nodeW, err := retryWatch(ctx, nodes.ResourceVersion, cs.CoreV1().Nodes().Watch)
 	if err != nil {
-		podW.Stop()
-		pdbW.Stop()
+		s.cancel()
 		return nil, fmt.Errorf("sampler: watch nodes: %w", err)
 	}
 	s.done.Add(4)
@@ -108,10 +121,30 @@ func Start(ctx context.Context, cs kubernetes.Interface, groups Groups, clk cloc
 	return s, nil
 }
 
+func retryWatch(ctx context.Context, rv string, w cache.WatchFuncWithContext) (watch.Interface, error) {
+	return watchtools.NewRetryWatcherWithContext(ctx, rv, &cache.ListWatch{WatchFuncWithContext: w})
+}
+
+// events yields the watch's object events until it ends, noting an error event (a
+// retry watcher gives up only on one, e.g. 410 Gone or 403) so a blind sampler is seen.
+func (s *Sampler) events(what string, w watch.Interface) func(yield func(watch.Event) bool) {
+	return func(yield func(watch.Event) bool) {
+		defer w.Stop()
+		for ev := range w.ResultChan() {
+			if ev.Type == watch.Error {
+				s.note("watch %s: %v", what, apierrors.FromObject(ev.Object))
+				continue
+			}
+			if !yield(ev) {
+				return
+			}
+		}
+	}
+}
+
 func (s *Sampler) pods(w watch.Interface) {
 	defer s.done.Done()
-	defer w.Stop()
-	for ev := range w.ResultChan() {
+	for ev := range s.events("pods", w) {
 		p, ok := ev.Object.(*corev1.Pod)
 		if !ok || (ev.Type != watch.Deleted && p.DeletionTimestamp == nil) {
 			continue
@@ -136,8 +169,7 @@ func (s *Sampler) pods(w watch.Interface) {
 // group every Interval would see it up to Interval late).
 func (s *Sampler) nodes(w watch.Interface) {
 	defer s.done.Done()
-	defer w.Stop()
-	for ev := range w.ResultChan() {
+	for ev := range s.events("nodes", w) {
 		n, ok := ev.Object.(*corev1.Node)
 		if !ok || ev.Type == watch.Deleted || s.initialNode[n.Name] {
 			continue
@@ -173,18 +205,22 @@ func daemon(p *corev1.Pod) bool {
 
 func (s *Sampler) pdbs(w watch.Interface) {
 	defer s.done.Done()
-	defer w.Stop()
-	for ev := range w.ResultChan() {
-		pdb, ok := ev.Object.(*policyv1.PodDisruptionBudget)
-		if !ok || pdb.Status.ObservedGeneration < pdb.Generation || pdb.Status.ExpectedPods == 0 {
-			continue
+	for ev := range s.events("PDBs", w) {
+		if pdb, ok := ev.Object.(*policyv1.PodDisruptionBudget); ok {
+			s.checkPDB(pdb)
 		}
-		if pdb.Status.CurrentHealthy < pdb.Status.DesiredHealthy {
-			s.mu.Lock()
-			s.pdbBreaches = append(s.pdbBreaches, fmt.Sprintf("%s/%s healthy %d < %d at +%s", pdb.Namespace, pdb.Name,
-				pdb.Status.CurrentHealthy, pdb.Status.DesiredHealthy, s.clk.Since(s.start).Truncate(time.Millisecond)))
-			s.mu.Unlock()
-		}
+	}
+}
+
+func (s *Sampler) checkPDB(pdb *policyv1.PodDisruptionBudget) {
+	if pdb.Status.ObservedGeneration < pdb.Generation || pdb.Status.ExpectedPods == 0 {
+		return
+	}
+	if pdb.Status.CurrentHealthy < pdb.Status.DesiredHealthy {
+		s.mu.Lock()
+		s.pdbBreaches = append(s.pdbBreaches, fmt.Sprintf("%s/%s healthy %d < %d at +%s", pdb.Namespace, pdb.Name,
+			pdb.Status.CurrentHealthy, pdb.Status.DesiredHealthy, s.clk.Since(s.start).Truncate(time.Millisecond)))
+		s.mu.Unlock()
 	}
 }
 
@@ -245,9 +281,11 @@ func (s *Sampler) sampleGroup(ctx context.Context) {
 func (s *Sampler) note(format string, args ...any) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.errs) < 10 {
-		s.errs = append(s.errs, fmt.Sprintf(format, args...))
+	msg := fmt.Sprintf(format, args...)
+	if s.errCount[msg] == 0 && len(s.errs) < 10 {
+		s.errs = append(s.errs, msg)
 	}
+	s.errCount[msg]++
 }
 
 // Check is one invariant with its measured value.
@@ -300,7 +338,13 @@ func (s *Sampler) Stop(ctx context.Context) Report {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var r Report
-	r.Samples, r.Errors = s.samples, s.errs
+	r.Samples = s.samples
+	for _, e := range s.errs {
+		if n := s.errCount[e]; n > 1 {
+			e += fmt.Sprintf(" (%d times)", n)
+		}
+		r.Errors = append(r.Errors, e)
+	}
 	r.Checks = append(r.Checks, Check{
 		Name:     "1a. Ready nodes of the group never below desired",
 		OK:       s.samples > 0 && s.minReadyGap >= 0,
