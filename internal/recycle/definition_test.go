@@ -202,3 +202,71 @@ func TestEveryTaskRetriesTransientErrors(t *testing.T) {
 		}
 	}
 }
+
+// instantClock is a fake clock whose After returns at once, stepping time by the
+// wait: the Runner's retry delays and Wait states take no wall time.
+type instantClock struct{ *clocktesting.FakeClock }
+
+func (c instantClock) After(d time.Duration) <-chan time.Time {
+	c.Step(d)
+	ch := make(chan time.Time, 1)
+	ch <- c.Now()
+	return ch
+}
+
+// An EKS control-plane upgrade can leave the API unreachable for minutes. A task that
+// meets it fails with Recycler.Transient on every attempt until the API is back; the
+// Retry must outlast such an outage, also when full jitter draws short delays, or the
+// recycle rolls back. rand is what the jitter draws (0.5: the mean).
+func TestTransientRetryRidesOutAnAPIOutage(t *testing.T) {
+	done := json.RawMessage(`{"done":true}`)
+	for _, tc := range []struct {
+		name   string
+		def    []byte
+		task   string // fails while the API is down
+		outage time.Duration
+		rand   float64
+	}{
+		{"drain, mean jitter, 10 min down", mustDef(t, ""), TaskDrain, 10 * time.Minute, 0.5},
+		{"drain, every delay a quarter of its cap, 5 min down", mustDef(t, ""), TaskDrain, 5 * time.Minute, 0.25},
+		{"fence, mean jitter, 10 min down", mustDef(t, ""), TaskFence, 10 * time.Minute, 0.5},
+		{"abort rollback, mean jitter, 10 min down", RollbackDefinition(), TaskRollback, 10 * time.Minute, 0.5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := asl.Parse(tc.def)
+			if err != nil {
+				t.Fatal(err)
+			}
+			clk := instantClock{clocktesting.NewFakeClock(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))}
+			var down time.Time
+			attempts := 0
+			reg := asl.Registry{FunctionPlaceholder: func(_ context.Context, raw json.RawMessage) (json.RawMessage, error) {
+				var p Payload
+				if err := json.Unmarshal(raw, &p); err != nil {
+					return nil, err
+				}
+				if p.Task != tc.task {
+					return done, nil
+				}
+				if down.IsZero() {
+					down = clk.Now()
+				}
+				if clk.Since(down) < tc.outage {
+					attempts++
+					return nil, newError(ErrTransient, "%s: dial tcp 10.0.0.1:443: connect: connection refused", p.Task)
+				}
+				return done, nil
+			}}
+			r := &asl.Runner{Registry: reg, Clock: clk, Rand: func() float64 { return tc.rand }}
+			input, _ := json.Marshal(State{Request: NewRequest("node-a")})
+			if tc.task == TaskRollback {
+				input, _ = json.Marshal(map[string]any{"Execution": map[string]any{"Id": "x"}, "StateInput": State{Request: NewRequest("node-a")}})
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if _, err := r.Run(ctx, m, input); err != nil {
+				t.Fatalf("a %s API outage in %s ended the execution after %d attempts: %v", tc.outage, tc.task, attempts, err)
+			}
+		})
+	}
+}

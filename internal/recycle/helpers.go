@@ -5,9 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"syscall"
 	"time"
 
+	"golang.org/x/net/http2"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 
 	"github.com/recycler/recycler/internal/cloud"
 	"github.com/recycler/recycler/internal/kube"
@@ -141,8 +146,35 @@ func classify(task string, err error) error {
 		return &Error{Name: ErrPrecondition, Err: fmt.Errorf("%s: %w", task, err)}
 	case cloud.IsRetryable(err), apierrors.IsConflict(err), apierrors.IsServerTimeout(err),
 		apierrors.IsTooManyRequests(err), apierrors.IsInternalError(err),
-		apierrors.IsServiceUnavailable(err), apierrors.IsTimeout(err), apierrors.IsUnexpectedServerError(err):
+		apierrors.IsServiceUnavailable(err), apierrors.IsTimeout(err), apierrors.IsUnexpectedServerError(err),
+		isNetworkError(err):
 		return &Error{Name: ErrTransient, Err: fmt.Errorf("%s: %w", task, err)}
 	}
 	return fmt.Errorf("%s: %w", task, err)
+}
+
+// isNetworkError reports an error of the connection rather than an answer of the API
+// (the Kubernetes client returns these unnamed): refused, reset, dropped mid-answer,
+// an HTTP/2 connection lost or closed, a dial/TLS/read timeout, a network or host
+// unreachable. kube-apiserver restarting — an EKS control-plane upgrade — produces
+// them for seconds to minutes. A context that ended (the task's own deadline or an
+// abort) is not one: it keeps its own meaning (States.Timeout, a stop).
+func isNetworkError(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var dns *net.DNSError
+	switch {
+	case utilnet.IsConnectionRefused(err), utilnet.IsConnectionReset(err), utilnet.IsProbableEOF(err),
+		utilnet.IsHTTP2ConnectionLost(err), utilnet.IsTimeout(err),
+		errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF),
+		errors.Is(err, syscall.ECONNABORTED), errors.Is(err, syscall.EPIPE),
+		errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH),
+		errors.Is(err, net.ErrClosed):
+		return true
+	case errors.As(err, &dns):
+		return dns.IsTimeout || dns.IsTemporary
+	}
+	var goAway http2.GoAwayError
+	return errors.As(err, &goAway)
 }
