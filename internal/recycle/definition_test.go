@@ -270,3 +270,29 @@ func TestTransientRetryRidesOutAnAPIOutage(t *testing.T) {
 		})
 	}
 }
+
+func TestEveryTaskTimesOutBeforeTheLambda(t *testing.T) {
+	rb, err := DeployedRollbackDefinition("arn:aws:lambda:eu-west-1:123456789012:function:recycler")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, def := range map[string][]byte{"recycle": mustDef(t, ""), "rollback": rb} {
+		var m struct {
+			States map[string]struct {
+				Type           string
+				TimeoutSeconds int
+			}
+		}
+		if err := json.Unmarshal(def, &m); err != nil {
+			t.Fatal(err)
+		}
+		for state, s := range m.States {
+			if s.Type == "Task" && (s.TimeoutSeconds <= 0 || s.TimeoutSeconds > MaxTaskSeconds) {
+				t.Errorf("%s: Task %s has TimeoutSeconds %d, want 1–%d (below the Lambda's own 900 s)", name, state, s.TimeoutSeconds, MaxTaskSeconds)
+			}
+		}
+	}
+	if _, err := DeployedRollbackDefinition(""); err == nil {
+		t.Error("the deployed rollback definition was rendered without a function ARN")
+	}
+}

@@ -3,7 +3,10 @@ package aws_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"path/filepath"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -187,9 +190,24 @@ func (e *simEnv) Suspend(tb testing.TB, group, process string) {
 func (e *simEnv) Calls() int64 { return e.prov.Metrics().TotalCalls() }
 
 func TestContract(t *testing.T) {
+	var mu sync.Mutex
+	called := map[string]bool{} // every operation the provider made, over the whole suite
 	cloudtest.Run(t, func(tb testing.TB) (cloud.Provider, cloudtest.Harness) {
 		e := startSim(tb)
+		tb.Cleanup(func() {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, op := range e.prov.Metrics().Operations() {
+				called[op] = true
+			}
+		})
 		return e.prov, e
+	})
+	// The suite is a full recycle, a rollback before and after the replacement, the
+	// lifecycle-hook path, stop-retire, a raised MaxSize and drift: what the code
+	// calls is what the Lambda's IAM policy must allow, no more.
+	t.Run("LambdaPolicyAllowsExactlyTheseCalls", func(t *testing.T) {
+		checkLambdaPolicy(t, slices.Sorted(maps.Keys(called)))
 	})
 }
 
