@@ -6,7 +6,7 @@ BIN     := bin/recycler
 export RECYCLER_CACHE ?= $(CURDIR)/.cache
 NODE_DIR := tools/node
 
-.PHONY: all build test demo bench lint node-deps controlplane tools clean
+.PHONY: deploy-documents all build test demo bench lint node-deps controlplane tools clean
 
 all: build
 
@@ -41,6 +41,12 @@ bench: node-deps controlplane
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+
+# The Terraform module is published alone, so it carries copies of the state machines;
+# internal/deploy fails until they match the embedded ones.
+deploy-documents:
+	cp internal/recycle/statemachine.asl.json deploy/terraform/modules/documents/recycle.asl.json
+	cp internal/recycle/rollback.asl.json deploy/terraform/modules/documents/rollback.asl.json
 
 clean:
 	rm -rf bin

@@ -27,7 +27,7 @@ locals {
 }
 
 # Terminate lifecycle hook: the group waits in Terminating:Wait while Recycler drains
-# the instance (heartbeating), then Retire completes the action with CONTINUE.
+# the instance, then Retire completes the action with CONTINUE.
 resource "aws_autoscaling_lifecycle_hook" "drain" {
   for_each               = local.hook != null ? toset(local.groups) : toset([])
   name                   = local.hook_name

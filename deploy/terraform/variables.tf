@@ -133,7 +133,7 @@ variable "tags" {
 variable "triggers" {
   type = object({
     lifecycle_hook = optional(object({
-      heartbeat_timeout = optional(number, 600)
+      heartbeat_timeout = optional(number, 7200)
     }))
     alarm_names = optional(list(string), [])
     rollout_schedule = optional(object({
@@ -142,7 +142,7 @@ variable "triggers" {
       rollout_state_machine_arn = string
     }))
   })
-  description = "Which triggers to create, each optional. lifecycle_hook: a terminate lifecycle hook on each allowed group plus an EventBridge rule that starts a recycle (heartbeats from the drain, completed with CONTINUE). alarm_names: CloudWatch alarms (with an InstanceId dimension) whose ALARM state recycles the alarmed instance. rollout_schedule: an EventBridge Scheduler entry (cron(...) or rate(...)) that starts the rollout state machine."
+  description = "Which triggers to create, each optional. lifecycle_hook: a terminate lifecycle hook on each allowed group plus an EventBridge rule that starts a recycle, completed with CONTINUE (heartbeat_timeout, default 7200 s, must exceed the longest drain). alarm_names: CloudWatch alarms (with an InstanceId dimension) whose ALARM state recycles the alarmed instance. rollout_schedule: an EventBridge Scheduler entry (cron(...) or rate(...)) that starts the rollout state machine."
   default     = {}
 
   validation {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/recycler/recycler/internal/cli"
 	"github.com/recycler/recycler/internal/recycle"
+	"github.com/recycler/recycler/internal/testenv"
 )
 
 const (
@@ -51,7 +52,7 @@ func tofuEnv(t *testing.T) []string {
 // throwaway root and returns its outputs. It needs no provider, so it runs offline.
 func render(t *testing.T, inputs map[string]string) map[string]json.RawMessage {
 	t.Helper()
-	tofu := needTool(t, "tofu")
+	tofu := testenv.NeedTool(t, testenv.ToolTofu)
 	src, err := filepath.Abs(documentsDir)
 	if err != nil {
 		t.Fatal(err)
@@ -192,8 +193,8 @@ func TestLambdaTimesOutAfterEveryTask(t *testing.T) {
 // TestModuleIsFormattedAndLintClean: tofu fmt and tflint's built-in Terraform rules
 // (preset "all", deploy/terraform/.tflint.hcl) over the module, its submodule and the example.
 func TestModuleIsFormattedAndLintClean(t *testing.T) {
-	tofu := needTool(t, "tofu")
-	tflint := needTool(t, "tflint")
+	tofu := testenv.NeedTool(t, testenv.ToolTofu)
+	tflint := testenv.NeedTool(t, testenv.ToolTFLint)
 	dir, _ := filepath.Abs(moduleDir)
 	run(t, dir, tofuEnv(t), tofu, "fmt", "-check", "-recursive", "-diff", "-no-color")
 	run(t, dir, []string{"TFLINT_PLUGIN_DIR=" + t.TempDir()}, tflint, "--recursive", "--no-color", "--config", filepath.Join(dir, ".tflint.hcl"))
@@ -221,7 +222,7 @@ type moduleInterface struct {
 // terraform-config-inspect does: every variable typed and described, every output
 // described, required_providers declared, no provider block inside the module.
 func TestModuleInterface(t *testing.T) {
-	inspect := needTool(t, "terraform-config-inspect")
+	inspect := testenv.NeedTool(t, testenv.ToolTerraformConfigInspect)
 	for dir, providers := range map[string][]string{moduleDir: {"aws", "kubernetes"}, documentsDir: nil} {
 		var mi moduleInterface
 		if err := json.Unmarshal(run(t, ".", nil, inspect, "--json", dir), &mi); err != nil {

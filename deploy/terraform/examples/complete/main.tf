@@ -58,7 +58,7 @@ module "recycler" {
   security_group_ids = [data.aws_eks_cluster.this.vpc_config[0].cluster_security_group_id]
 
   triggers = {
-    lifecycle_hook = { heartbeat_timeout = 600 }
+    lifecycle_hook = { heartbeat_timeout = 7200 }
     alarm_names    = [aws_cloudwatch_metric_alarm.cpu.alarm_name]
   }
 
