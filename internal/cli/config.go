@@ -19,6 +19,7 @@ import (
 	"github.com/recycler/recycler/internal/engine"
 	"github.com/recycler/recycler/internal/kube"
 	"github.com/recycler/recycler/internal/recycle"
+	"github.com/recycler/recycler/internal/rollout"
 )
 
 // envPrefix: every flag can default from RECYCLER_<FLAG_NAME> (dashes → underscores).
@@ -89,10 +90,16 @@ func (s *stateFlags) openEngine(ctx context.Context, reg func() *recycle.Tasks, 
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
 	opts := engine.Options{Path: s.statePath, Logger: log, Passive: readOnly}
+	var fleet *rollout.Tasks
 	if reg != nil {
-		opts.Registry = reg().Registry()
+		// Every runner of the file runs rollouts too (Open resumes whatever is unfinished).
+		fleet = fleetTasks(reg())
+		opts.Registry, opts.Workers = fleet.Registry(), engineWorkers
 	}
 	eng, err := engine.Open(ctx, opts)
+	if fleet != nil && err == nil {
+		fleet.SetExecutions(eng)
+	}
 	var locked *engine.LockedError
 	if errors.As(err, &locked) {
 		return nil, usageError{fmt.Errorf("another recycler process (pid %d) is running the executions of %s: use that one (Ctrl-C there offers abort), wait for it, or pass another --state", locked.PID, s.statePath)}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/recycler/recycler/internal/engine"
 	"github.com/recycler/recycler/internal/recycle"
+	"github.com/recycler/recycler/internal/rollout"
 )
 
 // newExecutionCmds returns status, list, history, abort and resume: the commands that
@@ -28,7 +29,13 @@ func newExecutionCmds(stdin io.Reader, stdout, stderr io.Writer) []*cobra.Comman
 					if err != nil {
 						return err
 					}
+					if rollout.IsRollout(ex) {
+						return printRolloutStatus(ctx, eng, stdout, ex)
+					}
 					return printStatus(ctx, eng, stdout, ex)
+				}
+				if err := printRunningRollouts(ctx, eng, stdout); err != nil {
+					return err
 				}
 				exs, err := eng.List(ctx, engine.ListFilter{StateMachine: recycle.StateMachineName, Status: engine.StatusRunning})
 				if err != nil {
@@ -49,8 +56,12 @@ func newExecutionCmds(stdin io.Reader, stdout, stderr io.Writer) []*cobra.Comman
 			}),
 		execCmd("history ID", "Show an execution's timeline", usageArgs(cobra.ExactArgs(1)), false,
 			func(ctx context.Context, eng *engine.Engine, _ *stateFlags, args []string) error {
-				if _, err := describeExec(ctx, eng, args[0]); err != nil {
+				ex, err := describeExec(ctx, eng, args[0])
+				if err != nil {
 					return err
+				}
+				if rollout.IsRollout(ex) {
+					return printRolloutHistory(ctx, eng, stdout, ex)
 				}
 				hist, err := eng.History(ctx, args[0])
 				if err != nil {
@@ -71,6 +82,9 @@ func newExecutionCmds(stdin io.Reader, stdout, stderr io.Writer) []*cobra.Comman
 				if ex.Status.Done() {
 					return usageError{fmt.Errorf("execution %s already ended (%s): nothing to abort", ex.ID, ex.Status)}
 				}
+				if rollout.IsRollout(ex) {
+					return abortRollout(ctx, eng, ex.ID, "aborted with 'recycler abort'", "text", stdout, stderr)
+				}
 				if _, err := eng.Stop(ctx, ex.ID, recycle.ErrAborted, "aborted with 'recycler abort'"); err != nil {
 					return fmt.Errorf("abort %s: %w", ex.ID, err)
 				}
@@ -80,12 +94,23 @@ func newExecutionCmds(stdin io.Reader, stdout, stderr io.Writer) []*cobra.Comman
 				}
 				return exitIfNot(res)
 			}),
-		execCmd("resume", "Continue every unfinished recycle in the foreground until it ends", usageArgs(cobra.NoArgs), true,
-			func(ctx context.Context, eng *engine.Engine, _ *stateFlags, _ []string) error {
+		execCmd("resume [ROLLOUT-ID]", "Continue every unfinished recycle in the foreground until it ends; with a paused rollout's ID, resume it", usageArgs(cobra.MaximumNArgs(1)), true,
+			func(ctx context.Context, eng *engine.Engine, _ *stateFlags, args []string) error {
+				if len(args) == 1 {
+					ex, err := describeExec(ctx, eng, args[0])
+					if err != nil {
+						return err
+					}
+					if !rollout.IsRollout(ex) || ex.Status.Done() {
+						return usageError{fmt.Errorf("execution %s is not a running rollout (%s %s): 'recycler resume' without an ID continues every unfinished recycle", ex.ID, ex.StateMachine, ex.Status)}
+					}
+					return resumeRollout(ctx, eng, ex, "text", stdin, stdout, stderr)
+				}
 				exs, err := eng.List(ctx, engine.ListFilter{Status: engine.StatusRunning})
 				if err != nil {
 					return err
 				}
+				exs = topLevel(exs)
 				if len(exs) == 0 {
 					fmt.Fprintln(stderr, "nothing to resume")
 					return nil
@@ -93,6 +118,18 @@ func newExecutionCmds(stdin io.Reader, stdout, stderr io.Writer) []*cobra.Comman
 				worst := ExitOK
 				for _, ex := range exs {
 					fmt.Fprintf(stderr, "resuming %s (%s)\n", ex.ID, ex.StateMachine)
+					if rollout.IsRollout(ex) {
+						err := followRollout(ctx, context.WithoutCancel(ctx), eng, ex.ID, "text", stdin, stdout, stderr)
+						var ec exitCoder
+						if errors.As(err, &ec) {
+							worst = max(worst, ec.ExitCode())
+							continue
+						}
+						if err != nil {
+							return err
+						}
+						continue
+					}
 					res, err := waitAndFinish(ctx, eng, ex.ID, stderr)
 					if err != nil {
 						return err

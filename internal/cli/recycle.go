@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
 	"github.com/recycler/recycler/internal/engine"
@@ -23,6 +24,15 @@ import (
 
 type recycleFlags struct {
 	stateFlags
+	requestFlags
+	dryRun  bool
+	output  string
+	fromEnv []string // NAME=value of the flags set from RECYCLER_* variables
+}
+
+// requestFlags are the options of one recycle; `recycler rollout` passes them through
+// to each of its recycles.
+type requestFlags struct {
 	selector           string
 	namespaces         []string
 	maxWait            time.Duration
@@ -36,9 +46,34 @@ type recycleFlags struct {
 	allowRaiseMax      bool
 	readyLabels        map[string]string
 	checkSeconds       int
-	dryRun             bool
-	output             string
-	fromEnv            []string // NAME=value of the flags set from RECYCLER_* variables
+}
+
+func (f *requestFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&f.selector, "selector", "", "label selector of the pods to wait for (long-running jobs); they are never evicted before --max-wait")
+	fs.StringSliceVar(&f.namespaces, "namespace", nil, "namespaces of the pods to wait for (repeatable or comma-separated; default: all)")
+	fs.DurationVar(&f.maxWait, "max-wait", recycle.DefaultMaxWait, "how long to wait for the selected pods to finish")
+	fs.StringVar(&f.onTimeout, "on-timeout", string(recycle.OnTimeoutFail), "at --max-wait: fail (roll back), evict (PDB-aware), or force (delete with --force-grace)")
+	fs.BoolVar(&f.evictOthers, "evict-others", true, "evict the pods that are not selected through the Eviction API (PDBs honoured)")
+	fs.DurationVar(&f.replacementTimeout, "replacement-timeout", recycle.DefaultReplacementTimeout, "how long to wait for the replacement node to be Ready before rolling back")
+	fs.DurationVar(&f.workloadTimeout, "workload-timeout", recycle.DefaultWorkloadTimeout, "how long moved workloads may take to be available again")
+	fs.DurationVar(&f.forceGrace, "force-grace", recycle.DefaultForceGrace, "grace period cap for --on-timeout force (at least 1s)")
+	fs.StringVar(&f.retire, "retire", string(recycle.RetireTerminate), "what to do with the old instance: terminate, or stop (kept and tagged for forensics)")
+	fs.BoolVar(&f.noSurge, "no-surge", false, "for a group without headroom: drain first, then let the group replace the node")
+	fs.BoolVar(&f.allowRaiseMax, "allow-raise-max", false, "raise the group's MaxSize by one during the recycle when it has no headroom (restored afterwards)")
+	fs.StringToStringVar(&f.readyLabels, "ready-label", nil, "labels the replacement node must carry before it counts as ready (key=value, repeatable)")
+	fs.IntVar(&f.checkSeconds, "check-seconds", recycle.DefaultCheckSeconds, "how long one check may block on a watch before the state machine loops")
+}
+
+// request is the recycle of target with these options (not validated yet).
+func (f *requestFlags) request(target string) recycle.Request {
+	r := recycle.NewRequest(target)
+	r.Selector, r.Namespaces = f.selector, f.namespaces
+	r.MaxWait, r.ReplacementTimeout = recycle.Duration(f.maxWait), recycle.Duration(f.replacementTimeout)
+	r.WorkloadTimeout, r.ForceGrace = recycle.Duration(f.workloadTimeout), recycle.Duration(f.forceGrace)
+	r.OnTimeout, r.Retire = recycle.OnTimeout(f.onTimeout), recycle.RetireMode(f.retire)
+	r.EvictOthers, r.NoSurge, r.AllowRaiseMax = f.evictOthers, f.noSurge, f.allowRaiseMax
+	r.ReadyLabels, r.CheckSeconds = f.readyLabels, f.checkSeconds
+	return r
 }
 
 func newRecycleCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
@@ -73,19 +108,7 @@ Exit codes: 0 success, 1 failed and rolled back, 2 bad input or refused precondi
 	}
 	fs := cmd.Flags()
 	f.stateFlags.register(fs)
-	fs.StringVar(&f.selector, "selector", "", "label selector of the pods to wait for (long-running jobs); they are never evicted before --max-wait")
-	fs.StringSliceVar(&f.namespaces, "namespace", nil, "namespaces of the pods to wait for (repeatable or comma-separated; default: all)")
-	fs.DurationVar(&f.maxWait, "max-wait", recycle.DefaultMaxWait, "how long to wait for the selected pods to finish")
-	fs.StringVar(&f.onTimeout, "on-timeout", string(recycle.OnTimeoutFail), "at --max-wait: fail (roll back), evict (PDB-aware), or force (delete with --force-grace)")
-	fs.BoolVar(&f.evictOthers, "evict-others", true, "evict the pods that are not selected through the Eviction API (PDBs honoured)")
-	fs.DurationVar(&f.replacementTimeout, "replacement-timeout", recycle.DefaultReplacementTimeout, "how long to wait for the replacement node to be Ready before rolling back")
-	fs.DurationVar(&f.workloadTimeout, "workload-timeout", recycle.DefaultWorkloadTimeout, "how long moved workloads may take to be available again")
-	fs.DurationVar(&f.forceGrace, "force-grace", recycle.DefaultForceGrace, "grace period cap for --on-timeout force (at least 1s)")
-	fs.StringVar(&f.retire, "retire", string(recycle.RetireTerminate), "what to do with the old instance: terminate, or stop (kept and tagged for forensics)")
-	fs.BoolVar(&f.noSurge, "no-surge", false, "for a group without headroom: drain first, then let the group replace the node")
-	fs.BoolVar(&f.allowRaiseMax, "allow-raise-max", false, "raise the group's MaxSize by one during the recycle when it has no headroom (restored afterwards)")
-	fs.StringToStringVar(&f.readyLabels, "ready-label", nil, "labels the replacement node must carry before it counts as ready (key=value, repeatable)")
-	fs.IntVar(&f.checkSeconds, "check-seconds", recycle.DefaultCheckSeconds, "how long one check may block on a watch before the state machine loops")
+	f.requestFlags.register(fs)
 	fs.BoolVar(&f.dryRun, "dry-run", false, "resolve and check every node, print what would happen, change nothing")
 	fs.StringVarP(&f.output, "output", "o", "text", "final result on stdout: text or json")
 	addEnvDefaultsHook(cmd)
@@ -106,13 +129,7 @@ func (f *recycleFlags) requests(targets []string) ([]recycle.Request, error) {
 			continue
 		}
 		seen[t] = true
-		r := recycle.NewRequest(t)
-		r.Selector, r.Namespaces = f.selector, f.namespaces
-		r.MaxWait, r.ReplacementTimeout = recycle.Duration(f.maxWait), recycle.Duration(f.replacementTimeout)
-		r.WorkloadTimeout, r.ForceGrace = recycle.Duration(f.workloadTimeout), recycle.Duration(f.forceGrace)
-		r.OnTimeout, r.Retire = recycle.OnTimeout(f.onTimeout), recycle.RetireMode(f.retire)
-		r.EvictOthers, r.NoSurge, r.AllowRaiseMax = f.evictOthers, f.noSurge, f.allowRaiseMax
-		r.ReadyLabels, r.CheckSeconds = f.readyLabels, f.checkSeconds
+		r := f.request(t)
 		if err := r.Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", t, err))
 			continue

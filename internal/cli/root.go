@@ -89,6 +89,8 @@ select), and retires the old instance. Every step is durable and rolls back on f
 	root.AddCommand(newControlPlaneCmd(stdout, stderr))
 	root.AddCommand(newASLCmd(stdout))
 	root.AddCommand(newRecycleCmd(stdin, stdout, stderr))
+	root.AddCommand(newPlanCmd(stdout, stderr))
+	root.AddCommand(newRolloutCmd(stdin, stdout, stderr))
 	root.AddCommand(newExecutionCmds(stdin, stdout, stderr)...)
 	root.AddCommand(newDemoCmd(stdout, stderr))
 	return root

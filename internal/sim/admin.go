@@ -23,6 +23,8 @@ type GroupSpec struct {
 	Zones        []string `json:"zones,omitempty"`        // default: all zones of the region
 	// Overrides, when set, make it a mixed-instances group with these instance types.
 	Overrides []string `json:"overrides,omitempty"`
+	// Tags of the group (not propagated to instances).
+	Tags map[string]string `json:"tags,omitempty"`
 }
 
 // CreateGroup creates a launch template "<name>-lt" and the group, as a user would
@@ -64,6 +66,15 @@ func (s *Server) CreateGroup(spec GroupSpec) error {
 	}
 	for k, z := range spec.Zones {
 		g.Set(fmt.Sprintf("AvailabilityZones.member.%d", k+1), z)
+	}
+	keys := make([]string, 0, len(spec.Tags))
+	for k := range spec.Tags {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for i, k := range keys {
+		g.Set(fmt.Sprintf("Tags.member.%d.Key", i+1), k)
+		g.Set(fmt.Sprintf("Tags.member.%d.Value", i+1), spec.Tags[k])
 	}
 	if _, err := s.createAutoScalingGroup(newForm(g)); err != nil {
 		return fmt.Errorf("create group %s: %w", spec.Name, err)
