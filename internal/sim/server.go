@@ -78,6 +78,9 @@ type Server struct {
 	svcs       map[string]*service
 	queues     map[string]*sqsQueue // SQS, by name
 	rules      []EventRule          // EventBridge rules that target a queue
+	identities map[string]Identity  // by access key id
+	clusters   map[string]*cluster  // EKS, by name
+	proxy      proxyState           // CONNECT tunnels for *.amazonaws.com (proxy.go)
 	reqCounter int
 	shutdown   func()
 
@@ -136,6 +139,8 @@ func New(opts Options) *Server {
 		queues:    map[string]*sqsQueue{},
 	}
 	srv.faults.RateLimits = maps.Clone(opts.Faults.RateLimits)
+	srv.identities = map[string]Identity{AccessKeyID: srv.defaultIdentity()}
+	srv.clusters = map[string]*cluster{}
 	srv.svcs = srv.services()
 	return srv
 }
@@ -175,7 +180,7 @@ func (s *Server) Close(ctx context.Context) error {
 	if s.http == nil {
 		return nil
 	}
-	err := s.http.Shutdown(ctx)
+	err := errors.Join(s.http.Shutdown(ctx), s.closeProxy(ctx))
 	s.cancel()
 	<-s.done
 	return err
@@ -300,13 +305,18 @@ func (s *Server) services() map[string]*service {
 	return map[string]*service{
 		"autoscaling": {proto: awsQuery{ns: "http://autoscaling.amazonaws.com/doc/2011-01-01/"}, ops: s.autoscalingOps()},
 		"ec2":         {proto: ec2Query{ns: "http://ec2.amazonaws.com/doc/2016-11-15/"}, ops: s.ec2Ops()},
-		"sts":         {proto: awsQuery{ns: "https://sts.amazonaws.com/doc/2011-06-15/"}, ops: s.stsOps()},
+		"sts":         {proto: stsQuery{awsQuery: awsQuery{ns: "https://sts.amazonaws.com/doc/2011-06-15/"}, srv: s}, ops: s.stsOps()},
 		"sqs":         {proto: awsJSON{prefix: "AmazonSQS.", namespace: "com.amazonaws.sqs#"}, ops: s.sqsOps()},
+		"eks":         {proto: restJSON{}, ops: s.eksOps()},
 	}
 }
 
 // ServeHTTP dispatches AWS API calls and the admin API under /_sim/.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodConnect {
+		s.serveConnect(w, r)
+		return
+	}
 	if strings.HasPrefix(r.URL.Path, "/_sim/") {
 		s.serveAdmin(w, r)
 		return
@@ -362,14 +372,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // signingService reads the service name from the SigV4 credential scope
-// (Credential=AKID/date/region/service/aws4_request). Signatures are not verified.
+// (Credential=AKID/date/region/service/aws4_request) of the Authorization header
+// or, for a presigned URL, of X-Amz-Credential. Only presigned STS requests have
+// their signature verified (sts.go).
 func signingService(r *http.Request) string {
-	auth := r.Header.Get("Authorization")
-	if i := strings.Index(auth, "Credential="); i >= 0 {
-		parts := strings.Split(strings.SplitN(auth[i+len("Credential="):], ",", 2)[0], "/")
-		if len(parts) >= 5 {
-			return parts[3]
-		}
+	scope := credentialScope(r.Header.Get("Authorization"))
+	if scope == nil {
+		scope = strings.Split(r.URL.Query().Get("X-Amz-Credential"), "/")
+	}
+	if len(scope) >= 5 {
+		return scope[3]
 	}
 	return ""
 }

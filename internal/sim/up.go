@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -47,7 +48,26 @@ type UpOptions struct {
 	Logger   *slog.Logger
 	Progress io.Writer
 	Seed     uint64
+	// EKS, when set, makes the environment EKS-like (needs Kube unset): see EKSOptions.
+	EKS *EKSOptions
 }
+
+// EKSOptions make Up start the control plane the way EKS runs it: the
+// apiserver asks aws-iam-authenticator (verifying against this simulator's
+// STS) about bearer tokens, and DescribeCluster of Cluster answers with the
+// apiserver's endpoint and CA. So `--cluster` and the Lambda connect with
+// native EKS auth, no kubeconfig.
+type EKSOptions struct {
+	// Cluster is the EKS cluster name; default DefaultCluster.
+	Cluster string
+	// Mappings of IAM principals to Kubernetes users and groups, after the
+	// default one: the static test user (AccessKeyID) is "sim-admin" in
+	// system:masters, as EKS makes a cluster's creator admin.
+	Mappings []Mapping
+}
+
+// DefaultCluster is the EKS cluster name of an EKS-like environment.
+const DefaultCluster = "recycler-sim"
 
 // Environment is a running control plane plus simulated AWS.
 type Environment struct {
@@ -55,8 +75,11 @@ type Environment struct {
 	AWS     *Server
 	Region  string
 	Groups  []string
-	opts    UpOptions
-	ownKube bool
+	// Cluster and Authenticator are set in an EKS-like environment (UpOptions.EKS).
+	Cluster       string
+	Authenticator *Authenticator
+	opts          UpOptions
+	ownKube       bool
 }
 
 // Up starts the control plane (kwok nodes) and the simulated AWS endpoint, creates
@@ -92,27 +115,45 @@ func Up(ctx context.Context, opts UpOptions) (*Environment, error) {
 	if opts.Testenv.Progress == nil {
 		opts.Testenv.Progress = opts.Progress
 	}
-	kube := opts.Kube
-	if kube == nil {
-		fmt.Fprintln(opts.Progress, "starting the control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)…")
-		var err error
-		if kube, err = testenv.Start(ctx, opts.Testenv); err != nil {
-			return nil, fmt.Errorf("sim up: start control plane: %w", err)
-		}
+	if opts.EKS != nil && opts.Kube != nil {
+		return nil, errors.New("sim up: an EKS-like environment starts its own control plane (its apiserver asks aws-iam-authenticator): leave Kube unset")
 	}
-	stopKube := func() error {
-		if opts.Kube != nil {
-			return nil
-		}
-		return kube.Stop()
-	}
-	aws := New(Options{Region: opts.Region, BootDelay: opts.BootDelay, Nodes: KwokNodes{Env: kube}, Logger: opts.Logger, Seed: opts.Seed})
+	aws := New(Options{Region: opts.Region, BootDelay: opts.BootDelay, Logger: opts.Logger, Seed: opts.Seed})
 	if err := aws.Start(opts.Addr); err != nil {
-		return nil, errors.Join(fmt.Errorf("sim up: %w", err), stopKube())
+		return nil, fmt.Errorf("sim up: %w", err)
 	}
-	env := &Environment{Kube: kube, AWS: aws, Region: aws.Region(), opts: opts, ownKube: opts.Kube == nil}
+	env := &Environment{AWS: aws, Region: aws.Region(), opts: opts, ownKube: opts.Kube == nil}
 	fail := func(err error) (*Environment, error) {
 		return nil, errors.Join(err, env.Down(context.WithoutCancel(ctx)))
+	}
+	if opts.EKS != nil {
+		env.Cluster = opts.EKS.Cluster
+		if env.Cluster == "" {
+			env.Cluster = DefaultCluster
+		}
+		fmt.Fprintln(opts.Progress, "starting aws-iam-authenticator (verifies EKS tokens against the simulated STS)…")
+		mappings := append([]Mapping{{ARN: aws.defaultIdentity().ARN, Username: "sim-admin", Groups: []string{"system:masters"}}}, opts.EKS.Mappings...)
+		authn, err := aws.StartAuthenticator(ctx, AuthenticatorOptions{ClusterID: env.Cluster, Mappings: mappings})
+		if err != nil {
+			return fail(fmt.Errorf("sim up: %w", err))
+		}
+		env.Authenticator = authn
+		opts.Testenv.TokenWebhookConfig = authn.WebhookKubeconfig
+	}
+	env.Kube = opts.Kube
+	if env.Kube == nil {
+		fmt.Fprintln(opts.Progress, "starting the control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)…")
+		kube, err := testenv.Start(ctx, opts.Testenv)
+		if err != nil {
+			return fail(fmt.Errorf("sim up: start control plane: %w", err))
+		}
+		env.Kube = kube
+	}
+	aws.setNodes(KwokNodes{Env: env.Kube})
+	if opts.EKS != nil {
+		if err := aws.CreateCluster(ClusterSpec{Name: env.Cluster, Endpoint: env.Kube.Config.Host, CAData: env.Kube.Config.CAData}); err != nil {
+			return fail(fmt.Errorf("sim up: %w", err))
+		}
 	}
 	fmt.Fprintf(opts.Progress, "simulated AWS at %s; creating %d group(s) of %d node(s)…\n", aws.URL(), opts.Groups, opts.Nodes)
 	for g := 1; g <= opts.Groups; g++ {
@@ -182,15 +223,33 @@ func nodeReady(n *corev1.Node) bool {
 
 // Vars are the environment variables that point kubectl, the AWS CLI/SDKs and recycler here.
 func (e *Environment) Vars() [][2]string {
-	return [][2]string{
+	vars := [][2]string{
 		{"KUBECONFIG", e.Kube.Kubeconfig},
 		{"AWS_ENDPOINT_URL", e.AWS.URL()},
 		{"AWS_REGION", e.Region},
 		{"AWS_DEFAULT_REGION", e.Region}, // AWS CLI v1
-		{"AWS_ACCESS_KEY_ID", "AKIDSIMULATED"},
-		{"AWS_SECRET_ACCESS_KEY", "simulated"},
+		{"AWS_ACCESS_KEY_ID", AccessKeyID},
+		{"AWS_SECRET_ACCESS_KEY", SecretAccessKey},
 		{"AWS_EC2_METADATA_DISABLED", "true"},
 		{"RECYCLER_SIM_ADMIN", e.AWS.URL() + "/_sim/"},
+	}
+	if e.Cluster != "" {
+		vars = append(vars, e.EKSVars()...)
+	}
+	return vars
+}
+
+// EKSVars point a program at the EKS-like environment's STS the way EKS needs
+// it: tokens must name the real STS host (aws-iam-authenticator refuses any
+// other), which this simulator answers through its HTTPS proxy.
+func (e *Environment) EKSVars() [][2]string {
+	return [][2]string{
+		{"RECYCLER_CLUSTER", e.Cluster},
+		{"AWS_ENDPOINT_URL_STS", "https://sts." + e.Region + ".amazonaws.com"},
+		{"HTTPS_PROXY", e.AWS.URL()},
+		{"SSL_CERT_FILE", filepath.Join(e.Authenticator.Dir, "simulated-aws-ca.pem")},
+		// The SDKs trust AWS_CA_BUNDLE instead of the system roots when it is set.
+		{"AWS_CA_BUNDLE", filepath.Join(e.Authenticator.Dir, "simulated-aws-ca.pem")},
 	}
 }
 
@@ -198,10 +257,18 @@ func (e *Environment) Vars() [][2]string {
 func (e *Environment) Down(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if !e.ownKube {
-		return errors.Join(e.AWS.Close(ctx), e.AWS.DeregisterAll(ctx))
+	var stopAuthn, stopKube error
+	if e.Authenticator != nil {
+		stopAuthn = e.Authenticator.Stop()
 	}
-	return errors.Join(e.AWS.Close(ctx), e.Kube.Stop())
+	if e.Kube == nil {
+		return errors.Join(e.AWS.Close(ctx), stopAuthn)
+	}
+	if !e.ownKube {
+		return errors.Join(e.AWS.Close(ctx), e.AWS.DeregisterAll(ctx), stopAuthn)
+	}
+	stopKube = e.Kube.Stop()
+	return errors.Join(e.AWS.Close(ctx), stopKube, stopAuthn)
 }
 
 // SeedWorkloads creates the demo workloads in namespace "demo": Deployments "web"
@@ -284,4 +351,12 @@ func (e *Environment) SeedWorkloads(ctx context.Context) error {
 		return fmt.Errorf("seed workloads: daemonset: %w", err)
 	}
 	return nil
+}
+
+// setNodes installs the Node registry once the control plane runs (an EKS-like
+// environment starts the simulator first: the apiserver needs its STS).
+func (s *Server) setNodes(r NodeRegistry) {
+	s.nodeMu.Lock()
+	defer s.nodeMu.Unlock()
+	s.opts.Nodes = r
 }
