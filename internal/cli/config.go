@@ -9,10 +9,10 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/clock"
 
 	awsprovider "github.com/recycler/recycler/internal/cloud/aws"
@@ -60,11 +60,13 @@ func fromEnvironment(fs *pflag.FlagSet) []string {
 type stateFlags struct {
 	statePath  string
 	kubeconfig string
+	cluster    string
 }
 
 func (s *stateFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&s.statePath, "state", defaultStatePath(), "SQLite file of the embedded engine (executions, history)")
 	fs.StringVar(&s.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
+	fs.StringVar(&s.cluster, "cluster", "", "EKS cluster name: connect with eks:DescribeCluster and an EKS token from the AWS credentials (no kubeconfig, no aws CLI)")
 }
 
 func defaultStatePath() string {
@@ -113,13 +115,13 @@ func (s *stateFlags) openEngine(ctx context.Context, reg func() *recycle.Tasks, 
 // buildTasks connects to the cluster and to AWS (region and endpoints from the SDK's
 // standard configuration: AWS_REGION, AWS_ENDPOINT_URL, profiles, …).
 func (s *stateFlags) buildTasks(ctx context.Context) (*recycle.Tasks, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	if s.kubeconfig != "" {
-		rules.ExplicitPath = s.kubeconfig
-	}
-	rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	awsCfg, err := config.LoadDefaultConfig(ctx)
 	if err != nil {
-		return nil, usageError{fmt.Errorf("kubeconfig: %w (set --kubeconfig or KUBECONFIG)", err)}
+		return nil, fmt.Errorf("aws: load AWS configuration: %w", err)
+	}
+	rc, err := s.kubeConfig(ctx, awsCfg)
+	if err != nil {
+		return nil, err
 	}
 	// Drains issue many evictions; client-go's default 5 QPS would dominate a recycle's time.
 	rc.QPS, rc.Burst = 50, 100
@@ -128,7 +130,7 @@ func (s *stateFlags) buildTasks(ctx context.Context) (*recycle.Tasks, error) {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
 	clk := clock.RealClock{}
-	prov, err := awsprovider.New(ctx, awsprovider.Options{Clock: clk})
+	prov, err := awsprovider.NewFromConfig(awsCfg, awsprovider.Options{Clock: clk})
 	if err != nil {
 		return nil, fmt.Errorf("aws: %w", err)
 	}
