@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -119,6 +120,20 @@ func (s *stateFlags) buildTasks(ctx context.Context) (*recycle.Tasks, error) {
 	if err != nil {
 		return nil, fmt.Errorf("aws: load AWS configuration: %w", err)
 	}
+	cs, err := s.kubeClient(ctx, awsCfg)
+	if err != nil {
+		return nil, err
+	}
+	clk := clock.RealClock{}
+	prov, err := awsprovider.NewFromConfig(awsCfg, awsprovider.Options{Clock: clk})
+	if err != nil {
+		return nil, fmt.Errorf("aws: %w", err)
+	}
+	return &recycle.Tasks{Cloud: prov, Cluster: kube.New(cs, kube.WithClock(clk)), Clock: clk}, nil
+}
+
+// kubeClient connects to the cluster (kubeconfig, or EKS auth from awsCfg).
+func (s *stateFlags) kubeClient(ctx context.Context, awsCfg aws.Config) (kubernetes.Interface, error) {
 	rc, err := s.kubeConfig(ctx, awsCfg)
 	if err != nil {
 		return nil, err
@@ -129,12 +144,7 @@ func (s *stateFlags) buildTasks(ctx context.Context) (*recycle.Tasks, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
-	clk := clock.RealClock{}
-	prov, err := awsprovider.NewFromConfig(awsCfg, awsprovider.Options{Clock: clk})
-	if err != nil {
-		return nil, fmt.Errorf("aws: %w", err)
-	}
-	return &recycle.Tasks{Cloud: prov, Cluster: kube.New(cs, kube.WithClock(clk)), Clock: clk}, nil
+	return cs, nil
 }
 
 func addEnvDefaultsHook(cmd *cobra.Command) {

@@ -93,6 +93,7 @@ select), and retires the old instance. Every step is durable and rolls back on f
 	root.AddCommand(newRolloutCmd(stdin, stdout, stderr))
 	root.AddCommand(newExecutionCmds(stdin, stdout, stderr)...)
 	root.AddCommand(newDemoCmd(stdout, stderr))
+	root.AddCommand(newServeCmd(stdout, stderr))
 	return root
 }
 

@@ -61,7 +61,8 @@ type Request struct {
 	CheckSeconds int `json:"checkSeconds"`
 
 	// LifecycleHook is set when an Auto Scaling lifecycle hook started this recycle:
-	// the action is completed (CONTINUE on success, ABANDON only on a definite failure).
+	// the recycle drains, heartbeats the action while it works, and completes it with
+	// CONTINUE (also after a rollback: see rollback in tasks.go).
 	LifecycleHook *LifecycleHook `json:"lifecycleHook,omitempty"`
 
 	// Trigger says what started this recycle when it was not a person (an event, an

@@ -43,6 +43,8 @@ type Target struct {
 	Instances  []string  `json:"instances"` // the group's instance ids at Resolve
 	Suspended  []string  `json:"suspended,omitempty"`
 	ResolvedAt time.Time `json:"resolvedAt"`
+	// Hook is set when a lifecycle hook started the recycle (its timeouts, Resolve's heartbeat).
+	Hook *HookTiming `json:"hook,omitempty"`
 }
 
 // SurgeStatus is Surge's result.
@@ -74,6 +76,8 @@ type DrainStatus struct {
 	Blocked    map[string]BlockInfo `json:"blocked,omitempty"`  // pod UID → latest PDB refusal
 	ForcedPods int                  `json:"forced,omitempty"`
 	DoneAt     time.Time            `json:"doneAt,omitzero"`
+	// HeartbeatAt is the last lifecycle-hook heartbeat a Drain call recorded.
+	HeartbeatAt time.Time `json:"heartbeatAt,omitzero"`
 }
 
 // BlockInfo says which budget refused a pod's eviction and when to try again.
@@ -86,9 +90,10 @@ type BlockInfo struct {
 
 // WorkloadsStatus is CheckWorkloads' result.
 type WorkloadsStatus struct {
-	Done     bool      `json:"done"`
-	Deadline time.Time `json:"deadline"`
-	NotReady []string  `json:"notReady,omitempty"`
+	Done        bool      `json:"done"`
+	Deadline    time.Time `json:"deadline"`
+	NotReady    []string  `json:"notReady,omitempty"`
+	HeartbeatAt time.Time `json:"heartbeatAt,omitzero"`
 }
 
 // RetireStatus is Retire's result.
@@ -101,11 +106,11 @@ type RetireStatus struct {
 
 // RollbackStatus is Rollback's result.
 type RollbackStatus struct {
-	Unfenced         bool      `json:"unfenced"`
-	SurgeUndone      bool      `json:"surgeUndone"`
-	LifecycleAbandon bool      `json:"lifecycleAbandon,omitempty"`
-	Notes            []string  `json:"notes,omitempty"`
-	At               time.Time `json:"at"`
+	Unfenced          bool      `json:"unfenced"`
+	SurgeUndone       bool      `json:"surgeUndone"`
+	LifecycleComplete bool      `json:"lifecycleComplete,omitempty"` // the hook that started it was answered CONTINUE
+	Notes             []string  `json:"notes,omitempty"`
+	At                time.Time `json:"at"`
 }
 
 // maxListed caps pod lists kept in the State.

@@ -172,6 +172,11 @@ func (t *Tasks) Resolve(ctx context.Context, s State) (*Target, error) {
 		tgt.Instances = append(tgt.Instances, in.ID)
 	}
 	slices.Sort(tgt.Instances)
+	if req.LifecycleHook != nil {
+		if tgt.Hook, err = t.resolveHook(ctx, req, inst.ID, g); err != nil {
+			return nil, err
+		}
+	}
 	return tgt, nil
 }
 
@@ -316,11 +321,14 @@ func (t *Tasks) drain(ctx context.Context, execution string, s State) (*DrainSta
 	now := t.Clock.Now().UTC()
 	st := s.Drain
 	if st == nil {
-		st = &DrainStatus{StartedAt: now, Deadline: now.Add(time.Duration(req.MaxWait))}
+		st = &DrainStatus{StartedAt: now, Deadline: hookDeadline(s, now.Add(time.Duration(req.MaxWait)))}
 	}
 	st = cloneDrain(st)
+	if st.HeartbeatAt, err = t.keepHookAlive(ctx, s, st.HeartbeatAt); err != nil {
+		return nil, err
+	}
 	// Only the waiting is bounded; API calls use ctx so the bound never cuts one off.
-	bctx, cancel := t.bound(ctx, req.CheckSeconds, time.Time{})
+	bctx, cancel := t.bound(ctx, checkSeconds(s), time.Time{})
 	defer cancel()
 
 	set, err := t.Cluster.PodsOnNode(ctx, tgt.Node, sel)
@@ -421,7 +429,11 @@ func (t *Tasks) checkWorkloads(ctx context.Context, s State) (*WorkloadsStatus, 
 	now := t.Clock.Now().UTC()
 	st := &WorkloadsStatus{Deadline: now.Add(time.Duration(s.Request.WorkloadTimeout))}
 	if s.Workloads != nil {
-		st.Deadline = s.Workloads.Deadline
+		st.Deadline, st.HeartbeatAt = s.Workloads.Deadline, s.Workloads.HeartbeatAt
+	}
+	var err error
+	if st.HeartbeatAt, err = t.keepHookAlive(ctx, s, st.HeartbeatAt); err != nil {
+		return nil, err
 	}
 	var evicted []kube.Pod
 	if s.Drain != nil {
@@ -531,10 +543,12 @@ func (t *Tasks) rollback(ctx context.Context, execution string, s State) (*Rollb
 		}
 	}
 	st.SurgeUndone = true
-	// A definite failure of this recycle: ABANDON. (Transient errors never get here:
-	// the state machine retries them first.)
+	// The hook that started this recycle is a terminate hook: the instance goes
+	// whatever we answer, and ABANDON would also skip the group's other terminate
+	// hooks (someone's log shipping, say). So even a failed recycle answers CONTINUE —
+	// after the node was unfenced — and never ABANDON, transient error or not.
 	var err error
-	if st.LifecycleAbandon, err = t.completeHook(ctx, s, cloud.LifecycleAbandon); err != nil {
+	if st.LifecycleComplete, err = t.completeHook(ctx, s, cloud.LifecycleContinue); err != nil {
 		return nil, err
 	}
 	st.At = t.Clock.Now().UTC()

@@ -1,0 +1,199 @@
+package serve
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/recycler/recycler/internal/kube"
+	"github.com/recycler/recycler/internal/recycle"
+	"github.com/recycler/recycler/internal/trigger"
+)
+
+// AnnotationRecycle on a Node asks serve to recycle it: "requested" (the serve
+// defaults) or a JSON object of request options ({"maxWait": "2h", "onTimeout":
+// "evict"}). Serve replaces the value with the execution id once the execution is
+// durably recorded, and removes the annotation when the execution ends.
+const AnnotationRecycle = "recycler.io/recycle"
+
+// AnnotationRequested is the value that asks for a recycle with the defaults.
+const AnnotationRequested = "requested"
+
+// onNode is the node informer's handler: it runs on the informer's goroutine, so it
+// only decides and hands real work to a goroutine of its own.
+func (l *leader) onNode(n *corev1.Node) {
+	v, ok := n.Annotations[AnnotationRecycle]
+	if !ok || n.DeletionTimestamp != nil {
+		return
+	}
+	l.mu.Lock()
+	if l.annotating == nil {
+		l.annotating = map[string]bool{}
+	}
+	if l.annotating[n.Name] {
+		l.mu.Unlock()
+		return
+	}
+	l.annotating[n.Name] = true
+	l.mu.Unlock()
+	go func() {
+		defer func() {
+			l.mu.Lock()
+			delete(l.annotating, n.Name)
+			l.mu.Unlock()
+		}()
+		l.annotated(l.ctx, n, v)
+	}()
+}
+
+func isRequest(v string) bool {
+	return v == AnnotationRequested || strings.HasPrefix(strings.TrimSpace(v), "{")
+}
+
+func (l *leader) annotated(ctx context.Context, n *corev1.Node, v string) {
+	if ctx.Err() != nil {
+		return
+	}
+	log := l.o.Log.With("node", n.Name)
+	if !isRequest(v) {
+		// Our own value: an execution id. Clean up one that ended while no leader ran.
+		l.mu.Lock()
+		_, mine := l.running[v]
+		l.mu.Unlock()
+		if mine {
+			return
+		}
+		if ex, err := l.eng.Describe(ctx, v); err == nil && ex.Status.Done() {
+			l.clearAnnotation(ctx, n.Name, v)
+		}
+		return
+	}
+	pid, err := kube.ParseProviderID(n.Spec.ProviderID)
+	if err != nil {
+		l.refuseAnnotation(ctx, n, v, fmt.Sprintf("node has no AWS providerID (%v): Recycler only recycles Auto Scaling group members", err))
+		return
+	}
+	if exec, busy := l.busy(n.Name, pid.InstanceID); busy {
+		// Already in hand: the annotation follows that execution and goes with it.
+		l.mu.Lock()
+		r := l.running[exec]
+		r.annotation = n.Name
+		l.running[exec] = r
+		l.mu.Unlock()
+		l.setAnnotation(ctx, n.Name, exec)
+		return
+	}
+	req, err := annotationRequest(l.o.Defaults, v)
+	if err != nil {
+		l.refuseAnnotation(ctx, n, v, err.Error())
+		return
+	}
+	req.SetTarget(n.Name)
+	eventID := "annotation:" + n.Name + "@" + n.ResourceVersion
+	req.Trigger = &recycle.Trigger{Kind: string(trigger.KindAnnotation), EventID: eventID, Reason: "annotation " + AnnotationRecycle + "=" + v, At: l.o.Clock.Now().UTC()}
+	if err := req.Validate(); err != nil {
+		l.refuseAnnotation(ctx, n, v, err.Error())
+		return
+	}
+	ex, err := l.start(ctx, executionName(trigger.KindAnnotation, pid.InstanceID, eventID), req, n.Name)
+	if err != nil {
+		log.Error("start recycle from annotation (retried on the next change of the node)", "err", err)
+		return
+	}
+	l.setAnnotation(ctx, n.Name, ex.ID)
+}
+
+// annotationRequest reads the annotation's options over the defaults, strictly:
+// unknown fields and the fields a trigger sets itself are refused.
+func annotationRequest(defaults recycle.Request, v string) (recycle.Request, error) {
+	req := defaults
+	if v == AnnotationRequested {
+		return req, nil
+	}
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(v), &keys); err != nil {
+		return req, fmt.Errorf("%s is neither %q nor a JSON object of options: %v", AnnotationRecycle, AnnotationRequested, err)
+	}
+	for _, k := range []string{"node", "instanceId", "lifecycleHook", "trigger"} {
+		if _, ok := keys[k]; ok {
+			return req, fmt.Errorf("%s: option %q cannot be set from an annotation", AnnotationRecycle, k)
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader([]byte(v)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return req, fmt.Errorf("%s options: %v (e.g. {\"maxWait\": \"2h\", \"onTimeout\": \"evict\", \"selector\": \"app=batch\"})", AnnotationRecycle, err)
+	}
+	return req, nil
+}
+
+// refuseAnnotation says once per value, on the Node, why it was not acted on.
+func (l *leader) refuseAnnotation(ctx context.Context, n *corev1.Node, v, reason string) {
+	key := n.Name + "\x00" + v
+	l.mu.Lock()
+	if l.refused == nil {
+		l.refused = map[string]bool{}
+	}
+	seen := l.refused[key]
+	l.refused[key] = true
+	l.mu.Unlock()
+	if seen {
+		return
+	}
+	l.o.Log.Warn("annotation refused, nothing changed", "node", n.Name, "value", v, "reason", reason)
+	ev := &corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{GenerateName: n.Name + ".recycle-", Namespace: "default"},
+		InvolvedObject: corev1.ObjectReference{Kind: "Node", Name: n.Name, UID: n.UID, APIVersion: "v1"},
+		Reason:         "RecycleRefused", Type: corev1.EventTypeWarning,
+		Message:        fmt.Sprintf("%s=%s not acted on: %s", AnnotationRecycle, v, reason),
+		Source:         corev1.EventSource{Component: "recycler-serve"},
+		FirstTimestamp: metav1.NewTime(l.o.Clock.Now()), LastTimestamp: metav1.NewTime(l.o.Clock.Now()), Count: 1,
+	}
+	if _, err := l.o.Kube.CoreV1().Events("default").Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+		l.o.Log.Warn("record event", "node", n.Name, "err", err)
+	}
+}
+
+func (l *leader) setAnnotation(ctx context.Context, node, value string) {
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{AnnotationRecycle: value}}})
+	if _, err := l.o.Kube.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		l.o.Log.Warn("set annotation", "node", node, "err", err)
+	}
+}
+
+// clearAnnotation removes the annotation if it still names execution id (a person
+// may have asked again meanwhile). A Node already deleted (Retire) is fine.
+func (l *leader) clearAnnotation(ctx context.Context, node, id string) {
+	n, err := l.o.Kube.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return
+	}
+	if err != nil {
+		l.o.Log.Warn("read node to remove annotation", "node", node, "err", err)
+		return
+	}
+	if n.Annotations[AnnotationRecycle] != id {
+		return
+	}
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{
+		"resourceVersion": n.ResourceVersion, "annotations": map[string]any{AnnotationRecycle: nil}}})
+	if _, err := l.o.Kube.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		l.o.Log.Warn("remove annotation", "node", node, "err", err)
+	}
+}
+
+// annotationNode reads the node name back from an annotation trigger's event id.
+func annotationNode(eventID string) string {
+	s := strings.TrimPrefix(eventID, "annotation:")
+	if i := strings.LastIndexByte(s, '@'); i >= 0 {
+		return s[:i]
+	}
+	return ""
+}
