@@ -121,7 +121,7 @@ func (l *leader) actOn(ctx context.Context, body string) (outcome, detail string
 		}
 		instances = []string{id}
 	}
-	outcome = outcomeDuplicate
+	outcome = "" // the most consequential outcome of its instances wins
 	var details []string
 	for _, id := range instances {
 		o, d := l.actOnInstance(ctx, ev, id)

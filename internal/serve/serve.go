@@ -107,7 +107,7 @@ func Run(ctx context.Context, o Options) error {
 			},
 			OnStoppedLeading: func() {},
 			OnNewLeader: func(id string) {
-				o.Log.Info("leader", "identity", id, "self", id == o.Lease.Identity)
+				o.Log.Info("new leader", "leader", id, "self", id == o.Lease.Identity)
 			},
 		},
 	})
@@ -122,7 +122,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 		stopElection()
 	}()
-	o.Log.Info("waiting for the lease", "lease", o.Lease.Namespace+"/"+o.Lease.Name, "identity", o.Lease.Identity)
+	o.Log.Info("waiting for the lease", "lease", o.Lease.Namespace+"/"+o.Lease.Name)
 	le.Run(electCtx)
 	if leading.Load() {
 		<-leadDone
