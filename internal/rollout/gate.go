@@ -173,6 +173,12 @@ func (t *Tasks) childRef(in *Input, s IterState) *ExecRef {
 // afterFailure applies --on-failure once the item's recycle did not succeed.
 func (t *Tasks) afterFailure(ctx context.Context, in *Input, s IterState, res *GateResult) (*GateResult, error) {
 	reason := "the recycle of " + s.Item.Node + " failed"
+	// Everything below is derived from durable state (the ended recycle, the state
+	// document), so a re-run after a crash builds the same pause: same name, same input.
+	since := res.At
+	if s.Gate != nil {
+		since = s.Gate.At
+	}
 	if s.Gate != nil && s.Gate.Child != nil {
 		// The same name and input find the recycle that ended.
 		ex, err := t.startChild(ctx, recycleARN, s.Gate.Child.Name, s.Gate.Child.Input)
@@ -180,6 +186,9 @@ func (t *Tasks) afterFailure(ctx context.Context, in *Input, s IterState, res *G
 			return nil, err
 		}
 		reason = fmt.Sprintf("the recycle of %s (execution %s) ended %s: %s: %s", s.Item.Node, ex.ID, ex.Status, ex.Error, firstLine(ex.Cause))
+		if !ex.StopTime.IsZero() {
+			since = ex.StopTime.UTC()
+		}
 	}
 	switch in.Rollout.OnFailure {
 	case OnFailureContinue:
@@ -192,9 +201,8 @@ func (t *Tasks) afterFailure(ctx context.Context, in *Input, s IterState, res *G
 		ref = s.Gate.Pause
 	}
 	if ref == nil {
-		now := t.Clock.Now().UTC()
-		raw, _ := json.Marshal(PauseInput{RolloutID: s.RolloutID, RolloutName: s.RolloutName, Reason: reason, Since: now,
-			Until: now.Add(time.Duration(in.Rollout.PauseTimeout))})
+		raw, _ := json.Marshal(PauseInput{RolloutID: s.RolloutID, RolloutName: s.RolloutName, Reason: reason, Since: since,
+			Until: since.Add(time.Duration(in.Rollout.PauseTimeout))})
 		ref = &ExecRef{Name: pauseName(s.RolloutName, s.Item.InstanceID), Input: raw}
 	}
 	ex, err := t.startChild(ctx, pauseARN, ref.Name, ref.Input)
@@ -215,17 +223,20 @@ func (t *Tasks) afterFailure(ctx context.Context, in *Input, s IterState, res *G
 // pauses the rollout for a person.
 func (t *Tasks) healthHold(ctx context.Context, in *Input, s IterState, res *GateResult, reason string, check time.Duration) (*GateResult, error) {
 	since := res.At
-	if s.Gate != nil && s.Gate.Decision == DecisionWait && !s.Gate.HoldSince.IsZero() {
+	held := s.Gate != nil && s.Gate.Decision == DecisionWait && !s.Gate.HoldSince.IsZero()
+	if held {
 		since = s.Gate.HoldSince
 	}
 	deadline := since.Add(time.Duration(in.Rollout.PauseTimeout))
-	if res.At.Before(deadline) {
+	if res.At.Before(deadline) || !held {
 		res.Decision, res.HoldSince, res.Until = DecisionWait, since, minTime(res.At.Add(check), deadline)
 		res.Reason = reason + "; starting nothing until they recover"
 		return res, nil
 	}
-	raw, _ := json.Marshal(PauseInput{RolloutID: s.RolloutID, RolloutName: s.RolloutName, Since: res.At,
-		Until: res.At.Add(time.Duration(in.Rollout.PauseTimeout)), Reason: fmt.Sprintf("%s, for longer than --pause-timeout %s", reason, in.Rollout.PauseTimeout)})
+	// Derived from the hold's start (in the state document), so a re-run after a crash
+	// builds the same pause.
+	raw, _ := json.Marshal(PauseInput{RolloutID: s.RolloutID, RolloutName: s.RolloutName, Since: deadline,
+		Until: deadline.Add(time.Duration(in.Rollout.PauseTimeout)), Reason: fmt.Sprintf("held longer than --pause-timeout %s: %s", in.Rollout.PauseTimeout, s.Gate.Reason)})
 	ref := &ExecRef{Name: pauseName(s.RolloutName, fmt.Sprintf("health-%s-%d", shortHash(s.Group), since.Unix())), Input: raw}
 	if _, err := t.startChild(ctx, pauseARN, ref.Name, ref.Input); err != nil {
 		return nil, err
