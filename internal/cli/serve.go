@@ -202,7 +202,13 @@ func runServe(ctx context.Context, f *serveFlags, stderr io.Writer) error {
 	opts := serve.Options{
 		QueueURL: f.queueURL, Defaults: defaults, Cooldown: f.cooldown, Kube: cs, Tasks: tasks,
 		OpenEngine: func(ctx context.Context, onEvent func(engine.Event)) (*engine.Engine, error) {
-			return engine.Open(ctx, engine.Options{Path: f.statePath, Registry: tasks.Registry(), Logger: log, OnEvent: onEvent})
+			// The engine resumes every unfinished execution of the file: rollouts too.
+			fleet := fleetTasks(tasks)
+			eng, err := engine.Open(ctx, engine.Options{Path: f.statePath, Registry: fleet.Registry(), Workers: engineWorkers, Logger: log, OnEvent: onEvent})
+			if err == nil {
+				fleet.SetExecutions(eng)
+			}
+			return eng, err
 		},
 		Lease: serve.Lease{Namespace: f.leaseNamespace, Name: f.leaseName, Identity: f.identity,
 			Duration: f.leaseDuration, RenewDeadline: f.renewDeadline, RetryPeriod: f.retryPeriod},
