@@ -193,8 +193,9 @@ func (m *Metrics) Observe(machine string, ev engine.Event) {
 		v.waited = len(out.Selected)
 		now := map[string]int{}
 		for _, b := range out.Blocked {
+			ns, _, _ := strings.Cut(b.Pod, "/") // a budget is in its pod's namespace
 			for _, p := range b.PDBs {
-				now[p]++
+				now[ns+"/"+p]++
 			}
 		}
 		m.setBlockedLocked(v, now)

@@ -23,6 +23,9 @@ import (
 // durably recorded, and removes the annotation when the execution ends.
 const AnnotationRecycle = "recycler.io/recycle"
 
+// ReasonRefused is the Event reason on a Node whose annotation was not acted on.
+const ReasonRefused = "RecyclerRefused"
+
 // AnnotationRequested is the value that asks for a recycle with the defaults.
 const AnnotationRequested = "requested"
 
@@ -148,17 +151,10 @@ func (l *leader) refuseAnnotation(ctx context.Context, n *corev1.Node, v, reason
 		return
 	}
 	l.o.Log.Warn("annotation refused, nothing changed", "node", n.Name, "value", v, "reason", reason)
-	ev := &corev1.Event{
-		ObjectMeta:     metav1.ObjectMeta{GenerateName: n.Name + ".recycle-", Namespace: "default"},
-		InvolvedObject: corev1.ObjectReference{Kind: "Node", Name: n.Name, UID: n.UID, APIVersion: "v1"},
-		Reason:         "RecycleRefused", Type: corev1.EventTypeWarning,
-		Message:        fmt.Sprintf("%s=%s not acted on: %s", AnnotationRecycle, v, reason),
-		Source:         corev1.EventSource{Component: "recycler-serve"},
-		FirstTimestamp: metav1.NewTime(l.o.Clock.Now()), LastTimestamp: metav1.NewTime(l.o.Clock.Now()), Count: 1,
-	}
-	if _, err := l.o.Kube.CoreV1().Events("default").Create(ctx, ev, metav1.CreateOptions{}); err != nil {
-		l.o.Log.Warn("record event", "node", n.Name, "err", err)
-	}
+	kube.NewEventRecorder(l.o.Kube, "recycler", l.o.Lease.Identity, l.o.Clock).WithLogger(l.o.Log).Record(ctx, kube.Event{
+		Node: n.Name, NodeUID: n.UID, Type: corev1.EventTypeWarning, Reason: ReasonRefused, Action: "Recycle",
+		Note: fmt.Sprintf("%s=%s not acted on: %s", AnnotationRecycle, v, reason),
+	})
 }
 
 func (l *leader) setAnnotation(ctx context.Context, node, value string) {

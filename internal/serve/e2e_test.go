@@ -480,12 +480,12 @@ func TestServeAnnotationStartsARecycleAndIsRemovedAtTheEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.eventually(time.Minute, "refusal Event", func() bool {
-		evs, err := f.kube.Client.CoreV1().Events("default").List(f.ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + nodes[0]})
+		evs, err := f.kube.Client.EventsV1().Events("default").List(f.ctx, metav1.ListOptions{FieldSelector: "regarding.name=" + nodes[0]})
 		if err != nil {
 			return false
 		}
 		for _, e := range evs.Items {
-			if e.Reason == "RecycleRefused" && strings.Contains(e.Message, "duration") {
+			if e.Reason == serve.ReasonRefused && strings.Contains(e.Note, "duration") {
 				return true
 			}
 		}
