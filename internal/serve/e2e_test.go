@@ -13,9 +13,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -493,5 +495,138 @@ func TestServeAnnotationStartsARecycleAndIsRemovedAtTheEnd(t *testing.T) {
 	})
 	if exs := s.executions(t); len(exs) != 1 {
 		t.Errorf("a refused annotation started an execution: %+v", exs)
+	}
+}
+
+var binary struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// recyclerBinary builds cmd/recycler once per test binary.
+func recyclerBinary(t *testing.T) string {
+	t.Helper()
+	binary.once.Do(func() {
+		dir, err := os.MkdirTemp("", "recycler-serve-test-")
+		if err != nil {
+			binary.err = err
+			return
+		}
+		binary.path = filepath.Join(dir, "recycler")
+		out, err := exec.Command("go", "build", "-o", binary.path, "../../cmd/recycler").CombinedOutput()
+		if err != nil {
+			binary.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binary.err != nil {
+		t.Fatal(binary.err)
+	}
+	return binary.path
+}
+
+type process struct {
+	cmd     *exec.Cmd
+	log     *syncBuffer
+	metrics string
+	id      string
+}
+
+func (f *fixture) serveProcess(bin, id, state string, args ...string) *process {
+	f.t.Helper()
+	p := &process{log: &syncBuffer{}, metrics: freeAddr(f.t), id: id}
+	all := append([]string{"serve", "--state", state, "--metrics-addr", p.metrics, "--lease-namespace", "default", "--lease-name", "ha",
+		"--identity", id, "--lease-duration", "4s", "--lease-renew-deadline", "3s", "--lease-retry-period", "1s"}, args...)
+	p.cmd = exec.Command(bin, all...)
+	p.cmd.Env = os.Environ()
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = p.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			_ = p.cmd.Process.Kill()
+			f.t.Errorf("serve %s did not stop within 30s of SIGTERM", id)
+		}
+		if f.t.Failed() {
+			f.t.Logf("serve %s log:\n%s", id, p.log.String())
+		}
+	})
+	return p
+}
+
+func TestServeTwoReplicasOnlyOneActsAndTheStandbyTakesOverAfterSIGKILL(t *testing.T) {
+	f := setup(t)
+	bin := recyclerBinary(t)
+	instances, nodes := f.group("ha", 2)
+	url, _ := f.queue("ha-events")
+	ns := f.kube.Namespace(t)
+	job := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "job", Namespace: ns, Labels: map[string]string{"app": "longha"},
+			Annotations: map[string]string{testenv.PodCompleteDelayAnnotation: "20s"}},
+		Spec: corev1.PodSpec{NodeName: nodes[0], RestartPolicy: corev1.RestartPolicyNever,
+			Containers: []corev1.Container{{Name: "c", Image: "registry.k8s.io/pause:3.10"}}},
+	}
+	if _, err := f.kube.Client.CoreV1().Pods(ns).Create(f.ctx, job, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(t.TempDir(), "recycler.db") // the shared volume
+	args := []string{"--sqs-queue-url", url, "--selector", "app=longha", "--namespace", ns, "--max-wait", "10m"}
+	a := f.serveProcess(bin, "replica-a", state, args...)
+	b := f.serveProcess(bin, "replica-b", state, args...)
+	var leader, standby *process
+	f.eventually(time.Minute, "one replica leading", func() bool {
+		la, lb := metric(a.metrics, "recycler_leader"), metric(b.metrics, "recycler_leader")
+		switch {
+		case la == "1" && lb == "0":
+			leader, standby = a, b
+		case lb == "1" && la == "0":
+			leader, standby = b, a
+		}
+		return leader != nil
+	})
+	f.env.AWS.ResetCalls()
+	f.send(url, alarmEvent("5a2b1f0e-0000-4000-8000-0000000000dd", instances[0], "ALARM"))
+	f.eventually(2*time.Minute, "the leader draining", func() bool {
+		return metric(leader.metrics, `recycler_executions_running{step="Drain"}`) == "1"
+	})
+	if metric(standby.metrics, "recycler_leader") != "0" || strings.Contains(standby.log.String(), "recycle started") {
+		t.Fatalf("the standby acts too")
+	}
+	if err := leader.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	f.eventually(time.Minute, "the standby leading", func() bool { return metric(standby.metrics, "recycler_leader") == "1" })
+	took := time.Since(killed)
+	t.Logf("takeover %.1fs after SIGKILL (lease duration 4s, retry period 1s)", took.Seconds())
+	// The lease expires 4 s after the last renewal (≤ 1 s before the kill); the standby
+	// tries every 1 s; a loaded machine may add a few seconds of process scheduling.
+	if took > 4*time.Second+2*time.Second+5*time.Second {
+		t.Errorf("takeover took %s, want within the lease duration (4s) plus a retry period", took)
+	}
+	var exs []engine.Execution
+	f.eventually(3*time.Minute, "the recycle Succeeded", func() bool {
+		eng, err := engine.Open(f.ctx, engine.Options{Path: state, Passive: true})
+		if err != nil {
+			return false
+		}
+		defer eng.Close()
+		exs, _ = eng.List(f.ctx, engine.ListFilter{StateMachine: recycle.StateMachineName})
+		return len(exs) == 1 && exs[0].Status.Done()
+	})
+	if exs[0].Status != engine.StatusSucceeded {
+		t.Fatalf("recycle ended %s (%s: %s)", exs[0].Status, exs[0].Error, exs[0].Cause)
+	}
+	if n := f.env.AWS.Calls()["autoscaling:EnterStandby"]; n != 1 {
+		t.Errorf("EnterStandby called %d times, want 1 (one surge, resumed, not repeated)", n)
+	}
+	if !strings.Contains(standby.log.String(), "leading: opening the engine") {
+		t.Errorf("the standby never led")
 	}
 }
