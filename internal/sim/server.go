@@ -77,6 +77,7 @@ type Server struct {
 	buckets    map[string]*bucket
 	svcs       map[string]*service
 	queues     map[string]*sqsQueue // SQS, by name
+	states     statesBackend        // Step Functions (its own lock: the engine calls back in)
 	rules      []EventRule          // EventBridge rules that target a queue
 	identities map[string]Identity  // by access key id
 	clusters   map[string]*cluster  // EKS, by name
@@ -137,6 +138,7 @@ func New(opts Options) *Server {
 		kick:      make(chan struct{}, 1),
 		buckets:   map[string]*bucket{},
 		queues:    map[string]*sqsQueue{},
+		states:    statesBackend{machines: map[string]*stateMachine{}, execs: map[string]string{}, arns: map[string]string{}},
 	}
 	srv.faults.RateLimits = maps.Clone(opts.Faults.RateLimits)
 	srv.identities = map[string]Identity{AccessKeyID: srv.defaultIdentity()}
@@ -180,7 +182,7 @@ func (s *Server) Close(ctx context.Context) error {
 	if s.http == nil {
 		return nil
 	}
-	err := errors.Join(s.http.Shutdown(ctx), s.closeProxy(ctx))
+	err := errors.Join(s.http.Shutdown(ctx), s.closeProxy(ctx), s.states.close())
 	s.cancel()
 	<-s.done
 	return err
@@ -308,6 +310,7 @@ func (s *Server) services() map[string]*service {
 		"sts":         {proto: stsQuery{awsQuery: awsQuery{ns: "https://sts.amazonaws.com/doc/2011-06-15/"}, srv: s}, ops: s.stsOps()},
 		"sqs":         {proto: awsJSON{prefix: "AmazonSQS.", namespace: "com.amazonaws.sqs#"}, ops: s.sqsOps()},
 		"eks":         {proto: restJSON{}, ops: s.eksOps()},
+		"states":      {proto: awsJSON{prefix: "AWSStepFunctions.", namespace: "com.amazonaws.sfn#"}, ops: s.statesOps()},
 	}
 }
 
@@ -363,6 +366,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.poke()
 	if lp, ok := result.(*longPoll); ok {
 		result, aerr = s.waitLongPoll(r.Context(), lp)
+	}
+	if u, ok := result.(unlocked); ok {
+		result, aerr = u(r.Context())
 	}
 	if aerr != nil {
 		svc.proto.writeError(w, reqID, aerr)
