@@ -13,6 +13,19 @@ all: build
 build:
 	$(GO) build -o $(BIN) ./cmd/recycler
 
+# The Lambda function: bootstrap for provided.al2023, arm64 and amd64, each zipped
+# (bin/lambda/recycler-lambda-<arch>.zip, what deploy/terraform uploads).
+LAMBDA_ARCHS := arm64 amd64
+lambda-zip:
+	@for arch in $(LAMBDA_ARCHS); do \
+		mkdir -p bin/lambda/$$arch && \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -tags lambda.norpc -trimpath -ldflags='-s -w' \
+			-o bin/lambda/$$arch/bootstrap ./cmd/lambda && \
+		rm -f bin/lambda/recycler-lambda-$$arch.zip && \
+		(cd bin/lambda/$$arch && python3 -m zipfile -c ../recycler-lambda-$$arch.zip bootstrap) && \
+		echo bin/lambda/recycler-lambda-$$arch.zip || exit 1; \
+	done
+
 # npm packages used by tests (asl-validator, aws-local-stepfunctions).
 node-deps: $(NODE_DIR)/node_modules/.installed
 $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json

@@ -1,0 +1,297 @@
+package lambda_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/recycler/recycler/internal/kube"
+	"github.com/recycler/recycler/internal/recycle"
+	"github.com/recycler/recycler/internal/sim"
+	"github.com/recycler/recycler/internal/testenv"
+)
+
+const account = "123456789012"
+
+// The Lambda's role session, as the Lambda service hands it to the function.
+var lambdaRole = sim.AssumedRole(account, "recycler-lambda", "recycler-fn", "ASIASIMULATEDLAMBDA", "lambda-secret", "lambda-session-token")
+
+// lambdaRBAC is the minimal RBAC of the function's Kubernetes group (docs/lambda.md).
+var lambdaRBAC = []rbacv1.PolicyRule{
+	{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch", "patch", "delete"}},
+	{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}},
+	{APIGroups: []string{""}, Resources: []string{"pods/eviction"}, Verbs: []string{"create"}},
+	{APIGroups: []string{"", "events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create"}},
+	{APIGroups: []string{"policy"}, Resources: []string{"poddisruptionbudgets"}, Verbs: []string{"list"}},
+}
+
+// buildBootstrap builds cmd/lambda as the provided.al2023 runtime does.
+func buildBootstrap(t *testing.T) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "bootstrap")
+	cmd := exec.CommandContext(t.Context(), "go", "build", "-tags", "lambda.norpc", "-o", out, "../../cmd/lambda")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build bootstrap: %v\n%s", err, b)
+	}
+	return out
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// emulator is the real bootstrap running under the Lambda Runtime Interface Emulator.
+type emulator struct {
+	url    string
+	mu     sync.Mutex
+	stdout bytes.Buffer
+}
+
+func (e *emulator) Write(p []byte) (int, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.stdout.Write(p)
+}
+
+func (e *emulator) output() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.stdout.String()
+}
+
+func startEmulator(t *testing.T, bootstrap string, env [][2]string) *emulator {
+	t.Helper()
+	rie := testenv.NeedTool(t, testenv.ToolLambdaRIE)
+	port, apiPort := freePort(t), freePort(t)
+	e := &emulator{url: fmt.Sprintf("http://127.0.0.1:%d/2015-03-31/functions/function/invocations", port)}
+	cmd := exec.Command(rie,
+		"--runtime-interface-emulator-address", "127.0.0.1:"+strconv.Itoa(port),
+		"--runtime-api-address", "127.0.0.1:"+strconv.Itoa(apiPort),
+		bootstrap)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(),
+		"AWS_LAMBDA_FUNCTION_NAME=recycler", "AWS_LAMBDA_FUNCTION_TIMEOUT=120", "LOG_LEVEL=warn"}
+	for _, kv := range env {
+		cmd.Env = append(cmd.Env, kv[0]+"="+kv[1])
+	}
+	cmd.Stdout, cmd.Stderr = e, e
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	})
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), time.Second); err == nil {
+			c.Close()
+			return e
+		}
+		select {
+		case <-done:
+			t.Fatalf("emulator exited while starting:\n%s", e.output())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("emulator not listening after a minute:\n%s", e.output())
+		}
+	}
+}
+
+// invoke posts a payload to the Runtime API's invoke endpoint, as the Lambda
+// service does for Step Functions.
+func (e *emulator) invoke(t *testing.T, payload string) map[string]any {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.url, strings.NewReader(payload))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("invoke: %v\nemulator output:\n%s", err, e.output())
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var out map[string]any
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatalf("invoke answered %d %q: not a JSON object\nemulator output:\n%s", resp.StatusCode, b, e.output())
+	}
+	return out
+}
+
+func payload(t *testing.T, task, execution string, st recycle.State) string {
+	t.Helper()
+	b, err := json.Marshal(recycle.Payload{Task: task, Execution: execution, State: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestBootstrapUnderTheRuntimeInterfaceEmulator(t *testing.T) {
+	if os.Getenv(testenv.SkipEnv) == "1" {
+		t.Skip(testenv.SkipEnv + "=1")
+	}
+	ctx := t.Context()
+	bootstrap := buildBootstrap(t)
+	env, err := sim.Up(ctx, sim.UpOptions{Nodes: 2, BootDelay: time.Second, Workloads: "none", EKS: &sim.EKSOptions{Mappings: []sim.Mapping{{
+		ARN: "arn:aws:iam::" + account + ":role/recycler-lambda", Username: "recycler:{{SessionName}}", Groups: []string{"recycler"},
+	}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Down(context.Background()) })
+	env.AWS.AddIdentity(lambdaRole)
+	admin := env.Kube.Client
+	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "recycler"}, Rules: lambdaRBAC}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "recycler"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "recycler"},
+		Subjects:   []rbacv1.Subject{{Kind: "Group", APIGroup: "rbac.authorization.k8s.io", Name: "recycler"}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The function's environment on AWS: its role's session keys, its cluster,
+	// no kubeconfig.
+	var vars [][2]string
+	for _, kv := range env.Vars() {
+		switch kv[0] {
+		case "KUBECONFIG", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "RECYCLER_SIM_ADMIN":
+		default:
+			vars = append(vars, kv)
+		}
+	}
+	vars = append(vars, [2]string{"AWS_ACCESS_KEY_ID", lambdaRole.AccessKeyID}, [2]string{"AWS_SECRET_ACCESS_KEY", lambdaRole.SecretAccessKey},
+		[2]string{"AWS_SESSION_TOKEN", lambdaRole.SessionToken})
+	emu := startEmulator(t, bootstrap, vars)
+
+	insts := env.AWS.Status().Groups[0].Instances
+	node, fenced := insts[0], insts[1]
+	env.AWS.ResetCalls()
+
+	// Resolve, for real: the node by providerID, its instance and group.
+	out := emu.invoke(t, payload(t, recycle.TaskResolve, "exec-resolve", recycle.State{Request: recycle.NewRequest(node.NodeName)}))
+	if out["errorType"] != nil || out["node"] != node.NodeName || out["instanceId"] != node.ID || out["group"] != env.Groups[0] {
+		t.Fatalf("Resolve %s: %v, want its instance %s in %s\nemulator output:\n%s", node.NodeName, out, node.ID, env.Groups[0], emu.output())
+	}
+
+	// A typed task error keeps its ASL name (not the Go type's, "Error").
+	n, err := admin.CoreV1().Nodes().Get(ctx, fenced.NodeName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Spec.Taints = append(n.Spec.Taints, corev1.Taint{Key: kube.TaintKey, Value: "someone-else", Effect: corev1.TaintEffectNoSchedule})
+	if _, err := admin.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	before := mutations(env.AWS.Calls())
+	for _, tc := range []struct {
+		name, payload, errorType, message string
+	}{
+		{"node being recycled", payload(t, recycle.TaskResolve, "exec-2", recycle.State{Request: recycle.NewRequest(fenced.NodeName)}),
+			recycle.ErrPrecondition, "already being recycled by execution someone-else"},
+		{"malformed payload", `{"task": "Resolve", "execution": `, recycle.ErrBadInput, "payload is not a task invocation"},
+		{"not an invocation", `[1, 2, 3]`, recycle.ErrBadInput, "payload is not a task invocation"},
+		{"no execution", `{"task": "Resolve", "state": {}}`, recycle.ErrBadInput, "no task or no execution"},
+		{"unknown task", payload(t, "Reboot", "exec-3", recycle.State{Request: recycle.NewRequest(node.NodeName)}), recycle.ErrBadInput, `unknown task "Reboot"`},
+		{"invalid request", payload(t, recycle.TaskFence, "exec-4", recycle.State{Request: recycle.Request{Node: node.NodeName}}), recycle.ErrBadInput, "must be a positive duration"},
+	} {
+		out := emu.invoke(t, tc.payload)
+		if out["errorType"] != tc.errorType || !strings.Contains(fmt.Sprint(out["errorMessage"]), tc.message) {
+			t.Errorf("%s: errorType %v, errorMessage %q; want %s with %q", tc.name, out["errorType"], out["errorMessage"], tc.errorType, tc.message)
+		}
+	}
+	if after := mutations(env.AWS.Calls()); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("refused invocations changed AWS: %v → %v", before, after)
+	}
+	if n, _ := admin.CoreV1().Nodes().Get(ctx, node.NodeName, metav1.GetOptions{}); n.Spec.Unschedulable || len(n.Spec.Taints) != 0 {
+		t.Errorf("refused invocations changed node %s: %+v", node.NodeName, n.Spec)
+	}
+
+	// Every line the function logs is JSON with the execution, task and node.
+	lines := functionLogLines(emu.output())
+	if len(lines) < 7 {
+		t.Fatalf("want a log line per invocation, got %d:\n%s", len(lines), emu.output())
+	}
+	for _, l := range lines {
+		for _, k := range []string{"execution", "task", "node"} {
+			if _, ok := l[k]; !ok {
+				t.Errorf("log line lacks %q: %v", k, l)
+			}
+		}
+	}
+	if l := lines[0]; l["execution"] != "exec-resolve" || l["task"] != "Resolve" || l["node"] != node.NodeName || l["msg"] != "task done" {
+		t.Errorf("first line = %v, want Resolve's success with its execution and node", l)
+	}
+}
+
+// mutations are the AWS calls that change something.
+func mutations(calls map[string]int) map[string]int {
+	out := map[string]int{}
+	for k, v := range calls {
+		_, op, _ := strings.Cut(k, ":")
+		if !strings.HasPrefix(k, "fault:") && !strings.HasPrefix(op, "Describe") && !strings.HasPrefix(op, "Get") {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// functionLogLines are the function's JSON log lines (the emulator's own lines are text).
+func functionLogLines(out string) []map[string]any {
+	var lines []map[string]any
+	s := bufio.NewScanner(strings.NewReader(out))
+	s.Buffer(make([]byte, 1<<20), 1<<20)
+	for s.Scan() {
+		var m map[string]any
+		if json.Unmarshal(s.Bytes(), &m) == nil && m["function"] == "recycler" && m["msg"] != nil {
+			lines = append(lines, m)
+		}
+	}
+	return lines
+}
+
+func TestBootstrapRefusesToStartWithoutItsCluster(t *testing.T) {
+	bootstrap := buildBootstrap(t)
+	for _, tc := range []struct{ cluster, want string }{
+		{"", "RECYCLER_CLUSTER is not set"},
+		{"prod/eu", "not an EKS cluster name"},
+	} {
+		cmd := exec.CommandContext(t.Context(), bootstrap)
+		cmd.Env = []string{"RECYCLER_CLUSTER=" + tc.cluster, "AWS_LAMBDA_FUNCTION_NAME=recycler", "AWS_REGION=us-east-1"}
+		out, err := cmd.CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), tc.want) {
+			t.Errorf("cluster %q: %v\n%s\nwant exit 1 saying %q", tc.cluster, err, out, tc.want)
+		}
+	}
+}
