@@ -260,18 +260,7 @@ func TestAPIServerAuthenticatesTheTokenThroughTheEKSWebhook(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = env.Down(context.Background()) })
 	env.AWS.AddIdentity(lambdaRole)
-	admin := env.Kube.Client
-	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{
-		ObjectMeta: metav1.ObjectMeta{Name: "recycler-test"},
-		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list"}}},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "recycler-test"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "recycler-test"},
-		Subjects:   []rbacv1.Subject{{Kind: "Group", APIGroup: "rbac.authorization.k8s.io", Name: "recycler"}},
-	}, metav1.CreateOptions{}); err != nil {
+	if err := env.BindGroup(ctx, "recycler", []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list"}}}); err != nil {
 		t.Fatal(err)
 	}
 

@@ -20,10 +20,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/recycler/recycler/internal/kube"
+	"github.com/recycler/recycler/internal/lambda"
 	"github.com/recycler/recycler/internal/recycle"
 	"github.com/recycler/recycler/internal/sim"
 	"github.com/recycler/recycler/internal/testenv"
@@ -33,15 +33,6 @@ const account = "123456789012"
 
 // The Lambda's role session, as the Lambda service hands it to the function.
 var lambdaRole = sim.AssumedRole(account, "recycler-lambda", "recycler-fn", "ASIASIMULATEDLAMBDA", "lambda-secret", "lambda-session-token")
-
-// lambdaRBAC is the minimal RBAC of the function's Kubernetes group (docs/lambda.md).
-var lambdaRBAC = []rbacv1.PolicyRule{
-	{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list", "watch", "patch", "delete"}},
-	{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}},
-	{APIGroups: []string{""}, Resources: []string{"pods/eviction"}, Verbs: []string{"create"}},
-	{APIGroups: []string{"", "events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create"}},
-	{APIGroups: []string{"policy"}, Resources: []string{"poddisruptionbudgets"}, Verbs: []string{"list"}},
-}
 
 // buildBootstrap builds cmd/lambda as the provided.al2023 runtime does.
 func buildBootstrap(t *testing.T) string {
@@ -169,15 +160,7 @@ func TestBootstrapUnderTheRuntimeInterfaceEmulator(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = env.Down(context.Background()) })
 	env.AWS.AddIdentity(lambdaRole)
-	admin := env.Kube.Client
-	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "recycler"}, Rules: lambdaRBAC}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "recycler"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "recycler"},
-		Subjects:   []rbacv1.Subject{{Kind: "Group", APIGroup: "rbac.authorization.k8s.io", Name: "recycler"}},
-	}, metav1.CreateOptions{}); err != nil {
+	if err := env.BindGroup(ctx, "recycler", lambda.RBAC); err != nil {
 		t.Fatal(err)
 	}
 
@@ -206,6 +189,7 @@ func TestBootstrapUnderTheRuntimeInterfaceEmulator(t *testing.T) {
 	}
 
 	// A typed task error keeps its ASL name (not the Go type's, "Error").
+	admin := env.Kube.Client
 	n, err := admin.CoreV1().Nodes().Get(ctx, fenced.NodeName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
