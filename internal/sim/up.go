@@ -72,10 +72,10 @@ const DefaultCluster = "recycler-sim"
 
 // Environment is a running control plane plus simulated AWS.
 type Environment struct {
-	Kube    *testenv.Env
-	AWS     *Server
-	Region  string
-	Groups  []string
+	Kube   *testenv.Env
+	AWS    *Server
+	Region string
+	Groups []string
 	// Cluster and Authenticator are set in an EKS-like environment (UpOptions.EKS).
 	Cluster       string
 	Authenticator *Authenticator
