@@ -345,12 +345,14 @@ func TestWaitUntil(t *testing.T) {
 	}
 }
 
+const retryingTask = `{"StartAt":"T","States":{"T":{"Type":"Task","Resource":"r","Parameters":{"x.$":"$.a"},"TimeoutSecondsPath":"$.to","HeartbeatSeconds":3,
+	"Retry":[{"ErrorEquals":["Flaky"],"IntervalSeconds":2,"BackoffRate":3,"MaxAttempts":4,"MaxDelaySeconds":10},
+	         {"ErrorEquals":["Jittery"],"IntervalSeconds":4,"JitterStrategy":"FULL"},
+	         {"ErrorEquals":["States.ALL"],"MaxAttempts":0}],
+	"Catch":[{"ErrorEquals":["States.ALL"],"ResultPath":"$.err","Next":"H"}],"End":true},"H":{"Type":"Pass","End":true}}}`
+
 func TestTaskActionAndRetryBackoff(t *testing.T) {
-	m := mustParse(t, `{"StartAt":"T","States":{"T":{"Type":"Task","Resource":"r","Parameters":{"x.$":"$.a"},"TimeoutSecondsPath":"$.to","HeartbeatSeconds":3,
-		"Retry":[{"ErrorEquals":["Flaky"],"IntervalSeconds":2,"BackoffRate":3,"MaxAttempts":4,"MaxDelaySeconds":10},
-		         {"ErrorEquals":["Jittery"],"IntervalSeconds":4,"JitterStrategy":"FULL"},
-		         {"ErrorEquals":["States.ALL"],"MaxAttempts":0}],
-		"Catch":[{"ErrorEquals":["States.ALL"],"ResultPath":"$.err","Next":"H"}],"End":true},"H":{"Type":"Pass","End":true}}}`)
+	m := mustParse(t, retryingTask)
 	cur := Cursor{State: "T", Input: json.RawMessage(`{"a":1,"to":60}`)}
 	act, err := m.Enter(cur, Context{})
 	if err != nil || act.Kind != ActTask || act.Resource != "r" || string(act.TaskInput) != `{"x":1}` || act.Timeout != time.Minute || act.Heartbeat != 3*time.Second {
@@ -375,8 +377,13 @@ func TestTaskActionAndRetryBackoff(t *testing.T) {
 	if act.Kind != ActNext || act.Next != "H" || string(act.Output) != `{"a":1,"err":{"Cause":"again","Error":"Flaky"},"to":60}` {
 		t.Fatalf("after retries: %+v %s", act, act.Output)
 	}
+}
+
+func TestRetryJitterErrorNamesAndSuccess(t *testing.T) {
+	m := mustParse(t, retryingTask)
+	cur := Cursor{State: "T", Input: json.RawMessage(`{"a":1,"to":60}`)}
 	// FULL jitter scales the delay by Context.Rand; counters are per retrier.
-	act, _ = m.TaskDone(Cursor{State: "T", Input: cur.Input, Retries: []int{4, 1, 0}}, Context{Rand: func() float64 { return 0.25 }}, nil, &Error{Name: "Jittery"})
+	act, _ := m.TaskDone(Cursor{State: "T", Input: cur.Input, Retries: []int{4, 1, 0}}, Context{Rand: func() float64 { return 0.25 }}, nil, &Error{Name: "Jittery"})
 	if act.Kind != ActRetry || act.Delay != 2*time.Second || fmt.Sprint(act.Retries) != "[4 2 0]" {
 		t.Fatalf("jitter: %+v", act)
 	}
@@ -427,7 +434,7 @@ func TestErrorName(t *testing.T) {
 func TestRunnerWaitsOnItsClock(t *testing.T) {
 	m := mustParse(t, `{"StartAt":"W","States":{"W":{"Type":"Wait","Seconds":72000,"Next":"T"},"T":{"Type":"Task","Resource":"r","End":true}}}`)
 	fc := testingclock.NewFakeClock(time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC))
-	r := &Runner{Clock: fc, Registry: Registry{"r": func(_ context.Context, in json.RawMessage) (json.RawMessage, error) {
+	r := &Runner{Clock: fc, Registry: Registry{"r": func(context.Context, json.RawMessage) (json.RawMessage, error) {
 		return json.RawMessage(`"done"`), nil
 	}}}
 	type result struct {

@@ -55,19 +55,47 @@ func parseChoiceRule(v any, where string, top bool) (*choiceRule, error) {
 	if !ok {
 		return nil, fmt.Errorf("%s: a choice rule must be an object, got %s", where, typeName(v))
 	}
-	r := &choiceRule{}
-	if n, has := obj["Next"]; has {
-		if !top {
-			return nil, fmt.Errorf("%s: \"Next\" is only allowed in a top-level choice rule, not inside And/Or/Not", where)
-		}
-		s, ok := n.(string)
-		if !ok || s == "" {
-			return nil, fmt.Errorf("%s.Next: must be a state name", where)
-		}
-		r.next = s
-	} else if top {
-		return nil, fmt.Errorf("%s: a top-level choice rule needs \"Next\"", where)
+	next, err := ruleNext(obj, where, top)
+	if err != nil {
+		return nil, err
 	}
+	op, err := ruleOperator(obj, where)
+	if err != nil {
+		return nil, err
+	}
+	r := &choiceRule{next: next}
+	switch op {
+	case "And", "Or", "Not":
+		err = r.parseCombination(obj, op, where)
+	default:
+		err = r.parseComparison(obj, op, where)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// ruleNext returns a top-level rule's Next; nested rules must not have one.
+func ruleNext(obj map[string]any, where string, top bool) (string, error) {
+	n, has := obj["Next"]
+	switch {
+	case has && !top:
+		return "", fmt.Errorf("%s: \"Next\" is only allowed in a top-level choice rule, not inside And/Or/Not", where)
+	case !has && top:
+		return "", fmt.Errorf("%s: a top-level choice rule needs \"Next\"", where)
+	case !has:
+		return "", nil
+	}
+	s, ok := n.(string)
+	if !ok || s == "" {
+		return "", fmt.Errorf("%s.Next: must be a state name", where)
+	}
+	return s, nil
+}
+
+// ruleOperator returns the rule's one operator field (a comparison or And/Or/Not).
+func ruleOperator(obj map[string]any, where string) (string, error) {
 	var ops []string
 	for k := range obj {
 		switch k {
@@ -77,52 +105,54 @@ func parseChoiceRule(v any, where string, top bool) (*choiceRule, error) {
 		ops = append(ops, k)
 	}
 	sort.Strings(ops)
-	if len(ops) != 1 {
-		if len(ops) == 0 {
-			return nil, fmt.Errorf("%s: the rule has no comparison operator and no And/Or/Not", where)
-		}
-		return nil, fmt.Errorf("%s: the rule must have exactly one operator, has %s", where, strings.Join(ops, ", "))
+	switch len(ops) {
+	case 1:
+		return ops[0], nil
+	case 0:
+		return "", fmt.Errorf("%s: the rule has no comparison operator and no And/Or/Not", where)
 	}
-	op := ops[0]
-	switch op {
-	case "And", "Or":
-		if _, has := obj["Variable"]; has {
-			return nil, fmt.Errorf("%s: %q cannot be combined with \"Variable\"", where, op)
-		}
-		list, ok := obj[op].([]any)
-		if !ok || len(list) == 0 {
-			return nil, fmt.Errorf("%s.%s: must be a non-empty array of choice rules", where, op)
-		}
-		for i, e := range list {
-			sub, err := parseChoiceRule(e, fmt.Sprintf("%s.%s[%d]", where, op, i), false)
-			if err != nil {
-				return nil, err
-			}
-			if op == "And" {
-				r.and = append(r.and, sub)
-			} else {
-				r.or = append(r.or, sub)
-			}
-		}
-		return r, nil
-	case "Not":
-		if _, has := obj["Variable"]; has {
-			return nil, fmt.Errorf("%s: \"Not\" cannot be combined with \"Variable\"", where)
-		}
+	return "", fmt.Errorf("%s: the rule must have exactly one operator, has %s", where, strings.Join(ops, ", "))
+}
+
+// parseCombination parses an And, Or or Not rule.
+func (r *choiceRule) parseCombination(obj map[string]any, op, where string) error {
+	if _, has := obj["Variable"]; has {
+		return fmt.Errorf("%s: %q cannot be combined with \"Variable\"", where, op)
+	}
+	if op == "Not" {
 		sub, err := parseChoiceRule(obj["Not"], where+".Not", false)
-		if err != nil {
-			return nil, err
-		}
 		r.not = sub
-		return r, nil
+		return err
 	}
+	list, ok := obj[op].([]any)
+	if !ok || len(list) == 0 {
+		return fmt.Errorf("%s.%s: must be a non-empty array of choice rules", where, op)
+	}
+	subs := make([]*choiceRule, 0, len(list))
+	for i, e := range list {
+		sub, err := parseChoiceRule(e, fmt.Sprintf("%s.%s[%d]", where, op, i), false)
+		if err != nil {
+			return err
+		}
+		subs = append(subs, sub)
+	}
+	if op == "And" {
+		r.and = subs
+	} else {
+		r.or = subs
+	}
+	return nil
+}
+
+// parseComparison parses a data test: Variable, operator and operand (or *Path).
+func (r *choiceRule) parseComparison(obj map[string]any, op, where string) error {
 	varStr, ok := obj["Variable"].(string)
 	if !ok {
-		return nil, fmt.Errorf("%s: operator %q needs a \"Variable\" string", where, op)
+		return fmt.Errorf("%s: operator %q needs a \"Variable\" string", where, op)
 	}
 	vp, err := compileRefPath(varStr)
 	if err != nil {
-		return nil, fmt.Errorf("%s.Variable: %w", where, err)
+		return fmt.Errorf("%s.Variable: %w", where, err)
 	}
 	r.variable = vp
 	base := op
@@ -132,50 +162,55 @@ func parseChoiceRule(v any, where string, top bool) (*choiceRule, error) {
 	}
 	kind, known := choiceOpKind(base)
 	if !known || (isPath && (kind == opTypeTest || base == "StringMatches")) {
-		return nil, fmt.Errorf("%s: unknown comparison operator %q", where, op)
+		return fmt.Errorf("%s: unknown comparison operator %q", where, op)
 	}
 	r.op = base
 	val := obj[op]
 	if isPath {
 		s, ok := val.(string)
 		if !ok {
-			return nil, fmt.Errorf("%s.%s: must be a path string", where, op)
+			return fmt.Errorf("%s.%s: must be a path string", where, op)
 		}
-		p, err := compileRefPath(s)
-		if err != nil {
-			return nil, fmt.Errorf("%s.%s: %w", where, op, err)
+		if r.operandPath, err = compileRefPath(s); err != nil {
+			return fmt.Errorf("%s.%s: %w", where, op, err)
 		}
-		r.operandPath = p
-		return r, nil
+		return nil
 	}
+	if err := checkOperand(kind, val); err != "" {
+		return fmt.Errorf("%s.%s: %s", where, op, err)
+	}
+	if op == "StringMatches" {
+		r.pattern = compileGlob(val.(string))
+	}
+	r.operand = val
+	return nil
+}
+
+// checkOperand says what is wrong with a literal operand of an operator of kind, or "".
+func checkOperand(kind opKind, val any) string {
 	switch kind {
 	case opString:
-		s, ok := val.(string)
-		if !ok {
-			return nil, fmt.Errorf("%s.%s: must be a string, got %s", where, op, typeName(val))
-		}
-		if op == "StringMatches" {
-			r.pattern = compileGlob(s)
+		if _, ok := val.(string); !ok {
+			return "must be a string, got " + typeName(val)
 		}
 	case opNumeric:
 		if _, ok := toFloat(val); !ok {
-			return nil, fmt.Errorf("%s.%s: must be a number, got %s", where, op, typeName(val))
+			return "must be a number, got " + typeName(val)
 		}
 	case opBoolean, opTypeTest:
 		if _, ok := val.(bool); !ok {
-			return nil, fmt.Errorf("%s.%s: must be true or false, got %s", where, op, typeName(val))
+			return "must be true or false, got " + typeName(val)
 		}
 	case opTimestamp:
 		s, ok := val.(string)
 		if !ok {
-			return nil, fmt.Errorf("%s.%s: must be a timestamp string, got %s", where, op, typeName(val))
+			return "must be a timestamp string, got " + typeName(val)
 		}
 		if _, ok := parseTimestamp(s); !ok {
-			return nil, fmt.Errorf("%s.%s: %q is not an RFC 3339 timestamp (e.g. 2016-03-14T01:59:00Z)", where, op, s)
+			return fmt.Sprintf("%q is not an RFC 3339 timestamp (e.g. 2016-03-14T01:59:00Z)", s)
 		}
 	}
-	r.operand = val
-	return r, nil
+	return ""
 }
 
 func parseTimestamp(s string) (time.Time, bool) {
@@ -191,26 +226,8 @@ func parseTimestamp(s string) (time.Time, bool) {
 // nothing is States.Runtime (IsPresent excepted); a value of another type than the
 // operator compares is simply no match.
 func (r *choiceRule) eval(input any, ctxObj func() any) (bool, *stateError) {
-	switch {
-	case r.and != nil:
-		for _, s := range r.and {
-			ok, err := s.eval(input, ctxObj)
-			if err != nil || !ok {
-				return false, err
-			}
-		}
-		return true, nil
-	case r.or != nil:
-		for _, s := range r.or {
-			ok, err := s.eval(input, ctxObj)
-			if err != nil || ok {
-				return ok, err
-			}
-		}
-		return false, nil
-	case r.not != nil:
-		ok, err := r.not.eval(input, ctxObj)
-		return !ok && err == nil, err
+	if r.and != nil || r.or != nil || r.not != nil {
+		return r.evalCombination(input, ctxObj)
 	}
 	v, found := r.variable.get(input, ctxObj)
 	if r.op == "IsPresent" {
@@ -227,62 +244,89 @@ func (r *choiceRule) eval(input any, ctxObj func() any) (bool, *stateError) {
 		}
 		operand = o
 	}
+	return r.compare(v, operand), nil
+}
+
+// compare applies the rule's operator to the variable's value v and the operand.
+func (r *choiceRule) compare(v, operand any) bool {
 	kind, _ := choiceOpKind(r.op)
 	switch kind {
 	case opTypeTest:
-		want := operand.(bool)
-		var is bool
-		switch r.op {
-		case "IsNull":
-			is = v == nil
-		case "IsNumeric":
-			_, is = toFloat(v)
-		case "IsString":
-			_, is = v.(string)
-		case "IsBoolean":
-			_, is = v.(bool)
-		case "IsTimestamp":
-			s, ok := v.(string)
-			if ok {
-				_, is = parseTimestamp(s)
-			}
-		}
-		return is == want, nil
+		return isType(r.op, v) == operand.(bool)
 	case opString:
 		a, ok1 := v.(string)
 		b, ok2 := operand.(string)
-		if !ok1 || !ok2 {
-			return false, nil
+		switch {
+		case !ok1 || !ok2:
+			return false
+		case r.op == "StringMatches":
+			return globMatch(r.pattern, a)
 		}
-		if r.op == "StringMatches" {
-			return globMatch(r.pattern, a), nil
-		}
-		return compareResult(r.op, strings.Compare(a, b)), nil
+		return compareResult(r.op, strings.Compare(a, b))
 	case opNumeric:
 		_, ok1 := toFloat(v)
 		_, ok2 := toFloat(operand)
-		if !ok1 || !ok2 {
-			return false, nil
-		}
-		return compareResult(r.op, numCompare(v, operand)), nil
+		return ok1 && ok2 && compareResult(r.op, numCompare(v, operand))
 	case opBoolean:
 		a, ok1 := v.(bool)
 		b, ok2 := operand.(bool)
-		return ok1 && ok2 && a == b, nil
+		return ok1 && ok2 && a == b
 	case opTimestamp:
-		as, ok1 := v.(string)
-		bs, ok2 := operand.(string)
-		if !ok1 || !ok2 {
-			return false, nil
-		}
-		a, ok1 := parseTimestamp(as)
-		b, ok2 := parseTimestamp(bs)
-		if !ok1 || !ok2 {
-			return false, nil
-		}
-		return compareResult(r.op, a.Compare(b)), nil
+		a, ok1 := timestampOf(v)
+		b, ok2 := timestampOf(operand)
+		return ok1 && ok2 && compareResult(r.op, a.Compare(b))
 	}
-	return false, nil
+	return false
+}
+
+// evalCombination evaluates an And, Or or Not rule, stopping at the first operand
+// that decides it.
+func (r *choiceRule) evalCombination(input any, ctxObj func() any) (bool, *stateError) {
+	if r.not != nil {
+		ok, err := r.not.eval(input, ctxObj)
+		return !ok && err == nil, err
+	}
+	all := r.and != nil
+	subs := r.and
+	if !all {
+		subs = r.or
+	}
+	for _, s := range subs {
+		ok, err := s.eval(input, ctxObj)
+		if err != nil || ok != all {
+			return ok && err == nil, err
+		}
+	}
+	return all, nil
+}
+
+// isType answers a type test (IsNull, IsNumeric, …) about v.
+func isType(op string, v any) bool {
+	switch op {
+	case "IsNull":
+		return v == nil
+	case "IsNumeric":
+		_, is := toFloat(v)
+		return is
+	case "IsString":
+		_, is := v.(string)
+		return is
+	case "IsBoolean":
+		_, is := v.(bool)
+		return is
+	case "IsTimestamp":
+		_, is := timestampOf(v)
+		return is
+	}
+	return false
+}
+
+func timestampOf(v any) (time.Time, bool) {
+	s, ok := v.(string)
+	if !ok {
+		return time.Time{}, false
+	}
+	return parseTimestamp(s)
 }
 
 func compareResult(op string, c int) bool {

@@ -281,46 +281,59 @@ func TestCorpusDifferential(t *testing.T) {
 			continue
 		}
 		t.Run(name, func(t *testing.T) {
-			wantValid := c.Valid == nil || *c.Valid
-			_, perr := Parse(c.Definition)
-			if (perr == nil) != wantValid {
-				t.Fatalf("Parse valid=%v (err %v), corpus says valid=%v", perr == nil, perr, wantValid)
-			}
-			if reason, listed := validatorDisagreements[name]; listed {
-				if !nr.Valid {
-					t.Fatalf("listed as an asl-validator disagreement (%s) but asl-validator now rejects it too: remove it from the list", reason)
-				}
-			} else if nr.Valid != wantValid {
-				t.Fatalf("asl-validator valid=%v (%v), Parse valid=%v", nr.Valid, nr.Errors, wantValid)
-			}
-			if !wantValid {
-				return
-			}
-			out, execErr := runOurs(t, c)
-			if c.Expect != nil {
-				if c.Expect.Error != "" {
-					if execErr == nil || execErr.Name != c.Expect.Error {
-						t.Errorf("ours: got output %s / error %v, want error %s", out, execErr, c.Expect.Error)
-					}
-				} else if execErr != nil || !jsonEq(t, out, c.Expect.Output) {
-					t.Errorf("ours: got output %s / error %v, want output %s", out, execErr, c.Expect.Output)
-				}
-			}
-			agree := false
-			if execErr != nil {
-				agree = nr.Error == execErr.Name
-			} else {
-				agree = nr.Error == "" && jsonEq(t, out, nr.Output)
-			}
-			reason, listed := interpreterDisagreements[name]
-			switch {
-			case listed && agree:
-				t.Errorf("listed as a disagreement (%s) but aws-local-stepfunctions now agrees: remove it from the list", reason)
-			case listed && c.Expect == nil:
-				t.Errorf("a disagreement needs the AWS-documented result in the case's \"expect\"")
-			case !listed && !agree:
-				t.Errorf("disagreement with aws-local-stepfunctions:\n ours:  output %s error %v\n node:  output %s error %s (%s)", out, execErr, nr.Output, nr.Error, nr.Cause)
+			if checkCorpusValidity(t, name, c, nr) {
+				checkCorpusResult(t, name, c, nr)
 			}
 		})
+	}
+}
+
+// checkCorpusValidity compares Parse and asl-validator with the case's validity and
+// reports whether the case is valid (and so is to be run).
+func checkCorpusValidity(t *testing.T, name string, c corpusCase, nr nodeResult) bool {
+	t.Helper()
+	wantValid := c.Valid == nil || *c.Valid
+	_, perr := Parse(c.Definition)
+	if (perr == nil) != wantValid {
+		t.Fatalf("Parse valid=%v (err %v), corpus says valid=%v", perr == nil, perr, wantValid)
+	}
+	if reason, listed := validatorDisagreements[name]; listed {
+		if !nr.Valid {
+			t.Fatalf("listed as an asl-validator disagreement (%s) but asl-validator now rejects it too: remove it from the list", reason)
+		}
+	} else if nr.Valid != wantValid {
+		t.Fatalf("asl-validator valid=%v (%v), Parse valid=%v", nr.Valid, nr.Errors, wantValid)
+	}
+	return wantValid
+}
+
+// checkCorpusResult runs a valid case on our Runner and compares the outcome with
+// the AWS-documented expectation and with aws-local-stepfunctions.
+func checkCorpusResult(t *testing.T, name string, c corpusCase, nr nodeResult) {
+	t.Helper()
+	out, execErr := runOurs(t, c)
+	if c.Expect != nil {
+		if c.Expect.Error != "" {
+			if execErr == nil || execErr.Name != c.Expect.Error {
+				t.Errorf("ours: got output %s / error %v, want error %s", out, execErr, c.Expect.Error)
+			}
+		} else if execErr != nil || !jsonEq(t, out, c.Expect.Output) {
+			t.Errorf("ours: got output %s / error %v, want output %s", out, execErr, c.Expect.Output)
+		}
+	}
+	agree := false
+	if execErr != nil {
+		agree = nr.Error == execErr.Name
+	} else {
+		agree = nr.Error == "" && jsonEq(t, out, nr.Output)
+	}
+	reason, listed := interpreterDisagreements[name]
+	switch {
+	case listed && agree:
+		t.Errorf("listed as a disagreement (%s) but aws-local-stepfunctions now agrees: remove it from the list", reason)
+	case listed && c.Expect == nil:
+		t.Errorf("a disagreement needs the AWS-documented result in the case's \"expect\"")
+	case !listed && !agree:
+		t.Errorf("disagreement with aws-local-stepfunctions:\n ours:  output %s error %v\n node:  output %s error %s (%s)", out, execErr, nr.Output, nr.Error, nr.Cause)
 	}
 }

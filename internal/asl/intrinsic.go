@@ -323,10 +323,12 @@ func argString(name string, args []any, i int) (string, *stateError) {
 	return s, nil
 }
 
-func argArray(name string, args []any, i int) ([]any, *stateError) {
-	a, ok := args[i].([]any)
+// firstArray returns the first argument, which must be an array (every array
+// function takes the array first).
+func firstArray(name string, args []any) ([]any, *stateError) {
+	a, ok := args[0].([]any)
 	if !ok {
-		return nil, intrinsicErr("%s: argument %d must be an array, got %s", name, i+1, typeName(args[i]))
+		return nil, intrinsicErr("%s: argument 1 must be an array, got %s", name, typeName(args[0]))
 	}
 	return a, nil
 }
@@ -339,7 +341,7 @@ func argInt(name string, args []any, i int) (int64, *stateError) {
 	return n, nil
 }
 
-func fnFormat(name string, args []any, raws []intrinsicArg, _ *evalEnv) (any, *stateError) {
+func fnFormat(name string, args []any, _ []intrinsicArg, _ *evalEnv) (any, *stateError) {
 	tmpl, err := argString(name, args, 0)
 	if err != nil {
 		return nil, err
@@ -410,7 +412,7 @@ func fnArray(_ string, args []any, _ []intrinsicArg, _ *evalEnv) (any, *stateErr
 }
 
 func fnArrayPartition(name string, args []any, _ []intrinsicArg, _ *evalEnv) (any, *stateError) {
-	arr, err := argArray(name, args, 0)
+	arr, err := firstArray(name, args)
 	if err != nil {
 		return nil, err
 	}
@@ -432,7 +434,7 @@ func fnArrayPartition(name string, args []any, _ []intrinsicArg, _ *evalEnv) (an
 }
 
 func fnArrayContains(name string, args []any, _ []intrinsicArg, _ *evalEnv) (any, *stateError) {
-	arr, err := argArray(name, args, 0)
+	arr, err := firstArray(name, args)
 	if err != nil {
 		return nil, err
 	}
@@ -470,7 +472,7 @@ func fnArrayRange(name string, args []any, _ []intrinsicArg, _ *evalEnv) (any, *
 }
 
 func fnArrayGetItem(name string, args []any, _ []intrinsicArg, _ *evalEnv) (any, *stateError) {
-	arr, err := argArray(name, args, 0)
+	arr, err := firstArray(name, args)
 	if err != nil {
 		return nil, err
 	}
@@ -485,7 +487,7 @@ func fnArrayGetItem(name string, args []any, _ []intrinsicArg, _ *evalEnv) (any,
 }
 
 func fnArrayLength(name string, args []any, _ []intrinsicArg, _ *evalEnv) (any, *stateError) {
-	arr, err := argArray(name, args, 0)
+	arr, err := firstArray(name, args)
 	if err != nil {
 		return nil, err
 	}
@@ -493,7 +495,7 @@ func fnArrayLength(name string, args []any, _ []intrinsicArg, _ *evalEnv) (any, 
 }
 
 func fnArrayUnique(name string, args []any, _ []intrinsicArg, _ *evalEnv) (any, *stateError) {
-	arr, err := argArray(name, args, 0)
+	arr, err := firstArray(name, args)
 	if err != nil {
 		return nil, err
 	}

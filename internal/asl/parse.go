@@ -136,35 +136,7 @@ func (p *parser) addf(format string, args ...any) {
 // `state "P" branch 0: ` inside).
 func (p *parser) machine(obj map[string]any, scope string, top bool) *Machine {
 	m := &Machine{states: map[string]*state{}}
-	allowed := map[string]bool{"StartAt": true, "States": true, "Comment": true}
-	if top {
-		allowed["Version"], allowed["TimeoutSeconds"], allowed["QueryLanguage"] = true, true, true
-	} else {
-		allowed["ProcessorConfig"] = true
-	}
-	for k := range obj {
-		if !allowed[k] {
-			p.addf("%sunknown field %q", scope, k)
-		}
-	}
-	if top {
-		p.queryLanguage(obj, "")
-	}
-	if c, ok := obj["Comment"].(string); ok {
-		m.comment = c
-	}
-	if v, ok := obj["Version"]; ok {
-		if s, _ := v.(string); s != "1.0" {
-			p.addf("%sVersion must be \"1.0\"", scope)
-		}
-	}
-	if v, ok := obj["TimeoutSeconds"]; ok {
-		n, ok := toInt(v)
-		if !ok || n <= 0 {
-			p.addf("%sTimeoutSeconds must be a positive integer", scope)
-		}
-		m.timeout = int(n)
-	}
+	p.machineFields(m, obj, scope, top)
 	start, ok := obj["StartAt"].(string)
 	if !ok || start == "" {
 		p.addf("%smissing StartAt (the name of the first state)", scope)
@@ -182,21 +154,7 @@ func (p *parser) machine(obj map[string]any, scope string, top bool) *Machine {
 	sort.Strings(names)
 	m.names = names
 	for _, n := range names {
-		where := fmt.Sprintf("%sstate %q", scope, n)
-		if prev, dup := p.seen[n]; dup {
-			p.addf("%s: a state with this name already exists (%s); state names must be unique in the whole machine, branches included", where, prev)
-		} else {
-			p.seen[n] = where
-		}
-		if len(n) > 80 {
-			p.addf("%s: state names are at most 80 characters", where)
-		}
-		so, ok := states[n].(map[string]any)
-		if !ok {
-			p.addf("%s: must be an object", where)
-			continue
-		}
-		if st := p.state(n, so, where); st != nil {
+		if st := p.namedState(n, states[n], scope); st != nil {
 			m.states[n] = st
 		}
 	}
@@ -209,24 +167,72 @@ func (p *parser) machine(obj map[string]any, scope string, top bool) *Machine {
 	return m
 }
 
+// machineFields checks the machine's own fields besides StartAt and States.
+func (p *parser) machineFields(m *Machine, obj map[string]any, scope string, top bool) {
+	allowed := map[string]bool{"StartAt": true, "States": true, "Comment": true}
+	if top {
+		allowed["Version"], allowed["TimeoutSeconds"], allowed["QueryLanguage"] = true, true, true
+		p.queryLanguage(obj, "")
+	} else {
+		allowed["ProcessorConfig"] = true
+	}
+	for k := range obj {
+		if !allowed[k] {
+			p.addf("%sunknown field %q", scope, k)
+		}
+	}
+	if c, ok := obj["Comment"].(string); ok {
+		m.comment = c
+	}
+	if v, ok := obj["Version"]; ok {
+		if s, _ := v.(string); s != "1.0" {
+			p.addf("%sVersion must be \"1.0\"", scope)
+		}
+	}
+	if v, ok := obj["TimeoutSeconds"]; ok {
+		m.timeout = int(p.minInt(v, 1, scope+"TimeoutSeconds must be a positive integer"))
+	}
+}
+
+// namedState parses state n, checking its name is unique machine-wide and short.
+func (p *parser) namedState(n string, v any, scope string) *state {
+	where := fmt.Sprintf("%sstate %q", scope, n)
+	if prev, dup := p.seen[n]; dup {
+		p.addf("%s: a state with this name already exists (%s); state names must be unique in the whole machine, branches included", where, prev)
+	} else {
+		p.seen[n] = where
+	}
+	if len(n) > 80 {
+		p.addf("%s: state names are at most 80 characters", where)
+	}
+	so, ok := v.(map[string]any)
+	if !ok {
+		p.addf("%s: must be an object", where)
+		return nil
+	}
+	return p.state(n, so, where)
+}
+
+// targets lists the states st can go to next (Next, Choice rules and Default, Catch).
+func (st *state) targets() []string {
+	var t []string
+	if st.next != "" {
+		t = append(t, st.next)
+	}
+	for _, r := range st.choices {
+		t = append(t, r.next)
+	}
+	if st.deflt != "" {
+		t = append(t, st.deflt)
+	}
+	for _, c := range st.catch {
+		t = append(t, c.next)
+	}
+	return t
+}
+
 // checkTransitions checks targets, reachability and that the machine can end.
 func (p *parser) checkTransitions(m *Machine, scope string) {
-	targets := func(st *state) []string {
-		var t []string
-		if st.next != "" {
-			t = append(t, st.next)
-		}
-		for _, r := range st.choices {
-			t = append(t, r.next)
-		}
-		if st.deflt != "" {
-			t = append(t, st.deflt)
-		}
-		for _, c := range st.catch {
-			t = append(t, c.next)
-		}
-		return t
-	}
 	terminal := false
 	for _, n := range m.names {
 		st := m.states[n]
@@ -236,7 +242,7 @@ func (p *parser) checkTransitions(m *Machine, scope string) {
 		if st.end || st.typ == "Succeed" || st.typ == "Fail" {
 			terminal = true
 		}
-		for _, t := range targets(st) {
+		for _, t := range st.targets() {
 			if _, ok := m.states[t]; !ok {
 				p.addf("%sstate %q: transition to %q, which is not a state of this machine", scope, n, t)
 			}
@@ -248,6 +254,16 @@ func (p *parser) checkTransitions(m *Machine, scope string) {
 	if _, ok := m.states[m.startAt]; !ok {
 		return
 	}
+	reached := m.reachable()
+	for _, n := range m.names {
+		if !reached[n] {
+			p.addf("%sstate %q is unreachable from StartAt %q", scope, n, m.startAt)
+		}
+	}
+}
+
+// reachable returns the states reachable from StartAt.
+func (m *Machine) reachable() map[string]bool {
 	reached := map[string]bool{m.startAt: true}
 	queue := []string{m.startAt}
 	for len(queue) > 0 {
@@ -256,18 +272,14 @@ func (p *parser) checkTransitions(m *Machine, scope string) {
 		if st == nil {
 			continue
 		}
-		for _, t := range targets(st) {
+		for _, t := range st.targets() {
 			if !reached[t] {
 				reached[t] = true
 				queue = append(queue, t)
 			}
 		}
 	}
-	for _, n := range m.names {
-		if !reached[n] {
-			p.addf("%sstate %q is unreachable from StartAt %q", scope, n, m.startAt)
-		}
-	}
+	return reached
 }
 
 var stateFields = map[string][]string{
@@ -291,168 +303,188 @@ func (p *parser) state(name string, obj map[string]any, where string) *state {
 	}
 	st := &state{name: name, typ: typ}
 	p.queryLanguage(obj, where+": ")
+	p.unknownFields(obj, fields, typ, where)
+	switch typ {
+	case "Choice", "Succeed", "Fail":
+	default:
+		p.transition(st, obj, where)
+	}
+	p.dataFields(st, obj, where)
+	switch typ {
+	case "Pass":
+		st.result, st.hasResult = obj["Result"]
+	case "Task":
+		p.taskFields(st, obj, where)
+	case "Choice":
+		p.choiceFields(st, obj, where)
+	case "Wait":
+		p.waitFields(st, obj, where)
+	case "Fail":
+		st.errorName, st.errorPath, st.errorCall = p.failField(obj, "Error", where)
+		st.cause, st.causePath, st.causeCall = p.failField(obj, "Cause", where)
+	case "Parallel":
+		p.parallelFields(st, obj, where)
+	case "Map":
+		p.mapFields(st, obj, where)
+	}
+	return st
+}
+
+// unknownFields names each field a state of type typ may not have, saying why when
+// it is a feature we refuse on purpose.
+func (p *parser) unknownFields(obj map[string]any, fields []string, typ, where string) {
 	allowed := map[string]bool{"Type": true, "Comment": true, "QueryLanguage": true}
 	for _, f := range fields {
 		allowed[f] = true
 	}
 	for k := range obj {
-		if !allowed[k] {
-			switch k {
-			case "ItemReader", "ItemBatcher", "ResultWriter":
-				p.addf("%s: field %q (distributed Map) is not supported", where, k)
-			case "Assign", "Arguments", "Output", "Variables":
-				p.addf("%s: field %q (JSONata / variables) is not supported", where, k)
-			case "ToleratedFailurePercentage", "ToleratedFailurePercentagePath", "ToleratedFailureCount", "ToleratedFailureCountPath":
-				p.addf("%s: field %q is a Distributed Map field; an Inline Map fails on its first failed iteration, "+
-					"and Distributed Map is not supported: remove it, or add a Catch inside ItemProcessor to let an item fail "+
-					"without failing the Map", where, k)
-			default:
-				p.addf("%s: field %q is not allowed in a %s state", where, k, typ)
-			}
+		if allowed[k] {
+			continue
+		}
+		switch k {
+		case "ItemReader", "ItemBatcher", "ResultWriter":
+			p.addf("%s: field %q (distributed Map) is not supported", where, k)
+		case "Assign", "Arguments", "Output", "Variables":
+			p.addf("%s: field %q (JSONata / variables) is not supported", where, k)
+		case "ToleratedFailurePercentage", "ToleratedFailurePercentagePath", "ToleratedFailureCount", "ToleratedFailureCountPath":
+			p.addf("%s: field %q is a Distributed Map field; an Inline Map fails on its first failed iteration, "+
+				"and Distributed Map is not supported: remove it, or add a Catch inside ItemProcessor to let an item fail "+
+				"without failing the Map", where, k)
+		default:
+			p.addf("%s: field %q is not allowed in a %s state", where, k, typ)
 		}
 	}
-	// Transitions.
-	next, hasNext := obj["Next"]
-	end, hasEnd := obj["End"]
-	switch typ {
-	case "Choice", "Succeed", "Fail":
-	default:
-		if hasNext {
-			s, ok := next.(string)
-			if !ok || s == "" {
-				p.addf("%s: Next must be a state name", where)
-			}
-			st.next = s
+}
+
+// transition reads Next or End (exactly one) of a state that has them.
+func (p *parser) transition(st *state, obj map[string]any, where string) {
+	if next, ok := obj["Next"]; ok {
+		s, ok := next.(string)
+		if !ok || s == "" {
+			p.addf("%s: Next must be a state name", where)
 		}
-		if hasEnd {
-			b, ok := end.(bool)
-			if !ok {
-				p.addf("%s: End must be true or false", where)
-			}
-			st.end = b
-		}
-		switch {
-		case st.next != "" && st.end:
-			p.addf("%s: has both Next and End; use one", where)
-		case st.next == "" && !st.end:
-			p.addf("%s: needs Next (the following state) or End: true", where)
-		}
+		st.next = s
 	}
-	// Paths.
-	if typ != "Fail" {
+	if end, ok := obj["End"]; ok {
+		b, ok := end.(bool)
+		if !ok {
+			p.addf("%s: End must be true or false", where)
+		}
+		st.end = b
+	}
+	switch {
+	case st.next != "" && st.end:
+		p.addf("%s: has both Next and End; use one", where)
+	case st.next == "" && !st.end:
+		p.addf("%s: needs Next (the following state) or End: true", where)
+	}
+}
+
+// dataFields reads the input/output processing fields and, where the type has
+// them, Retry and Catch.
+func (p *parser) dataFields(st *state, obj map[string]any, where string) {
+	if st.typ != "Fail" {
 		st.inputPath, st.inputNull = p.optPath(obj, "InputPath", where)
 		st.outputPath, st.outputNull = p.optPath(obj, "OutputPath", where)
 	}
-	if v, ok := obj["ResultPath"]; ok {
-		if v == nil {
-			st.resultNull = true
-		} else if s, ok := v.(string); !ok {
-			p.addf("%s.ResultPath: must be a reference path or null", where)
-		} else if rp, err := compileRefPath(s); err != nil {
-			p.addf("%s.ResultPath: %v", where, err)
-		} else if rp.context {
-			p.addf("%s.ResultPath: cannot write into the context object ($$)", where)
-		} else {
-			st.resultPath = rp
-		}
-	}
+	st.resultPath, st.resultNull = p.resultPath(obj, where)
 	st.parameters = p.template(obj, "Parameters", where)
 	st.resultSelector = p.template(obj, "ResultSelector", where)
-	if typ == "Task" || typ == "Parallel" || typ == "Map" {
-		st.retry = p.retriers(obj["Retry"], obj, where)
-		st.catch = p.catchers(obj["Catch"], obj, where)
+	if st.typ == "Task" || st.typ == "Parallel" || st.typ == "Map" {
+		st.retry = p.retriers(obj["Retry"], where)
+		st.catch = p.catchers(obj["Catch"], where)
 	}
+}
 
-	switch typ {
-	case "Pass":
-		st.result, st.hasResult = obj["Result"]
-	case "Task":
-		res, ok := obj["Resource"].(string)
-		if !ok || res == "" {
-			p.addf("%s: Resource must be a non-empty string", where)
-		}
-		st.resource = res
-		st.timeoutSecs, st.timeoutPath = p.secondsField(obj, "TimeoutSeconds", where)
-		st.heartbeatSecs, st.heartbeatPath = p.secondsField(obj, "HeartbeatSeconds", where)
-		if st.timeoutSecs > 0 && st.heartbeatSecs > 0 && st.heartbeatSecs >= st.timeoutSecs {
-			p.addf("%s: HeartbeatSeconds (%d) must be smaller than TimeoutSeconds (%d)", where, st.heartbeatSecs, st.timeoutSecs)
-		}
-	case "Choice":
-		list, ok := obj["Choices"].([]any)
-		if !ok || len(list) == 0 {
-			p.addf("%s: Choices must be a non-empty array of rules", where)
-		}
-		for i, r := range list {
-			rule, err := parseChoiceRule(r, fmt.Sprintf("%s.Choices[%d]", where, i), true)
-			if err != nil {
-				p.addf("%v", err)
-				continue
-			}
-			st.choices = append(st.choices, rule)
-		}
-		if d, ok := obj["Default"]; ok {
-			s, ok := d.(string)
-			if !ok || s == "" {
-				p.addf("%s: Default must be a state name", where)
-			}
-			st.deflt = s
-		}
-		if _, ok := obj["End"]; ok {
-			p.addf("%s: a Choice state cannot have End; its rules and Default choose the next state", where)
-		}
-		if _, ok := obj["Next"]; ok {
-			p.addf("%s: a Choice state cannot have Next; put Next in each rule and use Default", where)
-		}
-	case "Wait":
-		count := 0
-		if v, ok := obj["Seconds"]; ok {
-			count++
-			n, ok := toInt(v)
-			if !ok || n < 0 {
-				p.addf("%s.Seconds: must be a non-negative integer", where)
-			}
-			st.seconds, st.hasSeconds = n, true
-		}
-		if v, ok := obj["Timestamp"]; ok {
-			count++
-			s, _ := v.(string)
-			if _, ok := parseTimestamp(s); !ok {
-				p.addf("%s.Timestamp: %v is not an RFC 3339 timestamp (e.g. 2016-03-14T01:59:00Z)", where, v)
-			}
-			st.timestamp = s
-		}
-		for _, f := range []string{"SecondsPath", "TimestampPath"} {
-			if _, ok := obj[f]; ok {
-				count++
-			}
-		}
-		st.secondsPath = p.refField(obj, "SecondsPath", where)
-		st.timestampPath = p.refField(obj, "TimestampPath", where)
-		if count != 1 {
-			p.addf("%s: a Wait state needs exactly one of Seconds, SecondsPath, Timestamp, TimestampPath", where)
-		}
-	case "Fail":
-		st.errorName, st.errorPath, st.errorCall = p.failField(obj, "Error", where)
-		st.cause, st.causePath, st.causeCall = p.failField(obj, "Cause", where)
-	case "Parallel":
-		list, ok := obj["Branches"].([]any)
-		if !ok || len(list) == 0 {
-			p.addf("%s: Branches must be a non-empty array of state machines", where)
-		}
-		for i, b := range list {
-			bo, ok := b.(map[string]any)
-			if !ok {
-				p.addf("%s.Branches[%d]: must be an object with StartAt and States", where, i)
-				continue
-			}
-			sub := p.machine(bo, fmt.Sprintf("%s.Branches[%d]: ", where, i), false)
-			sub.def, _ = encodeJSON(bo)
-			st.branches = append(st.branches, sub)
-		}
-	case "Map":
-		p.mapFields(st, obj, where)
+func (p *parser) taskFields(st *state, obj map[string]any, where string) {
+	res, ok := obj["Resource"].(string)
+	if !ok || res == "" {
+		p.addf("%s: Resource must be a non-empty string", where)
 	}
-	return st
+	st.resource = res
+	st.timeoutSecs, st.timeoutPath = p.secondsField(obj, "TimeoutSeconds", where)
+	st.heartbeatSecs, st.heartbeatPath = p.secondsField(obj, "HeartbeatSeconds", where)
+	if st.timeoutSecs > 0 && st.heartbeatSecs > 0 && st.heartbeatSecs >= st.timeoutSecs {
+		p.addf("%s: HeartbeatSeconds (%d) must be smaller than TimeoutSeconds (%d)", where, st.heartbeatSecs, st.timeoutSecs)
+	}
+}
+
+func (p *parser) choiceFields(st *state, obj map[string]any, where string) {
+	list, ok := obj["Choices"].([]any)
+	if !ok || len(list) == 0 {
+		p.addf("%s: Choices must be a non-empty array of rules", where)
+	}
+	for i, r := range list {
+		rule, err := parseChoiceRule(r, fmt.Sprintf("%s.Choices[%d]", where, i), true)
+		if err != nil {
+			p.addf("%v", err)
+			continue
+		}
+		st.choices = append(st.choices, rule)
+	}
+	if d, ok := obj["Default"]; ok {
+		s, ok := d.(string)
+		if !ok || s == "" {
+			p.addf("%s: Default must be a state name", where)
+		}
+		st.deflt = s
+	}
+	if _, ok := obj["End"]; ok {
+		p.addf("%s: a Choice state cannot have End; its rules and Default choose the next state", where)
+	}
+	if _, ok := obj["Next"]; ok {
+		p.addf("%s: a Choice state cannot have Next; put Next in each rule and use Default", where)
+	}
+}
+
+func (p *parser) waitFields(st *state, obj map[string]any, where string) {
+	count := 0
+	for _, f := range []string{"Seconds", "SecondsPath", "Timestamp", "TimestampPath"} {
+		if _, ok := obj[f]; ok {
+			count++
+		}
+	}
+	if count != 1 {
+		p.addf("%s: a Wait state needs exactly one of Seconds, SecondsPath, Timestamp, TimestampPath", where)
+	}
+	if v, ok := obj["Seconds"]; ok {
+		st.seconds, st.hasSeconds = p.minInt(v, 0, where+".Seconds: must be a non-negative integer"), true
+	}
+	if v, ok := obj["Timestamp"]; ok {
+		s, _ := v.(string)
+		if _, ok := parseTimestamp(s); !ok {
+			p.addf("%s.Timestamp: %v is not an RFC 3339 timestamp (e.g. 2016-03-14T01:59:00Z)", where, v)
+		}
+		st.timestamp = s
+	}
+	st.secondsPath = p.refField(obj, "SecondsPath", where)
+	st.timestampPath = p.refField(obj, "TimestampPath", where)
+}
+
+func (p *parser) parallelFields(st *state, obj map[string]any, where string) {
+	list, ok := obj["Branches"].([]any)
+	if !ok || len(list) == 0 {
+		p.addf("%s: Branches must be a non-empty array of state machines", where)
+	}
+	for i, b := range list {
+		bo, ok := b.(map[string]any)
+		if !ok {
+			p.addf("%s.Branches[%d]: must be an object with StartAt and States", where, i)
+			continue
+		}
+		sub := p.machine(bo, fmt.Sprintf("%s.Branches[%d]: ", where, i), false)
+		sub.def, _ = encodeJSON(bo)
+		st.branches = append(st.branches, sub)
+	}
+}
+
+// minInt reads an integer of at least lo, adding problem when it is not one.
+func (p *parser) minInt(v any, lo int64, problem string) int64 {
+	n, ok := toInt(v)
+	if !ok || n < lo {
+		p.addf("%s", problem)
+	}
+	return n
 }
 
 func (p *parser) mapFields(st *state, obj map[string]any, where string) {
@@ -642,7 +674,7 @@ func (p *parser) errorEquals(v any, where string) []string {
 	return out
 }
 
-func (p *parser) retriers(v any, state map[string]any, where string) []*retrier {
+func (p *parser) retriers(v any, where string) []*retrier {
 	if v == nil {
 		return nil
 	}
@@ -659,51 +691,7 @@ func (p *parser) retriers(v any, state map[string]any, where string) []*retrier 
 			p.addf("%s: must be an object", w)
 			continue
 		}
-		r := &retrier{interval: 1, maxAttempts: 3, backoffRate: 2}
-		for k, fv := range obj {
-			switch k {
-			case "ErrorEquals":
-				r.errorEquals = p.errorEquals(fv, w)
-			case "IntervalSeconds":
-				n, ok := toInt(fv)
-				if !ok || n < 1 {
-					p.addf("%s.IntervalSeconds: must be a positive integer", w)
-				}
-				r.interval = float64(n)
-			case "MaxAttempts":
-				n, ok := toInt(fv)
-				if !ok || n < 0 {
-					p.addf("%s.MaxAttempts: must be a non-negative integer", w)
-				}
-				r.maxAttempts = int(n)
-			case "BackoffRate":
-				f, ok := toFloat(fv)
-				if !ok || f < 1 {
-					p.addf("%s.BackoffRate: must be a number >= 1.0", w)
-				}
-				r.backoffRate = f
-			case "MaxDelaySeconds":
-				n, ok := toInt(fv)
-				if !ok || n < 1 {
-					p.addf("%s.MaxDelaySeconds: must be a positive integer", w)
-				}
-				r.maxDelay = float64(n)
-			case "JitterStrategy":
-				switch fv {
-				case "FULL":
-					r.jitterFull = true
-				case "NONE":
-				default:
-					p.addf("%s.JitterStrategy: must be FULL or NONE", w)
-				}
-			case "Comment":
-			default:
-				p.addf("%s: unknown field %q", w, k)
-			}
-		}
-		if _, ok := obj["ErrorEquals"]; !ok {
-			p.addf("%s: missing ErrorEquals", w)
-		}
+		r := p.retrier(obj, w)
 		if len(r.errorEquals) == 1 && r.errorEquals[0] == ErrAll && i != len(list)-1 {
 			p.addf("%s: a retrier with States.ALL must be the last one", w)
 		}
@@ -712,7 +700,71 @@ func (p *parser) retriers(v any, state map[string]any, where string) []*retrier 
 	return out
 }
 
-func (p *parser) catchers(v any, state map[string]any, where string) []*catcher {
+func (p *parser) retrier(obj map[string]any, w string) *retrier {
+	r := &retrier{interval: 1, maxAttempts: 3, backoffRate: 2}
+	for k, fv := range obj {
+		switch k {
+		case "ErrorEquals":
+			r.errorEquals = p.errorEquals(fv, w)
+		case "IntervalSeconds":
+			r.interval = float64(p.minInt(fv, 1, w+".IntervalSeconds: must be a positive integer"))
+		case "MaxAttempts":
+			r.maxAttempts = int(p.minInt(fv, 0, w+".MaxAttempts: must be a non-negative integer"))
+		case "BackoffRate":
+			f, ok := toFloat(fv)
+			if !ok || f < 1 {
+				p.addf("%s.BackoffRate: must be a number >= 1.0", w)
+			}
+			r.backoffRate = f
+		case "MaxDelaySeconds":
+			r.maxDelay = float64(p.minInt(fv, 1, w+".MaxDelaySeconds: must be a positive integer"))
+		case "JitterStrategy":
+			switch fv {
+			case "FULL":
+				r.jitterFull = true
+			case "NONE":
+			default:
+				p.addf("%s.JitterStrategy: must be FULL or NONE", w)
+			}
+		case "Comment":
+		default:
+			p.addf("%s: unknown field %q", w, k)
+		}
+	}
+	if _, ok := obj["ErrorEquals"]; !ok {
+		p.addf("%s: missing ErrorEquals", w)
+	}
+	return r
+}
+
+// resultPath reads obj's ResultPath (of a state or a catcher): absent is the
+// default ($, nil here), null discards the result.
+func (p *parser) resultPath(obj map[string]any, where string) (rp *refPath, null bool) {
+	v, ok := obj["ResultPath"]
+	if !ok {
+		return nil, false
+	}
+	if v == nil {
+		return nil, true
+	}
+	s, ok := v.(string)
+	if !ok {
+		p.addf("%s.ResultPath: must be a reference path or null", where)
+		return nil, false
+	}
+	rp, err := compileRefPath(s)
+	switch {
+	case err != nil:
+		p.addf("%s.ResultPath: %v", where, err)
+	case rp.context:
+		p.addf("%s.ResultPath: cannot write into the context object ($$)", where)
+	default:
+		return rp, false
+	}
+	return nil, false
+}
+
+func (p *parser) catchers(v any, where string) []*catcher {
 	if v == nil {
 		return nil
 	}
@@ -741,18 +793,7 @@ func (p *parser) catchers(v any, state map[string]any, where string) []*catcher 
 				}
 				c.next = s
 			case "ResultPath":
-				if fv == nil {
-					c.resultNull = true
-					continue
-				}
-				s, _ := fv.(string)
-				rp, err := compileRefPath(s)
-				if err != nil {
-					p.addf("%s.ResultPath: %v", w, err)
-				} else if rp.context {
-					p.addf("%s.ResultPath: cannot write into the context object ($$)", w)
-				}
-				c.resultPath = rp
+				c.resultPath, c.resultNull = p.resultPath(obj, w)
 			case "Comment":
 			default:
 				p.addf("%s: unknown field %q", w, k)

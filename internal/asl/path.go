@@ -42,7 +42,7 @@ func compilePath(s string) (*jsonPath, error) {
 	}
 	x, err := jp.ParseString(expr)
 	if err != nil {
-		return nil, fmt.Errorf("path %q is not valid JSONPath: %v", s, err)
+		return nil, fmt.Errorf("path %q is not valid JSONPath: %w", s, err)
 	}
 	if len(x) == 0 {
 		return nil, fmt.Errorf("path %q is empty", s)
