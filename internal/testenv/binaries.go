@@ -99,7 +99,7 @@ var buildEnv = []string{"CGO_ENABLED=0", "GOWORK=off", "GOFLAGS=-mod=readonly -b
 // never rebuilds. Concurrent callers (parallel test packages) serialise on a
 // file lock: one builds, the others wait and reuse.
 func EnsureBinaries(ctx context.Context, opts Options) (Binaries, error) {
-	b, err := resolveBuild(ctx, opts)
+	b, err := resolveBuild(opts)
 	if err != nil {
 		return Binaries{}, err
 	}
@@ -119,7 +119,7 @@ type build struct {
 	toolsDir, cacheRoot, goBin string
 }
 
-func resolveBuild(ctx context.Context, opts Options) (build, error) {
+func resolveBuild(opts Options) (build, error) {
 	toolsDir, err := resolveToolsDir(opts)
 	if err != nil {
 		return build{}, err
@@ -241,8 +241,8 @@ func (b build) buildGroupInto(ctx context.Context, dir string, g buildGroup, pro
 			progressf(progress, "testenv: still building %s… %s", what, time.Since(start).Round(time.Second))
 		case <-ctx.Done():
 			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-done
-			return fmt.Errorf("build %s: %w", what, ctx.Err())
+			killed := <-done
+			return fmt.Errorf("build %s: %w (go build: %w)", what, ctx.Err(), killed)
 		}
 	}
 	if err != nil {
@@ -306,11 +306,8 @@ func goVersion(ctx context.Context, goBin string) string {
 }
 
 func findGo() (string, error) {
+	// `go test` puts its own GOROOT/bin first on the test binary's PATH.
 	if p, err := exec.LookPath("go"); err == nil {
-		return p, nil
-	}
-	p := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(p); err == nil {
 		return p, nil
 	}
 	return "", errors.New("the go command is needed to build the control plane: install Go 1.26 and put it on PATH")

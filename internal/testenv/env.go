@@ -324,9 +324,8 @@ func (e *Env) waitReady(ctx context.Context, etcd, apiserver *process) error {
 		body, err := e.Client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
 		if err != nil {
 			last = strings.TrimSpace(string(body) + " " + err.Error())
-			return false, nil
 		}
-		return true, nil
+		return err == nil, nil // not ready yet: poll again
 	})
 	if err != nil {
 		if errors.Is(err, errExited) {
@@ -348,7 +347,7 @@ func (e *Env) checkAlive() error {
 	e.mu.Unlock()
 	for _, p := range procs {
 		if p.exited() {
-			return fmt.Errorf("%s %w (%v); last lines of %s:\n%s", p.name, errExited, p.waitErr, p.logPath, p.logTail())
+			return fmt.Errorf("%s %w (%w); last lines of %s:\n%s", p.name, errExited, p.waitErr, p.logPath, p.logTail())
 		}
 	}
 	return nil
@@ -362,17 +361,8 @@ func (e *Env) waitBootstrapped(ctx context.Context) error {
 		if err := e.checkAlive(); err != nil {
 			return false, err
 		}
-		for _, ns := range []string{metav1.NamespaceDefault, metav1.NamespaceSystem, metav1.NamespacePublic, corev1.NamespaceNodeLease} {
-			if _, err := e.Client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); err != nil {
-				missing = "namespace " + ns + ": " + err.Error()
-				return false, nil
-			}
-		}
-		if _, err := e.Client.CoreV1().ServiceAccounts(metav1.NamespaceDefault).Get(ctx, "default", metav1.GetOptions{}); err != nil {
-			missing = "service account default/default: " + err.Error()
-			return false, nil
-		}
-		return true, nil
+		missing = e.notBootstrapped(ctx)
+		return missing == "", nil
 	})
 	if err != nil {
 		if errors.Is(err, errExited) {
@@ -451,6 +441,20 @@ func (e *Env) component(name string) (*process, int) {
 		}
 	}
 	return nil, -1
+}
+
+// notBootstrapped names the first object tests take for granted that does not
+// exist yet, or returns "".
+func (e *Env) notBootstrapped(ctx context.Context) string {
+	for _, ns := range []string{metav1.NamespaceDefault, metav1.NamespaceSystem, metav1.NamespacePublic, corev1.NamespaceNodeLease} {
+		if _, err := e.Client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); err != nil {
+			return "namespace " + ns + ": " + err.Error()
+		}
+	}
+	if _, err := e.Client.CoreV1().ServiceAccounts(metav1.NamespaceDefault).Get(ctx, "default", metav1.GetOptions{}); err != nil {
+		return "service account default/default: " + err.Error()
+	}
+	return ""
 }
 
 // Stop kills every component (whole process groups), waits for them and

@@ -58,7 +58,7 @@ func readyNode(t *testing.T, env *testenv.Env, spec testenv.NodeSpec) *corev1.No
 			return false, err
 		}
 		node = n
-		return isReady(n) && !hasTaint(n, corev1.TaintNodeNotReady), nil
+		return isReady(n) && !notReadyTainted(n), nil
 	})
 	return node
 }
@@ -72,9 +72,10 @@ func isReady(n *corev1.Node) bool {
 	return false
 }
 
-func hasTaint(n *corev1.Node, key string) bool {
+// notReadyTainted: node-lifecycle has not lifted the not-ready taint yet.
+func notReadyTainted(n *corev1.Node) bool {
 	for _, t := range n.Spec.Taints {
-		if t.Key == key {
+		if t.Key == corev1.TaintNodeNotReady {
 			return true
 		}
 	}
@@ -236,14 +237,14 @@ func TestNodeTurnsReadyAfterItsDelayAndNeverReadyStaysNotReady(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if isReady(n) || !hasTaint(n, corev1.TaintNodeNotReady) {
+		if isReady(n) || !notReadyTainted(n) {
 			t.Fatalf("new node %s: ready %v taints %v; want NotReady with the not-ready taint", n.Name, isReady(n), n.Spec.Taints)
 		}
 		t.Cleanup(func() { _ = env.DeleteNode(context.Background(), spec.Name) })
 	}
 	eventually(t, 30*time.Second, "node "+slow+" Ready without the not-ready taint", func(ctx context.Context) (bool, error) {
 		n, err := env.Client.CoreV1().Nodes().Get(ctx, slow, metav1.GetOptions{})
-		return err == nil && isReady(n) && !hasTaint(n, corev1.TaintNodeNotReady), err
+		return err == nil && isReady(n) && !notReadyTainted(n), err
 	})
 	if took := time.Since(created); took < 2500*time.Millisecond {
 		t.Errorf("node %s Ready after %s, want ≥ 3s", slow, took)
@@ -252,7 +253,7 @@ func TestNodeTurnsReadyAfterItsDelayAndNeverReadyStaysNotReady(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if isReady(n) || !hasTaint(n, corev1.TaintNodeNotReady) {
+	if isReady(n) || !notReadyTainted(n) {
 		t.Errorf("node %s: ready %v taints %v; want NotReady and tainted", never, isReady(n), n.Spec.Taints)
 	}
 }

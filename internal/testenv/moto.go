@@ -46,7 +46,7 @@ func StartMoto(ctx context.Context) (*Moto, error) {
 	// signal is the server itself, and check moto is importable.
 	out, err := exec.CommandContext(ctx, python, "-c", "import sys, moto; print(sys.executable); print(moto.__version__)").CombinedOutput()
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s -c 'import moto': %v: %s (install it with `pip install 'moto[server]'`, or set %s)",
+		return nil, fmt.Errorf("%w: %s -c 'import moto': %w: %s (install it with `pip install 'moto[server]'`, or set %s)",
 			ErrNoMoto, python, err, strings.TrimSpace(string(out)), PythonEnv)
 	}
 	lines := strings.Fields(string(out))

@@ -25,7 +25,8 @@ func TestMotoStartsAnswersAndStops(t *testing.T) {
 	if err := syscall.Kill(pid, 0); err == nil {
 		t.Errorf("moto (pid %d) still runs after Stop", pid)
 	}
-	if _, err := http.Get(m.URL + "/moto-api/data.json"); err == nil {
+	if resp, err := http.Get(m.URL + "/moto-api/data.json"); err == nil {
+		resp.Body.Close()
 		t.Errorf("moto still answers at %s after Stop", m.URL)
 	}
 }

@@ -29,6 +29,8 @@ const (
 	ToolTFLint = "tflint"
 	// ToolTerraformConfigInspect reads a Terraform module's interface as JSON.
 	ToolTerraformConfigInspect = "terraform-config-inspect"
+	// ToolGolangciLint is golangci-lint, run by `make lint` with .golangci.yaml.
+	ToolGolangciLint = "golangci-lint"
 )
 
 var testTools = map[string]buildGroup{
@@ -42,6 +44,8 @@ var testTools = map[string]buildGroup{
 		ldflags: "-X github.com/opentofu/opentofu/version.dev=no"},
 	ToolTFLint: {module: "tflint",
 		pkgs: []string{"github.com/terraform-linters/tflint"}, bins: []string{ToolTFLint}, slow: true},
+	ToolGolangciLint: {module: "lint",
+		pkgs: []string{"github.com/golangci/golangci-lint/v2/cmd/golangci-lint"}, bins: []string{ToolGolangciLint}, slow: true},
 	ToolTerraformConfigInspect: {module: "tfinspect",
 		pkgs: []string{"github.com/hashicorp/terraform-config-inspect"}, bins: []string{ToolTerraformConfigInspect}},
 }
@@ -73,7 +77,7 @@ func EnsureTool(ctx context.Context, opts Options, name string) (string, error) 
 	if !ok {
 		return "", fmt.Errorf("unknown test tool %q (known: %s)", name, strings.Join(ToolNames(), ", "))
 	}
-	b, err := resolveBuild(ctx, opts)
+	b, err := resolveBuild(opts)
 	if err != nil {
 		return "", err
 	}
