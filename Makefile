@@ -51,9 +51,11 @@ demo: controlplane
 bench: node-deps controlplane
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 30m ./...
 
+# golangci-lint (pinned in tools/lint/go.mod, built into $(RECYCLER_CACHE) on first use)
+# with .golangci.yaml: gofmt, goimports, go vet, staticcheck, errorlint, revive, gocyclo, ….
 lint:
-	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	$(GO) vet ./...
+	@line=$$($(GO) run ./cmd/recycler controlplane tools golangci-lint) || exit 1; \
+	echo "$${line#* } run ./..."; "$${line#* }" run ./...
 
 # The Terraform module is published alone, so it carries copies of the state machines;
 # internal/deploy fails until they match the embedded ones.
