@@ -12,7 +12,6 @@ import (
 	"syscall"
 	"testing"
 
-	"golang.org/x/net/http2"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -90,7 +89,8 @@ func TestClassifyNetworkErrorsAsTransient(t *testing.T) {
 		{"EOF before any answer (real client)", createNode(t, dropAfter(t, ""))},
 		{"connection reset", urlErr(&net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)})},
 		{"http2: client connection lost", urlErr(errors.New("http2: client connection lost"))},
-		{"http2 GOAWAY", urlErr(http2.GoAwayError{LastStreamID: 1, ErrCode: http2.ErrCodeNo})},
+		{"http2 GOAWAY (x/net's wording)", urlErr(errors.New("http2 server sent GOAWAY and closed the connection; LastStreamID=1, ErrCode=NO_ERROR, debug=\"\""))},
+		{"http2: GOAWAY (net/http's wording)", urlErr(errors.New("http2: server sent GOAWAY and closed the connection; LastStreamID=1, ErrCode=NO_ERROR, debug=\"\""))},
 		{"dial timeout", urlErr(&net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ETIMEDOUT)})},
 		{"TLS handshake timeout", urlErr(timeoutErr{"net/http: TLS handshake timeout"})},
 		{"i/o timeout", urlErr(&net.OpError{Op: "read", Net: "tcp", Err: timeoutErr{"i/o timeout"}})},

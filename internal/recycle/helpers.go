@@ -7,10 +7,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"syscall"
 	"time"
 
-	"golang.org/x/net/http2"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	utilnet "k8s.io/apimachinery/pkg/util/net"
 
@@ -175,6 +175,7 @@ func isNetworkError(err error) bool {
 	case errors.As(err, &dns):
 		return dns.IsTimeout || dns.IsTemporary
 	}
-	var goAway http2.GoAwayError
-	return errors.As(err, &goAway)
+	// The HTTP/2 transports (x/net's, net/http's) word a GOAWAY-closed connection
+	// "http2 server sent GOAWAY" or "http2: server sent GOAWAY"; no stable type.
+	return strings.Contains(err.Error(), "server sent GOAWAY")
 }
