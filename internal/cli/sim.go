@@ -90,6 +90,7 @@ func pidAlive(pid int) bool {
 func newSimUpCmd(stdout, stderr io.Writer, stateFlag *string) *cobra.Command {
 	var opts sim.UpOptions
 	var addr string
+	var eks bool
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Start the control plane and the simulated AWS; run until 'recycler sim down' or Ctrl-C",
@@ -115,6 +116,10 @@ func newSimUpCmd(stdout, stderr io.Writer, stateFlag *string) *cobra.Command {
 			}
 			opts.Addr = addr
 			opts.Progress = stderr
+			if eks {
+				// Mapped to system:masters like an EKS cluster's creator.
+				opts.EKS = &sim.EKSOptions{}
+			}
 			ctx := c.Context()
 			env, err := sim.Up(ctx, opts)
 			if err != nil {
@@ -161,6 +166,7 @@ func newSimUpCmd(stdout, stderr io.Writer, stateFlag *string) *cobra.Command {
 	f.DurationVar(&opts.BootDelay, "boot-delay", 5*time.Second, "time from launch to InService and a registered Node")
 	f.DurationVar(&opts.JobDuration, "job-duration", 10*time.Minute, "how long the long-job pods run before they succeed")
 	f.StringVar(&opts.Region, "region", "us-east-1", "simulated AWS region")
+	f.BoolVar(&eks, "eks", false, "EKS-like: the apiserver authenticates EKS tokens through aws-iam-authenticator, and RECYCLER_CLUSTER="+sim.DefaultCluster+" is exported (try --cluster)")
 	f.StringVar(&addr, "addr", "127.0.0.1:0", "listen address of the simulated AWS endpoint")
 	return cmd
 }

@@ -248,6 +248,7 @@ func (e *Environment) EKSVars() [][2]string {
 		{"RECYCLER_CLUSTER", e.Cluster},
 		{"AWS_ENDPOINT_URL_STS", "https://sts." + e.Region + ".amazonaws.com"},
 		{"HTTPS_PROXY", e.AWS.URL()},
+		{"NO_PROXY", "127.0.0.1,localhost"}, // the simulator and the apiserver: direct
 		{"SSL_CERT_FILE", filepath.Join(e.Authenticator.Dir, "simulated-aws-ca.pem")},
 		// The SDKs trust AWS_CA_BUNDLE instead of the system roots when it is set.
 		{"AWS_CA_BUNDLE", filepath.Join(e.Authenticator.Dir, "simulated-aws-ca.pem")},
