@@ -27,13 +27,14 @@ import (
 	"github.com/recycler/recycler/internal/kube"
 	"github.com/recycler/recycler/internal/metrics"
 	"github.com/recycler/recycler/internal/recycle"
+	"github.com/recycler/recycler/internal/rollout"
 	"github.com/recycler/recycler/internal/serve"
+	"github.com/recycler/recycler/internal/trigger"
 )
 
 type serveFlags struct {
-	stateFlags
-	requestFlags
-	fromEnv        []string
+	fleetFlags     // the recycle flags, and the rollout flags of --schedule
+	schedule       string
 	queueURL       string
 	metricsAddr    string
 	cooldown       time.Duration
@@ -73,8 +74,8 @@ work, leaves running recycles durable, and releases the lease; a standby takes o
 		},
 	}
 	fs := cmd.Flags()
-	f.stateFlags.register(fs)
-	f.requestFlags.register(fs)
+	f.fleetFlags.register(fs)
+	fs.StringVar(&f.schedule, "schedule", "", "start a rollout (the --group/--nodes, --drifted/--older-than/--all and rollout flags) at these times: cron, e.g. \"CRON_TZ=Europe/Berlin 0 2 * * Sat\"")
 	fs.StringVar(&f.queueURL, "sqs-queue-url", "", "SQS queue of trigger events (EventBridge rule or SNS subscription targets); empty: annotations only")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", ":9090", "HOST:PORT for /metrics, /healthz and /readyz")
 	fs.DurationVar(&f.cooldown, "cooldown", 30*time.Minute, "after an event started a recycle of a node, further alarm/health/rebalance events for it start none for this long")
@@ -106,8 +107,23 @@ func defaultIdentity() string {
 }
 
 // validate checks every serve flag at once, before anything is started.
-func (f *serveFlags) validate() (recycle.Request, error) {
+func (f *serveFlags) validate() (recycle.Request, *trigger.Cron, rollout.Options, error) {
 	var errs []error
+	var cron *trigger.Cron
+	var ro rollout.Options
+	fleet := len(f.groups) > 0 || len(f.groupTags) > 0 || f.nodes != "" || f.drifted || f.all || f.olderThan != ""
+	switch {
+	case f.schedule != "":
+		var err error
+		if cron, err = trigger.ParseCron(f.schedule); err != nil {
+			errs = append(errs, fmt.Errorf("--schedule: %w", err))
+		}
+		if ro, err = f.fleetFlags.options(); err != nil {
+			errs = append(errs, fmt.Errorf("--schedule's rollout: %w", err))
+		}
+	case fleet:
+		errs = append(errs, errors.New("--group, --group-tag, --nodes, --drifted, --older-than and --all choose what a scheduled rollout replaces: give --schedule too"))
+	}
 	def := f.request("placeholder")
 	if err := def.Validate(); err != nil {
 		errs = append(errs, err)
@@ -146,13 +162,13 @@ func (f *serveFlags) validate() (recycle.Request, error) {
 		if len(f.fromEnv) > 0 {
 			errs = append(errs, fmt.Errorf("(flags not given on the command line came from the environment: %s)", strings.Join(f.fromEnv, " ")))
 		}
-		return def, usageError{errors.Join(errs...)}
+		return def, nil, ro, usageError{errors.Join(errs...)}
 	}
-	return def, nil
+	return def, cron, ro, nil
 }
 
 func runServe(ctx context.Context, f *serveFlags, stderr io.Writer) error {
-	defaults, err := f.validate()
+	defaults, cron, ro, err := f.validate()
 	if err != nil {
 		return err
 	}
@@ -219,6 +235,24 @@ func runServe(ctx context.Context, f *serveFlags, stderr io.Writer) error {
 	}
 	if f.webhook != "" {
 		opts.Notify = &serve.Webhook{URL: f.webhook, Client: &http.Client{Timeout: 10 * time.Second}, Log: log, Metrics: m}
+	}
+	if cron != nil {
+		fleet := fleetTasks(tasks)
+		opts.Schedule = &serve.Schedule{Cron: cron, Rollout: func(ctx context.Context, at time.Time) (engine.StartInput, string, error) {
+			sel, err := rollout.Select(ctx, fleet.Cloud, fleet.Cluster, ro.Selection, at)
+			if err != nil {
+				return engine.StartInput{}, "", fmt.Errorf("select nodes: %w", err)
+			}
+			p, err := rollout.NewPlan(sel, ro)
+			if err != nil {
+				return engine.StartInput{}, "", err
+			}
+			if p.Candidates() == 0 {
+				return engine.StartInput{}, fmt.Sprintf("nothing to replace (%d node(s) skipped)", len(p.Skipped)), nil
+			}
+			in, err := rollout.StartInput(serve.ScheduledName(at), p.Input(ro.Request))
+			return in, "", err
+		}}
 	}
 	return serve.Run(ctx, opts)
 }

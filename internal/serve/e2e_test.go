@@ -630,3 +630,36 @@ func TestServeTwoReplicasOnlyOneActsAndTheStandbyTakesOverAfterSIGKILL(t *testin
 		t.Errorf("the standby never led")
 	}
 }
+
+func TestServeScheduledRolloutReplacesTheGroup(t *testing.T) {
+	f := setup(t)
+	instances, _ := f.group("sched", 1)
+	// Every minute: the first fire comes within 60 s; one rollout per fire, one at a time.
+	s := f.startServe("sched", "--schedule", "* * * * *", "--group", "sched", "--all", "--max-in-flight", "1")
+	var rollouts []engine.Execution
+	f.eventually(3*time.Minute, "a scheduled rollout ended", func() bool {
+		eng, err := engine.Open(f.ctx, engine.Options{Path: s.state, Passive: true})
+		if err != nil {
+			return false
+		}
+		defer eng.Close()
+		exs, _ := eng.List(f.ctx, engine.ListFilter{})
+		rollouts = nil
+		for _, ex := range exs {
+			if strings.HasPrefix(ex.Name, serve.ScheduledPrefix) {
+				rollouts = append(rollouts, ex)
+			}
+		}
+		return len(rollouts) >= 1 && rollouts[len(rollouts)-1].Status.Done()
+	})
+	first := rollouts[len(rollouts)-1]
+	if first.Status != engine.StatusSucceeded {
+		t.Fatalf("scheduled rollout %s ended %s (%s: %s)", first.Name, first.Status, first.Error, first.Cause)
+	}
+	if state, _ := f.instanceState(instances[0]); state == "running" {
+		t.Errorf("the group's old instance %s still runs after the rollout", instances[0])
+	}
+	if !strings.Contains(s.log.String(), "scheduled rollout started") {
+		t.Errorf("log lacks the start")
+	}
+}

@@ -65,7 +65,8 @@ type Options struct {
 	Ready      *metrics.Ready
 	Clock      clock.WithTicker
 	Log        *slog.Logger
-	Notify     Notifier // nil = no notifications
+	Notify     Notifier  // nil = no notifications
+	Schedule   *Schedule // nil = no scheduled rollouts
 	// OnLeading is called with true once this process acts (engine open, triggers
 	// running) and with false when it stopped acting; tests and logs use it.
 	OnLeading func(bool)
@@ -210,6 +211,10 @@ func lead(ctx context.Context, o Options) error {
 	if o.Queue != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); l.pollQueue(ctx) }()
+	}
+	if o.Schedule != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); l.runSchedule(ctx) }()
 	}
 	<-ctx.Done()
 	return nil
