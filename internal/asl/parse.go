@@ -358,13 +358,7 @@ func (p *parser) unknownFields(obj map[string]any, fields []string, typ, where s
 
 // transition reads Next or End (exactly one) of a state that has them.
 func (p *parser) transition(st *state, obj map[string]any, where string) {
-	if next, ok := obj["Next"]; ok {
-		s, ok := next.(string)
-		if !ok || s == "" {
-			p.addf("%s: Next must be a state name", where)
-		}
-		st.next = s
-	}
+	st.next = p.stateName(obj, "Next", where)
 	if end, ok := obj["End"]; ok {
 		b, ok := end.(bool)
 		if !ok {
@@ -422,13 +416,7 @@ func (p *parser) choiceFields(st *state, obj map[string]any, where string) {
 		}
 		st.choices = append(st.choices, rule)
 	}
-	if d, ok := obj["Default"]; ok {
-		s, ok := d.(string)
-		if !ok || s == "" {
-			p.addf("%s: Default must be a state name", where)
-		}
-		st.deflt = s
-	}
+	st.deflt = p.stateName(obj, "Default", where)
 	if _, ok := obj["End"]; ok {
 		p.addf("%s: a Choice state cannot have End; its rules and Default choose the next state", where)
 	}
@@ -476,6 +464,19 @@ func (p *parser) parallelFields(st *state, obj map[string]any, where string) {
 		sub.def, _ = encodeJSON(bo)
 		st.branches = append(st.branches, sub)
 	}
+}
+
+// stateName reads an optional field naming a state ("" when absent).
+func (p *parser) stateName(obj map[string]any, field, where string) string {
+	v, ok := obj[field]
+	if !ok {
+		return ""
+	}
+	s, ok := v.(string)
+	if !ok || s == "" {
+		p.addf("%s: %s must be a state name", where, field)
+	}
+	return s
 }
 
 // minInt reads an integer of at least lo, adding problem when it is not one.
