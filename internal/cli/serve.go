@@ -74,7 +74,7 @@ work, leaves running recycles durable, and releases the lease; a standby takes o
 		},
 	}
 	fs := cmd.Flags()
-	f.fleetFlags.register(fs)
+	f.register(fs)
 	fs.StringVar(&f.schedule, "schedule", "", "start a rollout (the --group/--nodes, --drifted/--older-than/--all and rollout flags) at these times: cron, e.g. \"CRON_TZ=Europe/Berlin 0 2 * * Sat\"")
 	fs.StringVar(&f.queueURL, "sqs-queue-url", "", "SQS queue of trigger events (EventBridge rule or SNS subscription targets); empty: annotations only")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", ":9090", "HOST:PORT for /metrics, /healthz and /readyz")
@@ -108,22 +108,7 @@ func defaultIdentity() string {
 
 // validate checks every serve flag at once, before anything is started.
 func (f *serveFlags) validate() (recycle.Request, *trigger.Cron, rollout.Options, error) {
-	var errs []error
-	var cron *trigger.Cron
-	var ro rollout.Options
-	fleet := len(f.groups) > 0 || len(f.groupTags) > 0 || f.nodes != "" || f.drifted || f.all || f.olderThan != ""
-	switch {
-	case f.schedule != "":
-		var err error
-		if cron, err = trigger.ParseCron(f.schedule); err != nil {
-			errs = append(errs, fmt.Errorf("--schedule: %w", err))
-		}
-		if ro, err = f.fleetFlags.options(); err != nil {
-			errs = append(errs, fmt.Errorf("--schedule's rollout: %w", err))
-		}
-	case fleet:
-		errs = append(errs, errors.New("--group, --group-tag, --nodes, --drifted, --older-than and --all choose what a scheduled rollout replaces: give --schedule too"))
-	}
+	cron, ro, errs := f.validateSchedule()
 	def := f.request("placeholder")
 	if err := def.Validate(); err != nil {
 		errs = append(errs, err)
@@ -135,11 +120,50 @@ func (f *serveFlags) validate() (recycle.Request, *trigger.Cron, rollout.Options
 		}
 	}
 	if _, _, err := net.SplitHostPort(f.metricsAddr); err != nil {
-		errs = append(errs, fmt.Errorf("--metrics-addr %q: want HOST:PORT such as :9090 or 127.0.0.1:9090: %v", f.metricsAddr, err))
+		errs = append(errs, fmt.Errorf("--metrics-addr %q: want HOST:PORT such as :9090 or 127.0.0.1:9090: %w", f.metricsAddr, err))
 	}
 	if f.cooldown < 0 {
 		errs = append(errs, fmt.Errorf("--cooldown must not be negative, got %s", f.cooldown))
 	}
+	errs = append(errs, f.validateLease()...)
+	if f.webhook != "" {
+		if u, err := url.Parse(f.webhook); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("--notify-webhook %q is not an http(s) URL", f.webhook))
+		}
+	}
+	if len(errs) > 0 {
+		if len(f.fromEnv) > 0 {
+			errs = append(errs, fmt.Errorf("(flags not given on the command line came from the environment: %s)", strings.Join(f.fromEnv, " ")))
+		}
+		return def, nil, ro, usageError{errors.Join(errs...)}
+	}
+	return def, cron, ro, nil
+}
+
+// validateSchedule reads --schedule and the rollout it starts.
+func (f *serveFlags) validateSchedule() (*trigger.Cron, rollout.Options, []error) {
+	var errs []error
+	var cron *trigger.Cron
+	var ro rollout.Options
+	fleet := len(f.groups) > 0 || len(f.groupTags) > 0 || f.nodes != "" || f.drifted || f.all || f.olderThan != ""
+	switch {
+	case f.schedule != "":
+		var err error
+		if cron, err = trigger.ParseCron(f.schedule); err != nil {
+			errs = append(errs, fmt.Errorf("--schedule: %w", err))
+		}
+		if ro, err = f.options(); err != nil {
+			errs = append(errs, fmt.Errorf("--schedule's rollout: %w", err))
+		}
+	case fleet:
+		errs = append(errs, errors.New("--group, --group-tag, --nodes, --drifted, --older-than and --all choose what a scheduled rollout replaces: give --schedule too"))
+	}
+	return cron, ro, errs
+}
+
+// validateLease checks the election flags.
+func (f *serveFlags) validateLease() []error {
+	var errs []error
 	for flag, v := range map[string]string{"--lease-namespace": f.leaseNamespace, "--lease-name": f.leaseName} {
 		if msgs := validation.IsDNS1123Subdomain(v); len(msgs) > 0 {
 			errs = append(errs, fmt.Errorf("%s %q: %s", flag, v, strings.Join(msgs, "; ")))
@@ -153,18 +177,7 @@ func (f *serveFlags) validate() (recycle.Request, *trigger.Cron, rollout.Options
 		errs = append(errs, fmt.Errorf("lease timings: want --lease-duration (%s) > --lease-renew-deadline (%s) > 1.2 × --lease-retry-period (%s) > 0",
 			f.leaseDuration, f.renewDeadline, f.retryPeriod))
 	}
-	if f.webhook != "" {
-		if u, err := url.Parse(f.webhook); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			errs = append(errs, fmt.Errorf("--notify-webhook %q is not an http(s) URL", f.webhook))
-		}
-	}
-	if len(errs) > 0 {
-		if len(f.fromEnv) > 0 {
-			errs = append(errs, fmt.Errorf("(flags not given on the command line came from the environment: %s)", strings.Join(f.fromEnv, " ")))
-		}
-		return def, nil, ro, usageError{errors.Join(errs...)}
-	}
-	return def, cron, ro, nil
+	return errs
 }
 
 func runServe(ctx context.Context, f *serveFlags, stderr io.Writer) error {

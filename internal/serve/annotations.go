@@ -122,7 +122,7 @@ func annotationRequest(defaults recycle.Request, v string) (recycle.Request, err
 	}
 	var keys map[string]json.RawMessage
 	if err := json.Unmarshal([]byte(v), &keys); err != nil {
-		return req, fmt.Errorf("%s is neither %q nor a JSON object of options: %v", AnnotationRecycle, AnnotationRequested, err)
+		return req, fmt.Errorf("%s is neither %q nor a JSON object of options: %w", AnnotationRecycle, AnnotationRequested, err)
 	}
 	for _, k := range []string{"node", "instanceId", "lifecycleHook", "trigger"} {
 		if _, ok := keys[k]; ok {
@@ -132,7 +132,7 @@ func annotationRequest(defaults recycle.Request, v string) (recycle.Request, err
 	dec := json.NewDecoder(bytes.NewReader([]byte(v)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		return req, fmt.Errorf("%s options: %v (e.g. {\"maxWait\": \"2h\", \"onTimeout\": \"evict\", \"selector\": \"app=batch\"})", AnnotationRecycle, err)
+		return req, fmt.Errorf("%s options: %w (e.g. {\"maxWait\": \"2h\", \"onTimeout\": \"evict\", \"selector\": \"app=batch\"})", AnnotationRecycle, err)
 	}
 	return req, nil
 }

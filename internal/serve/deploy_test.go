@@ -2,6 +2,7 @@ package serve_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	stdlog "log"
@@ -65,7 +66,7 @@ func manifests(t *testing.T) []*unstructured.Unstructured {
 		dec := yamlutil.NewYAMLOrJSONDecoder(bytes.NewReader(b), 4096)
 		for {
 			var u unstructured.Unstructured
-			if err := dec.Decode(&u.Object); err == io.EOF {
+			if err := dec.Decode(&u.Object); errors.Is(err, io.EOF) {
 				break
 			} else if err != nil {
 				t.Fatalf("%s: %v", r, err)
@@ -250,29 +251,11 @@ func granted(t *testing.T) map[access]bool {
 	return out
 }
 
-// unexercised: granted, called by the code, but not reachable on this test bed.
-var unexercised = map[access]string{
-	{"", "nodes", "delete"}: "Retire deletes a Node that outlives its instance (a stopped one under the AWS cloud controller); the simulator removes Nodes itself at stop/terminate, so DeleteNode finds none (internal/kube's TestDeleteNodeOnlyFencedNodes calls it)",
-}
-
-// The RBAC of deploy/kubernetes equals what serve really calls: serve runs as the
-// manifests' ServiceAccount (impersonated) through a recording proxy while it
-// recycles a node the long way (eviction blocked by a PDB then allowed, a selected
-// pod forced past --max-wait, moved Deployment and StatefulSet pods checked), an
-// annotation is refused, and the lease is taken and renewed. No request may be
-// denied (none missing) and every granted verb must have been used (none extra).
-func TestRBACIsExactlyWhatServeUses(t *testing.T) {
-	f := setup(t)
-	applyManifests(t, f)
-	rec, kubeconfig := startRecorder(t, f, "system:serviceaccount:recycler:recycler")
-	instances, nodes := f.group("rbac", 2)
-	target := nodes[0]
-	label := map[string]string{"rbac-target": "yes"}
-	patch := `{"metadata":{"labels":{"rbac-target":"yes"}}}`
-	if _, err := f.kube.Client.CoreV1().Nodes().Patch(f.ctx, target, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	ns := f.kube.Namespace(t)
+// rbacWorkloads puts on target what makes a drain meet every path: a Deployment
+// pod whose eviction a budget blocks, a StatefulSet pod, and a selected pod that
+// never ends; it returns once the three run there.
+func rbacWorkloads(t *testing.T, f *fixture, ns, target string) {
+	t.Helper()
 	// Prefer the target node, so the pods start there and move elsewhere once it is fenced.
 	affinity := &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{PreferredDuringSchedulingIgnoredDuringExecution: []corev1.PreferredSchedulingTerm{{
 		Weight: 100, Preference: corev1.NodeSelectorTerm{MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "rbac-target", Operator: corev1.NodeSelectorOpIn, Values: []string{"yes"}}}}}}}}
@@ -310,9 +293,33 @@ func TestRBACIsExactlyWhatServeUses(t *testing.T) {
 		}
 		return err == nil && running == 3
 	})
-	_ = label
+}
 
-	url, _ := f.queue("rbac-events")
+// unexercised: granted, called by the code, but not reachable on this test bed.
+var unexercised = map[access]string{
+	{"", "nodes", "delete"}: "Retire deletes a Node that outlives its instance (a stopped one under the AWS cloud controller); the simulator removes Nodes itself at stop/terminate, so DeleteNode finds none (internal/kube's TestDeleteNodeOnlyFencedNodes calls it)",
+}
+
+// The RBAC of deploy/kubernetes equals what serve really calls: serve runs as the
+// manifests' ServiceAccount (impersonated) through a recording proxy while it
+// recycles a node the long way (eviction blocked by a PDB then allowed, a selected
+// pod forced past --max-wait, moved Deployment and StatefulSet pods checked), an
+// annotation is refused, and the lease is taken and renewed. No request may be
+// denied (none missing) and every granted verb must have been used (none extra).
+func TestRBACIsExactlyWhatServeUses(t *testing.T) {
+	f := setup(t)
+	applyManifests(t, f)
+	rec, kubeconfig := startRecorder(t, f, "system:serviceaccount:recycler:recycler")
+	instances, nodes := f.group("rbac", 2)
+	target := nodes[0]
+	patch := `{"metadata":{"labels":{"rbac-target":"yes"}}}`
+	if _, err := f.kube.Client.CoreV1().Nodes().Patch(f.ctx, target, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ns := f.kube.Namespace(t)
+	rbacWorkloads(t, f, ns, target)
+
+	url := f.queue("rbac-events")
 	t.Setenv("KUBECONFIG", kubeconfig)
 	s := f.startServe("recycler-rbac", "--lease-namespace", "recycler", "--sqs-queue-url", url,
 		"--selector", "app=job", "--namespace", ns, "--max-wait", "5s", "--on-timeout", "force", "--check-seconds", "2")
@@ -328,7 +335,7 @@ func TestRBACIsExactlyWhatServeUses(t *testing.T) {
 	if _, err := f.kube.Client.CoreV1().Nodes().Patch(f.ctx, nodes[1], types.MergePatchType, []byte(bad), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	exs := s.waitEnded(t, f, 1, 4*time.Minute)
+	exs := s.waitEnded(t, f, 4*time.Minute)
 	if exs[0].Status != "SUCCEEDED" {
 		t.Fatalf("recycle ended %s (%s: %s)", exs[0].Status, exs[0].Error, exs[0].Cause)
 	}

@@ -41,11 +41,10 @@ func newNodeIndex(cs kubernetes.Interface, onChange func(*corev1.Node)) *nodeInd
 		if !ok {
 			return nil, nil
 		}
-		pid, err := kube.ParseProviderID(n.Spec.ProviderID)
-		if err != nil {
-			return nil, nil
+		if pid, err := kube.ParseProviderID(n.Spec.ProviderID); err == nil {
+			return []string{pid.InstanceID}, nil
 		}
-		return []string{pid.InstanceID}, nil
+		return nil, nil // not an AWS node: not indexed
 	}})
 	return &nodeIndex{factory: f, informer: inf, onChange: onChange, stopCh: make(chan struct{})}
 }
@@ -100,15 +99,5 @@ func (x *nodeIndex) byInstanceID(id string) *corev1.Node {
 		return nil
 	}
 	n, _ := objs[0].(*corev1.Node)
-	return n
-}
-
-// get returns a Node by name from the cache.
-func (x *nodeIndex) get(name string) *corev1.Node {
-	obj, ok, err := x.informer.GetIndexer().GetByKey(name)
-	if err != nil || !ok {
-		return nil
-	}
-	n, _ := obj.(*corev1.Node)
 	return n
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -283,12 +282,15 @@ func (s *Server) queueHost() string {
 }
 
 func (s *Server) sqsGetQueueURL(f form) (any, *apiError) {
-	var in struct{ QueueName, QueueOwnerAWSAccountId string }
+	var in struct {
+		QueueName              string
+		QueueOwnerAWSAccountID string `json:"QueueOwnerAWSAccountId"`
+	}
 	if err := decodeJSON(f, &in); err != nil {
 		return nil, err
 	}
 	q := s.queues[in.QueueName]
-	if q == nil || (in.QueueOwnerAWSAccountId != "" && in.QueueOwnerAWSAccountId != s.opts.AccountID) {
+	if q == nil || (in.QueueOwnerAWSAccountID != "" && in.QueueOwnerAWSAccountID != s.opts.AccountID) {
 		return nil, noQueue()
 	}
 	return map[string]string{"QueueUrl": q.URL}, nil
@@ -317,14 +319,14 @@ func validBody(b string) bool {
 
 func (s *Server) sqsSendMessage(f form) (any, *apiError) {
 	var in struct {
-		QueueUrl     string
+		QueueURL     string `json:"QueueUrl"`
 		MessageBody  string
 		DelaySeconds *int
 	}
 	if err := decodeJSON(f, &in); err != nil {
 		return nil, err
 	}
-	q, err := s.queueByURLLocked(in.QueueUrl)
+	q, err := s.queueByURLLocked(in.QueueURL)
 	if err != nil {
 		return nil, err
 	}
@@ -361,7 +363,7 @@ func (s *Server) enqueueLocked(q *sqsQueue, body string, delay *int) (string, *a
 }
 
 type xSQSMessage struct {
-	MessageId     string
+	MessageID     string `json:"MessageId"`
 	ReceiptHandle string
 	MD5OfBody     string
 	Body          string
@@ -378,7 +380,7 @@ type longPoll struct {
 }
 
 type receiveInput struct {
-	QueueUrl                    string
+	QueueURL                    string `json:"QueueUrl"`
 	MaxNumberOfMessages         *int
 	VisibilityTimeout           *int
 	WaitTimeSeconds             *int
@@ -391,7 +393,7 @@ func (s *Server) sqsReceiveMessage(f form) (any, *apiError) {
 	if err := decodeJSON(f, &in); err != nil {
 		return nil, err
 	}
-	q, err := s.queueByURLLocked(in.QueueUrl)
+	q, err := s.queueByURLLocked(in.QueueURL)
 	if err != nil {
 		return nil, err
 	}
@@ -459,7 +461,7 @@ func (s *Server) receiveLocked(q *sqsQueue, n, vis int, attrs []string) []xSQSMe
 		m.VisibleAt = now.Add(time.Duration(vis) * time.Second)
 		m.Latest = s.hex(32) + m.ID
 		m.Handles[m.Latest] = true
-		xm := xSQSMessage{MessageId: m.ID, ReceiptHandle: m.Latest, MD5OfBody: m.MD5, Body: m.Body}
+		xm := xSQSMessage{MessageID: m.ID, ReceiptHandle: m.Latest, MD5OfBody: m.MD5, Body: m.Body}
 		if len(attrs) > 0 {
 			all := contains(attrs, "All")
 			xm.Attributes = map[string]string{}
@@ -553,11 +555,14 @@ func invalidHandle(h string) *apiError {
 }
 
 func (s *Server) sqsDeleteMessage(f form) (any, *apiError) {
-	var in struct{ QueueUrl, ReceiptHandle string }
+	var in struct {
+		QueueURL      string `json:"QueueUrl"`
+		ReceiptHandle string
+	}
 	if err := decodeJSON(f, &in); err != nil {
 		return nil, err
 	}
-	q, err := s.queueByURLLocked(in.QueueUrl)
+	q, err := s.queueByURLLocked(in.QueueURL)
 	if err != nil {
 		return nil, err
 	}
@@ -578,13 +583,14 @@ func (s *Server) sqsDeleteMessage(f form) (any, *apiError) {
 
 func (s *Server) sqsChangeVisibility(f form) (any, *apiError) {
 	var in struct {
-		QueueUrl, ReceiptHandle string
-		VisibilityTimeout       *int
+		QueueURL          string `json:"QueueUrl"`
+		ReceiptHandle     string
+		VisibilityTimeout *int
 	}
 	if err := decodeJSON(f, &in); err != nil {
 		return nil, err
 	}
-	q, err := s.queueByURLLocked(in.QueueUrl)
+	q, err := s.queueByURLLocked(in.QueueURL)
 	if err != nil {
 		return nil, err
 	}
@@ -606,13 +612,13 @@ func (s *Server) sqsChangeVisibility(f form) (any, *apiError) {
 
 func (s *Server) sqsGetQueueAttributes(f form) (any, *apiError) {
 	var in struct {
-		QueueUrl       string
+		QueueURL       string `json:"QueueUrl"`
 		AttributeNames []string
 	}
 	if err := decodeJSON(f, &in); err != nil {
 		return nil, err
 	}
-	q, err := s.queueByURLLocked(in.QueueUrl)
+	q, err := s.queueByURLLocked(in.QueueURL)
 	if err != nil {
 		return nil, err
 	}
@@ -675,15 +681,5 @@ func (s *Server) QueueMessages(name string) []string {
 	for _, m := range q.Messages {
 		out = append(out, m.Body)
 	}
-	return out
-}
-
-// queueNames is for Status.
-func (s *Server) queueNamesLocked() []string {
-	out := make([]string, 0, len(s.queues))
-	for n := range s.queues {
-		out = append(out, n)
-	}
-	sort.Strings(out)
 	return out
 }

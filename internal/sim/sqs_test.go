@@ -24,7 +24,8 @@ func sqsClient(h *harness) *sqs.Client {
 
 // queues makes a work queue whose messages move to a dead-letter queue after
 // maxReceive receives, as a user would with two CreateQueue calls.
-func queues(t *testing.T, h *harness, c *sqs.Client, name string, maxReceive int) (work, dlq string) {
+func queues(t *testing.T, h *harness, c *sqs.Client, maxReceive int) (work, dlq string) {
+	const name = "events"
 	t.Helper()
 	d, err := c.CreateQueue(h.ctx, &sqs.CreateQueueInput{QueueName: aws.String(name + "-dlq")})
 	if err != nil {
@@ -45,7 +46,7 @@ func queues(t *testing.T, h *harness, c *sqs.Client, name string, maxReceive int
 func TestSQSSendReceiveDeleteThroughTheSDK(t *testing.T) {
 	h := newHarness(t, Options{})
 	c := sqsClient(h)
-	work, _ := queues(t, h, c, "events", 3)
+	work, _ := queues(t, h, c, 3)
 
 	// The SDK checks MD5OfMessageBody and MD5OfBody: a wrong digest would fail here.
 	if _, err := c.SendMessage(h.ctx, &sqs.SendMessageInput{QueueUrl: &work, MessageBody: aws.String(`{"hello":"wörld"}`)}); err != nil {
@@ -99,7 +100,7 @@ func TestSQSSendReceiveDeleteThroughTheSDK(t *testing.T) {
 func TestSQSLongPollWaitsOnTheInjectedClock(t *testing.T) {
 	h := newHarness(t, Options{})
 	c := sqsClient(h)
-	work, _ := queues(t, h, c, "events", 3)
+	work, _ := queues(t, h, c, 3)
 	got := make(chan *sqs.ReceiveMessageOutput, 1)
 	go func() {
 		out, err := c.ReceiveMessage(h.ctx, &sqs.ReceiveMessageInput{QueueUrl: &work, WaitTimeSeconds: 20})
@@ -147,7 +148,7 @@ func TestSQSLongPollWaitsOnTheInjectedClock(t *testing.T) {
 func TestSQSRedriveMovesPoisonToTheDeadLetterQueue(t *testing.T) {
 	h := newHarness(t, Options{})
 	c := sqsClient(h)
-	work, dlq := queues(t, h, c, "events", 2)
+	work, dlq := queues(t, h, c, 2)
 	if _, err := c.SendMessage(h.ctx, &sqs.SendMessageInput{QueueUrl: &work, MessageBody: aws.String("poison")}); err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +175,7 @@ func TestSQSRedriveMovesPoisonToTheDeadLetterQueue(t *testing.T) {
 func TestScaleInWithTerminateHookPutsTheEventOnTheQueue(t *testing.T) {
 	h := newHarness(t, Options{})
 	c := sqsClient(h)
-	work, _ := queues(t, h, c, "events", 3)
+	work, _ := queues(t, h, c, 3)
 	h.seed("ng", 1, 4, 2)
 	if err := h.sim.PutEventRule(EventRule{Name: "hooks", DetailTypes: []string{detailTerminateAction}, Queue: "events"}); err != nil {
 		t.Fatal(err)
@@ -194,7 +195,8 @@ func TestScaleInWithTerminateHookPutsTheEventOnTheQueue(t *testing.T) {
 		DetailType string `json:"detail-type"`
 		Source     string `json:"source"`
 		Detail     struct {
-			LifecycleActionToken, AutoScalingGroupName, LifecycleHookName, EC2InstanceId, LifecycleTransition string
+			LifecycleActionToken, AutoScalingGroupName, LifecycleHookName, LifecycleTransition string
+			EC2InstanceID                                                                      string `json:"EC2InstanceId"`
 		} `json:"detail"`
 	}
 	if err := json.Unmarshal([]byte(*out.Messages[0].Body), &ev); err != nil {
@@ -205,13 +207,13 @@ func TestScaleInWithTerminateHookPutsTheEventOnTheQueue(t *testing.T) {
 		t.Fatalf("event %+v", ev)
 	}
 	// The token in the event is the live action's: a heartbeat with it extends the deadline.
-	before := h.sim.HookDeadline(ev.Detail.EC2InstanceId, "drain")
+	before := h.sim.HookDeadline(ev.Detail.EC2InstanceID, "drain")
 	h.clock.Step(time.Minute)
 	if _, err := h.asg.RecordLifecycleActionHeartbeat(h.ctx, &autoscaling.RecordLifecycleActionHeartbeatInput{AutoScalingGroupName: aws.String("ng"),
 		LifecycleHookName: aws.String("drain"), LifecycleActionToken: &ev.Detail.LifecycleActionToken}); err != nil {
 		t.Fatal(err)
 	}
-	if after := h.sim.HookDeadline(ev.Detail.EC2InstanceId, "drain"); !after.Equal(before.Add(time.Minute)) {
+	if after := h.sim.HookDeadline(ev.Detail.EC2InstanceID, "drain"); !after.Equal(before.Add(time.Minute)) {
 		t.Fatalf("deadline %v after heartbeat, want %v", after, before.Add(time.Minute))
 	}
 }

@@ -31,7 +31,7 @@ func ParseCron(spec string) (*Cron, error) {
 		_, name, _ := strings.Cut(fields[0], "=")
 		loc, err := time.LoadLocation(name)
 		if err != nil {
-			return nil, fmt.Errorf("schedule %q: time zone %q: %v (use a tz database name such as Europe/Berlin)", spec, name, err)
+			return nil, fmt.Errorf("schedule %q: time zone %q: %w (use a tz database name such as Europe/Berlin)", spec, name, err)
 		}
 		c.loc, fields = loc, fields[1:]
 	}
@@ -54,7 +54,7 @@ func ParseCron(spec string) (*Cron, error) {
 	}
 	for i, p := range parts {
 		if *p.into, err = parseField(fields[i], p.lo, p.hi, p.names); err != nil {
-			return nil, fmt.Errorf("schedule %q: %s field %q: %v", spec, p.name, fields[i], err)
+			return nil, fmt.Errorf("schedule %q: %s field %q: %w", spec, p.name, fields[i], err)
 		}
 		if p.wildcard != nil {
 			*p.wildcard = strings.HasPrefix(fields[i], "*")
