@@ -668,3 +668,43 @@ func TestServeScheduledRolloutReplacesTheGroup(t *testing.T) {
 		t.Errorf("log lacks the start")
 	}
 }
+
+func TestServeSIGTERMReleasesTheLeaseAndTheStandbyTakesOverAtOnce(t *testing.T) {
+	f := setup(t)
+	bin := recyclerBinary(t)
+	state := filepath.Join(t.TempDir(), "recycler.db")
+	a := f.serveProcess(bin, "term-a", state, "--lease-name", "term")
+	f.eventually(time.Minute, "replica a leading", func() bool { return metric(a.metrics, "recycler_leader") == "1" })
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get("http://" + a.metrics + path)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %v %v", path, err, resp)
+		}
+		resp.Body.Close()
+	}
+	b := f.serveProcess(bin, "term-b", state, "--lease-name", "term")
+	f.eventually(time.Minute, "replica b standing by and ready", func() bool {
+		resp, err := http.Get("http://" + b.metrics + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK && metric(b.metrics, "recycler_leader") == "0"
+	})
+	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	if err := a.cmd.Wait(); err != nil {
+		t.Fatalf("replica a exited with %v after SIGTERM, want 0\n%s", err, a.log.String())
+	}
+	// Released, not expired: b leads well before the 4 s lease would have run out.
+	f.eventually(time.Minute, "replica b leading", func() bool { return metric(b.metrics, "recycler_leader") == "1" })
+	if took := time.Since(stopped); took > 4*time.Second {
+		t.Logf("takeover after SIGTERM took %s (the lease was not released?)", took)
+		t.Errorf("takeover after SIGTERM took %s, want less than the lease duration (released lease)", took)
+	}
+	if !strings.Contains(a.log.String(), "stopped: lease released, executions left durable") {
+		t.Errorf("replica a's log does not say it released the lease:\n%s", a.log.String())
+	}
+}
