@@ -59,6 +59,7 @@ func fromEnvironment(fs *pflag.FlagSet) []string {
 
 // stateFlags are shared by every command that touches executions.
 type stateFlags struct {
+	engineFlags
 	statePath  string
 	kubeconfig string
 	cluster    string
@@ -67,6 +68,7 @@ type stateFlags struct {
 func (s *stateFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&s.statePath, "state", defaultStatePath(), "SQLite file of the embedded engine (executions, history)")
 	fs.StringVar(&s.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)")
+	s.engineFlags.register(fs)
 	fs.StringVar(&s.cluster, "cluster", "", "EKS cluster name: connect with eks:DescribeCluster and an EKS token from the AWS credentials (no kubeconfig, no aws CLI)")
 }
 

@@ -23,19 +23,21 @@ import (
 func newExecutionCmds(stdin io.Reader, stdout, stderr io.Writer) []*cobra.Command {
 	return []*cobra.Command{
 		execCmd("status [ID]", "Show one execution, or every running one", usageArgs(cobra.MaximumNArgs(1)), false,
-			func(ctx context.Context, eng *engine.Engine, _ *stateFlags, args []string) error {
+			func(ctx context.Context, eng executions, _ *stateFlags, args []string) error {
 				if len(args) == 1 {
 					ex, err := describeExec(ctx, eng, args[0])
 					if err != nil {
 						return err
 					}
 					if rollout.IsRollout(ex) {
-						return printRolloutStatus(ctx, eng, stdout, ex)
+						return printRolloutStatus(ctx, eng.(*engine.Engine), stdout, ex)
 					}
 					return printStatus(ctx, eng, stdout, ex)
 				}
-				if err := printRunningRollouts(ctx, eng, stdout); err != nil {
-					return err
+				if local, ok := eng.(*engine.Engine); ok {
+					if err := printRunningRollouts(ctx, local, stdout); err != nil {
+						return err
+					}
 				}
 				exs, err := eng.List(ctx, engine.ListFilter{StateMachine: recycle.StateMachineName, Status: engine.StatusRunning})
 				if err != nil {
@@ -47,7 +49,7 @@ func newExecutionCmds(stdin io.Reader, stdout, stderr io.Writer) []*cobra.Comman
 				return printList(stdout, exs)
 			}),
 		execCmd("list", "List recycles, newest first", usageArgs(cobra.NoArgs), false,
-			func(ctx context.Context, eng *engine.Engine, _ *stateFlags, _ []string) error {
+			func(ctx context.Context, eng executions, _ *stateFlags, _ []string) error {
 				exs, err := eng.List(ctx, engine.ListFilter{StateMachine: recycle.StateMachineName, Limit: 100})
 				if err != nil {
 					return err
@@ -55,13 +57,13 @@ func newExecutionCmds(stdin io.Reader, stdout, stderr io.Writer) []*cobra.Comman
 				return printList(stdout, exs)
 			}),
 		execCmd("history ID", "Show an execution's timeline", usageArgs(cobra.ExactArgs(1)), false,
-			func(ctx context.Context, eng *engine.Engine, _ *stateFlags, args []string) error {
+			func(ctx context.Context, eng executions, _ *stateFlags, args []string) error {
 				ex, err := describeExec(ctx, eng, args[0])
 				if err != nil {
 					return err
 				}
 				if rollout.IsRollout(ex) {
-					return printRolloutHistory(ctx, eng, stdout, ex)
+					return printRolloutHistory(ctx, eng.(*engine.Engine), stdout, ex)
 				}
 				hist, err := eng.History(ctx, args[0])
 				if err != nil {
@@ -74,7 +76,7 @@ func newExecutionCmds(stdin io.Reader, stdout, stderr io.Writer) []*cobra.Comman
 				return nil
 			}),
 		execCmd("abort ID", "Abort a running recycle and roll back what it did", usageArgs(cobra.ExactArgs(1)), true,
-			func(ctx context.Context, eng *engine.Engine, _ *stateFlags, args []string) error {
+			func(ctx context.Context, eng executions, _ *stateFlags, args []string) error {
 				ex, err := describeExec(ctx, eng, args[0])
 				if err != nil {
 					return err
@@ -83,7 +85,7 @@ func newExecutionCmds(stdin io.Reader, stdout, stderr io.Writer) []*cobra.Comman
 					return usageError{fmt.Errorf("execution %s already ended (%s): nothing to abort", ex.ID, ex.Status)}
 				}
 				if rollout.IsRollout(ex) {
-					return abortRollout(ctx, eng, ex.ID, "aborted with 'recycler abort'", "text", stdout, stderr)
+					return abortRollout(ctx, eng.(*engine.Engine), ex.ID, "aborted with 'recycler abort'", "text", stdout, stderr)
 				}
 				if _, err := eng.Stop(ctx, ex.ID, recycle.ErrAborted, "aborted with 'recycler abort'"); err != nil {
 					return fmt.Errorf("abort %s: %w", ex.ID, err)
@@ -95,7 +97,11 @@ func newExecutionCmds(stdin io.Reader, stdout, stderr io.Writer) []*cobra.Comman
 				return exitIfNot(res)
 			}),
 		execCmd("resume [ROLLOUT-ID]", "Continue every unfinished recycle in the foreground until it ends; with a paused rollout's ID, resume it", usageArgs(cobra.MaximumNArgs(1)), true,
-			func(ctx context.Context, eng *engine.Engine, _ *stateFlags, args []string) error {
+			func(ctx context.Context, execs executions, _ *stateFlags, args []string) error {
+				eng, ok := execs.(*engine.Engine)
+				if !ok {
+					return usageError{errors.New("on Step Functions nothing needs resuming: AWS runs the executions ('recycler status --engine stepfunctions' shows them)")}
+				}
 				if len(args) == 1 {
 					ex, err := describeExec(ctx, eng, args[0])
 					if err != nil {
@@ -146,7 +152,7 @@ func newExecutionCmds(stdin io.Reader, stdout, stderr io.Writer) []*cobra.Comman
 
 // execCmd builds one execution command. Commands that only look (run=false) open the
 // engine passively: they never resume or run an execution as a side effect.
-func execCmd(use, short string, args cobra.PositionalArgs, run bool, fn func(context.Context, *engine.Engine, *stateFlags, []string) error) *cobra.Command {
+func execCmd(use, short string, args cobra.PositionalArgs, run bool, fn func(context.Context, executions, *stateFlags, []string) error) *cobra.Command {
 	f := &stateFlags{}
 	cmd := &cobra.Command{
 		Use:   use,
@@ -155,6 +161,16 @@ func execCmd(use, short string, args cobra.PositionalArgs, run bool, fn func(con
 		RunE: func(cmd *cobra.Command, a []string) error {
 			ctx := cmd.Context()
 			log := slog.New(slog.NewTextHandler(io.Discard, nil))
+			if err := f.validate(); err != nil {
+				return err
+			}
+			if f.onStepFunctions() {
+				c, err := f.stepFunctions(ctx)
+				if err != nil {
+					return err
+				}
+				return fn(ctx, c, f, a)
+			}
 			// A state file that does not exist holds nothing: say so, and create nothing.
 			if _, err := os.Stat(f.statePath); errors.Is(err, os.ErrNotExist) {
 				if len(a) > 0 {
@@ -184,10 +200,10 @@ func execCmd(use, short string, args cobra.PositionalArgs, run bool, fn func(con
 	return cmd
 }
 
-func describeExec(ctx context.Context, eng *engine.Engine, id string) (engine.Execution, error) {
+func describeExec(ctx context.Context, eng executions, id string) (engine.Execution, error) {
 	ex, err := eng.Describe(ctx, id)
 	if errors.Is(err, engine.ErrNotFound) {
-		return ex, usageError{fmt.Errorf("no execution %q in this state file: see 'recycler list'", id)}
+		return ex, usageError{fmt.Errorf("no execution %q: see 'recycler list'", id)}
 	}
 	return ex, err
 }
@@ -202,13 +218,17 @@ func printList(w io.Writer, exs []engine.Execution) error {
 		if end.IsZero() {
 			end = time.Now()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", ex.ID, st.Request.Target(), ex.Status,
+		target := st.Request.Target()
+		if target == "" {
+			target = ex.Name // Step Functions lists no input; its recycles are named from the instance
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", ex.ID, target, ex.Status,
 			ex.StartTime.Local().Format(time.DateTime), end.Sub(ex.StartTime).Truncate(time.Second), ex.Error)
 	}
 	return tw.Flush()
 }
 
-func printStatus(ctx context.Context, eng *engine.Engine, w io.Writer, ex engine.Execution) error {
+func printStatus(ctx context.Context, eng executions, w io.Writer, ex engine.Execution) error {
 	hist, err := eng.History(ctx, ex.ID)
 	if err != nil {
 		return err
@@ -237,7 +257,7 @@ func printStatus(ctx context.Context, eng *engine.Engine, w io.Writer, ex engine
 }
 
 // waitAndFinish waits for an execution to end and reports its outcome.
-func waitAndFinish(ctx context.Context, eng *engine.Engine, id string, stderr io.Writer) (result, error) {
+func waitAndFinish(ctx context.Context, eng executions, id string, stderr io.Writer) (result, error) {
 	fin, err := eng.Wait(ctx, id)
 	if err != nil {
 		return result{}, fmt.Errorf("wait for execution %s: %w", id, err)

@@ -146,6 +146,9 @@ func (f *recycleFlags) requests(targets []string) ([]recycle.Request, error) {
 }
 
 func runRecycle(ctx context.Context, f *recycleFlags, targets []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if err := f.validate(); err != nil {
+		return err
+	}
 	reqs, err := f.requests(targets)
 	if err != nil {
 		return err
@@ -159,11 +162,13 @@ func runRecycle(ctx context.Context, f *recycleFlags, targets []string, stdin io
 	}
 	// Every target is resolved and checked before anything changes anywhere.
 	named := map[string]string{} // node → the target that named it
+	instances := make([]string, len(reqs))
 	for i := range reqs {
 		tgt, err := tasks.Resolve(work, recycle.State{Request: reqs[i]})
 		if err != nil {
 			return refusal(reqs[i].Target(), err)
 		}
+		instances[i] = tgt.InstanceID
 		// A node named twice (by name and by instance id) would be recycled, then refused.
 		if first, ok := named[tgt.Node]; ok {
 			return badInput("%s and %s are the same node %s: name each node once (nothing was changed)", first, reqs[i].Target(), tgt.Node)
@@ -176,15 +181,46 @@ func runRecycle(ctx context.Context, f *recycleFlags, targets []string, stdin io
 	if f.dryRun {
 		return nil
 	}
-	eng, err := f.openEngine(work, func() *recycle.Tasks { return tasks }, log)
-	if err != nil {
-		return err
+	var (
+		eng   executions
+		start func(recycle.Request, string) (engine.StartInput, error)
+	)
+	if f.onStepFunctions() {
+		c, err := f.stepFunctions(work)
+		if err != nil {
+			return err
+		}
+		eng, start = c, func(req recycle.Request, instance string) (engine.StartInput, error) {
+			// Named from the instance: AWS refuses a second execution with a running
+			// one's name, so two recycles of one instance cannot run at once.
+			name, err := c.FreeName(work, instance)
+			if err != nil {
+				return engine.StartInput{}, usageError{fmt.Errorf("%s: %w (nothing was changed)", req.Target(), err)}
+			}
+			return engine.StartInput{Name: name, Input: stateInput(req)}, nil
+		}
+	} else {
+		local, err := f.openEngine(work, func() *recycle.Tasks { return tasks }, log)
+		if err != nil {
+			return err
+		}
+		defer local.Close()
+		eng, start = local, func(req recycle.Request, _ string) (engine.StartInput, error) {
+			return engine.StartInput{
+				StateMachine: recycle.StateMachineName, Definition: mustDefinition(),
+				Name: executionName(req.Target()), Input: stateInput(req),
+				OnAbort: &engine.Rollback{StateMachine: recycle.RollbackStateMachineName, Definition: recycle.RollbackDefinition()},
+			}, nil
+		}
 	}
-	defer eng.Close()
 
 	var results []result
-	for _, req := range reqs {
-		res, err := runOne(ctx, work, eng, req, stdin, stderr)
+	for i, req := range reqs {
+		in, err := start(req, instances[i])
+		if err != nil {
+			return err
+		}
+		res, err := runOne(ctx, work, eng, in, req.Target(), stdin, stderr)
 		if err != nil {
 			return err
 		}
@@ -248,26 +284,16 @@ type result struct {
 	code        int
 }
 
-func runOne(ctx, work context.Context, eng *engine.Engine, req recycle.Request, stdin io.Reader, stderr io.Writer) (result, error) {
-	input, err := json.Marshal(recycle.State{Request: req})
+func runOne(ctx, work context.Context, eng executions, start engine.StartInput, target string, stdin io.Reader, stderr io.Writer) (result, error) {
+	ex, err := eng.Start(work, start)
 	if err != nil {
-		return result{}, err
-	}
-	ex, err := eng.Start(work, engine.StartInput{
-		StateMachine: recycle.StateMachineName,
-		Definition:   mustDefinition(),
-		Name:         executionName(req.Target()),
-		Input:        input,
-		OnAbort:      &engine.Rollback{StateMachine: recycle.RollbackStateMachineName, Definition: recycle.RollbackDefinition()},
-	})
-	if err != nil {
-		return result{}, fmt.Errorf("start recycle of %s: %w", req.Target(), err)
+		return result{}, fmt.Errorf("start recycle of %s: %w", target, err)
 	}
 	tty := isTerminal(stderr)
 	// The progress view writes from the watch goroutine: everything else this function
 	// prints goes through the same lock.
 	stderr = &lockedWriter{w: stderr}
-	fmt.Fprintf(stderr, "recycling %s: execution %s\n", req.Target(), ex.ID)
+	fmt.Fprintf(stderr, "recycling %s: execution %s\n", target, ex.ID)
 	view := newProgress(stderr, tty)
 	watchCtx, stopWatch := context.WithCancel(work)
 	watched := make(chan error, 1)
@@ -295,7 +321,7 @@ type waited struct {
 
 // finish reports the execution once its progress view has shown the last event.
 // The view only displays: if it failed, say so, but the outcome still stands.
-func (w waited) finish(ctx context.Context, eng *engine.Engine, stderr io.Writer, watched <-chan error) (result, error) {
+func (w waited) finish(ctx context.Context, eng executions, stderr io.Writer, watched <-chan error) (result, error) {
 	if w.err != nil {
 		return result{}, fmt.Errorf("wait for execution %s: %w", w.ex.ID, w.err)
 	}
@@ -307,7 +333,7 @@ func (w waited) finish(ctx context.Context, eng *engine.Engine, stderr io.Writer
 
 // interrupted asks whether to detach or abort after Ctrl-C. Without a terminal it
 // detaches: nothing is undone behind the user's back.
-func interrupted(work context.Context, eng *engine.Engine, ex engine.Execution, stdin io.Reader, stderr io.Writer, done <-chan waited, watched <-chan error) (result, error) {
+func interrupted(work context.Context, eng executions, ex engine.Execution, stdin io.Reader, stderr io.Writer, done <-chan waited, watched <-chan error) (result, error) {
 	choice := "d"
 	if f, ok := stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		fmt.Fprintf(stderr, "\ninterrupted: [d]etach (the recycle goes on under 'recycler resume') or [a]bort (roll back)? ")
@@ -328,7 +354,7 @@ func interrupted(work context.Context, eng *engine.Engine, ex engine.Execution, 
 	return (<-done).finish(work, eng, stderr, watched)
 }
 
-func finish(ctx context.Context, eng *engine.Engine, ex engine.Execution, stderr io.Writer) (result, error) {
+func finish(ctx context.Context, eng executions, ex engine.Execution, stderr io.Writer) (result, error) {
 	res := result{ExecutionID: ex.ID}
 	var st recycle.State
 	_ = json.Unmarshal(ex.Input, &st)
@@ -357,7 +383,7 @@ func finish(ctx context.Context, eng *engine.Engine, ex engine.Execution, stderr
 }
 
 // outcome maps a finished execution to the exit code and a sentence a person can act on.
-func outcome(ctx context.Context, eng *engine.Engine, ex engine.Execution, hist []engine.Event) (int, string, string) {
+func outcome(ctx context.Context, eng executions, ex engine.Execution, hist []engine.Event) (int, string, string) {
 	switch ex.Status {
 	case engine.StatusSucceeded:
 		return ExitOK, "succeeded", fmt.Sprintf("recycled: execution %s succeeded", ex.ID)
@@ -419,6 +445,11 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+func stateInput(req recycle.Request) json.RawMessage {
+	b, _ := json.Marshal(recycle.State{Request: req}) // a Request always marshals
+	return b
 }
 
 func mustDefinition() []byte {

@@ -123,12 +123,48 @@ func (c *Client) Describe(ctx context.Context, id string) (engine.Execution, err
 	if err != nil {
 		return engine.Execution{}, fmt.Errorf("describe execution %s: %w", arn, err)
 	}
-	return engine.Execution{
+	ex := engine.Execution{
 		ID: aws.ToString(out.ExecutionArn), StateMachine: machineName(aws.ToString(out.StateMachineArn)), Name: aws.ToString(out.Name),
 		Status: engine.Status(out.Status), Input: raw(out.Input), Output: raw(out.Output),
 		Error: aws.ToString(out.Error), Cause: aws.ToString(out.Cause),
 		StartTime: aws.ToTime(out.StartDate), StopTime: aws.ToTime(out.StopDate),
-	}, nil
+	}
+	// An aborted recycle's rollback carries its name (Stop starts it so): AWS does
+	// not link the two, the name does, for every later reader.
+	if ex.Status == engine.StatusAborted && aws.ToString(out.StateMachineArn) == c.machine {
+		rb := strings.Replace(c.rollback, ":stateMachine:", ":execution:", 1) + ":" + ex.Name
+		_, err := c.api.DescribeExecution(ctx, &sfn.DescribeExecutionInput{ExecutionArn: &rb})
+		if nf := (*types.ExecutionDoesNotExist)(nil); err != nil && !errors.As(err, &nf) {
+			return ex, fmt.Errorf("describe the rollback of %s: %w", ex.ID, err)
+		}
+		if err == nil {
+			ex.RollbackID = rb
+		}
+	}
+	return ex, nil
+}
+
+// FreeName returns the execution name for a recycle of instance: the instance id,
+// or "<id>-2", "-3", … when earlier recycles of it ended (AWS keeps names for 90
+// days). A recycle of it still running is an error naming that execution.
+func (c *Client) FreeName(ctx context.Context, instance string) (string, error) {
+	for n := 1; n <= 100; n++ {
+		name := instance
+		if n > 1 {
+			name = fmt.Sprintf("%s-%d", instance, n)
+		}
+		ex, err := c.Describe(ctx, name)
+		if errors.Is(err, engine.ErrNotFound) {
+			return name, nil
+		}
+		if err != nil {
+			return "", err
+		}
+		if !ex.Status.Done() {
+			return "", fmt.Errorf("instance %s is already being recycled by execution %s: wait for it, or abort it", instance, ex.ID)
+		}
+	}
+	return "", fmt.Errorf("instance %s was recycled 100 times already: start it by hand with another name", instance)
 }
 
 func raw(s *string) json.RawMessage {
