@@ -6,7 +6,7 @@ BIN     := bin/recycler
 export RECYCLER_CACHE ?= $(CURDIR)/.cache
 NODE_DIR := tools/node
 
-.PHONY: deploy-documents all build test demo bench lint node-deps controlplane tools clean
+.PHONY: deploy-documents demo-aws all build test demo bench lint node-deps controlplane tools clean
 
 all: build
 
@@ -47,6 +47,11 @@ test: node-deps controlplane tools
 
 demo: controlplane
 	$(GO) run ./cmd/recycler demo
+
+# The same recycle on the Step Functions path: the module's state machines on the
+# simulated Step Functions, driven through the CLI's Step Functions client.
+demo-aws: controlplane
+	$(GO) run ./cmd/recycler demo --engine stepfunctions
 
 bench: node-deps controlplane
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 30m ./...

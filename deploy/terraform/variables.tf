@@ -142,7 +142,7 @@ variable "triggers" {
       rollout_state_machine_arn = string
     }))
   })
-  description = "Which triggers to create, each optional. lifecycle_hook: a terminate lifecycle hook on each allowed group plus an EventBridge rule that starts a recycle, completed with CONTINUE (heartbeat_timeout, default 7200 s, must exceed the longest drain). alarm_names: CloudWatch alarms (with an InstanceId dimension) whose ALARM state recycles the alarmed instance. rollout_schedule: an EventBridge Scheduler entry (cron(...) or rate(...)) that starts the rollout state machine."
+  description = "Which triggers to create, each optional. lifecycle_hook: a terminate lifecycle hook on each allowed group plus an EventBridge rule that starts a recycle, heartbeated by the steps and completed with CONTINUE (heartbeat_timeout, 30–7200 s, default 7200, must exceed twice the longest gap between two checks). alarm_names: CloudWatch alarms (with an InstanceId dimension) whose ALARM state recycles the alarmed instance. rollout_schedule: an EventBridge Scheduler entry (cron(...) or rate(...)) that starts the rollout state machine."
   default     = {}
 
   validation {

@@ -11,6 +11,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/sfn"
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -18,11 +22,13 @@ import (
 	"github.com/recycler/recycler/internal/recycle"
 	"github.com/recycler/recycler/internal/scenario"
 	"github.com/recycler/recycler/internal/sim"
+	"github.com/recycler/recycler/internal/stepfn"
 )
 
 func newDemoCmd(stdout, stderr io.Writer) *cobra.Command {
 	var nodes int
 	var boot, job time.Duration
+	var where string
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Recycle a node of a built-in simulated cluster and report on zero downtime",
@@ -36,16 +42,20 @@ the progress, the timeline and a zero-downtime report. Everything is removed at 
 			if nodes < 2 || boot <= 0 || job <= 0 {
 				return badInput("--nodes must be at least 2, --boot-delay and --job-duration positive")
 			}
-			return runDemo(cmd.Context(), stdout, stderr, nodes, boot, job)
+			if where != engineLocal && where != engineStepFunctions {
+				return badInput("--engine %q: use local or stepfunctions", where)
+			}
+			return runDemo(cmd.Context(), stdout, stderr, nodes, boot, job, where)
 		},
 	}
 	cmd.Flags().IntVar(&nodes, "nodes", 3, "nodes in the simulated Auto Scaling group")
 	cmd.Flags().DurationVar(&boot, "boot-delay", 5*time.Second, "how long a new instance takes to boot and join")
 	cmd.Flags().DurationVar(&job, "job-duration", 20*time.Second, "how long the long-running job pods run")
+	cmd.Flags().StringVar(&where, "engine", engineLocal, "local (the embedded engine) or stepfunctions (the state machines the Terraform module deploys, on the simulated Step Functions, driven through the same client as 'recycler recycle --engine stepfunctions')")
 	return cmd
 }
 
-func runDemo(ctx context.Context, stdout, stderr io.Writer, nodes int, boot, job time.Duration) error {
+func runDemo(ctx context.Context, stdout, stderr io.Writer, nodes int, boot, job time.Duration, where string) error {
 	say := func(format string, args ...any) { fmt.Fprintf(stdout, format+"\n", args...) }
 	say("== Recycler demo ==")
 	say("Starting a local Kubernetes control plane and a simulated AWS (one Auto Scaling group of %d nodes)…", nodes)
@@ -76,11 +86,30 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, nodes int, boot, job
 		return err
 	}
 	defer os.RemoveAll(dir)
-	eng, err := engine.Open(ctx, engine.Options{Path: filepath.Join(dir, "state.db"), Registry: h.Tasks.Registry(), Logger: log})
-	if err != nil {
-		return err
+	var eng interface {
+		scenario.Executions
+		executions
 	}
-	defer eng.Close()
+	name := "demo-" + node
+	if where == engineStepFunctions {
+		c, err := demoStepFunctions(ctx, env, h)
+		if err != nil {
+			return err
+		}
+		tgt, err := h.Tasks.Resolve(ctx, recycle.State{Request: recycle.NewRequest(node)})
+		if err != nil {
+			return err
+		}
+		eng, name = c, tgt.InstanceID
+		say("\nOn Step Functions: %s (and its rollback machine), each Task invoking the recycler Lambda.", c.StateMachine())
+	} else {
+		local, err := engine.Open(ctx, engine.Options{Path: filepath.Join(dir, "state.db"), Registry: h.Tasks.Registry(), Logger: log})
+		if err != nil {
+			return err
+		}
+		defer local.Close()
+		eng = local
+	}
 
 	selector := sim.LabelComponent + "=" + sim.LongJobComponent
 	req := recycle.NewRequest(node)
@@ -93,7 +122,7 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, nodes int, boot, job
 	say("  recycler recycle %s --selector %s --namespace %s --max-wait 10m\n", node, selector, sim.WorkloadNamespace)
 
 	view := newProgress(stdout, isTerminal(stdout))
-	out, err := h.Recycle(ctx, eng, req, "demo-"+node, view.event)
+	out, err := h.Recycle(ctx, eng, req, name, view.event)
 	if err != nil {
 		return err
 	}
@@ -167,4 +196,45 @@ func opsSummary(ops map[string]int64) string {
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, ", ")
+}
+
+// demoStepFunctions deploys what the Terraform module deploys on the simulated Step
+// Functions — `recycler asl [--rollback] --function-arn` — with the function's
+// invocations dispatched in-process to the same task functions (the end-to-end test
+// TestRecycleOnStepFunctions runs the real bootstrap under the Lambda emulator).
+func demoStepFunctions(ctx context.Context, env *sim.Environment, h *scenario.Harness) (*stepfn.Client, error) {
+	env.AWS.SetLambda(sim.LambdaFunc(func(ctx context.Context, _ string, payload []byte) ([]byte, error) {
+		return h.Tasks.Invoke(ctx, payload)
+	}))
+	cfg, err := config.LoadDefaultConfig(ctx, config.WithRegion(env.Region), config.WithBaseEndpoint(env.AWS.URL()),
+		config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider(sim.AccessKeyID, sim.SecretAccessKey, "")),
+		config.WithSharedConfigFiles([]string{}), config.WithSharedCredentialsFiles([]string{}))
+	if err != nil {
+		return nil, err
+	}
+	api := sfn.NewFromConfig(cfg)
+	fn := "arn:aws:lambda:" + env.Region + ":123456789012:function:demo-recycler"
+	def, err := recycle.Definition(fn)
+	if err != nil {
+		return nil, err
+	}
+	rb, err := recycle.DeployedRollbackDefinition(fn)
+	if err != nil {
+		return nil, err
+	}
+	var arn string
+	for _, m := range []struct {
+		name string
+		def  []byte
+	}{{"demo-recycle", def}, {"demo-rollback", rb}} {
+		out, err := api.CreateStateMachine(ctx, &sfn.CreateStateMachineInput{Name: aws.String(m.name), Definition: aws.String(string(m.def)),
+			RoleArn: aws.String("arn:aws:iam::123456789012:role/demo-recycler-states")})
+		if err != nil {
+			return nil, fmt.Errorf("create state machine %s: %w", m.name, err)
+		}
+		if arn == "" {
+			arn = *out.StateMachineArn
+		}
+	}
+	return stepfn.New(cfg, stepfn.Options{StateMachineARN: arn, PollInterval: 500 * time.Millisecond})
 }

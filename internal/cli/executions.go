@@ -16,6 +16,7 @@ import (
 	"github.com/recycler/recycler/internal/engine"
 	"github.com/recycler/recycler/internal/recycle"
 	"github.com/recycler/recycler/internal/rollout"
+	"github.com/recycler/recycler/internal/stepfn"
 )
 
 // newExecutionCmds returns status, list, history, abort and resume: the commands that
@@ -203,7 +204,11 @@ func execCmd(use, short string, args cobra.PositionalArgs, run bool, fn func(con
 func describeExec(ctx context.Context, eng executions, id string) (engine.Execution, error) {
 	ex, err := eng.Describe(ctx, id)
 	if errors.Is(err, engine.ErrNotFound) {
-		return ex, usageError{fmt.Errorf("no execution %q: see 'recycler list'", id)}
+		where := "in this state file"
+		if c, ok := eng.(*stepfn.Client); ok {
+			where = "of state machine " + c.StateMachine()
+		}
+		return ex, usageError{fmt.Errorf("no execution %q %s: see 'recycler list'", id, where)}
 	}
 	return ex, err
 }

@@ -102,6 +102,9 @@ type StartInput struct {
 	// differ). Empty = a random name.
 	Name  string
 	Input json.RawMessage // empty = {}
+	// ID is the new execution's id ($$.Execution.Id); empty = a random UUID. The
+	// simulated Step Functions passes the execution ARN, as AWS's id reads.
+	ID string
 	// OnAbort, if set, is started as a new execution when this one is stopped or times
 	// out (see docs/engine.md, "Abort and rollback").
 	OnAbort *Rollback
@@ -468,7 +471,7 @@ func (e *Engine) Start(ctx context.Context, in StartInput) (Execution, error) {
 				return err
 			}
 		}
-		ex, err = e.createExecution(w, mi, in.StateMachine, name, input, onAbort, "", nil)
+		ex, err = e.createExecution(w, mi, in.ID, in.StateMachine, name, input, onAbort, "", nil)
 		return err
 	}, &post)
 	if err != nil {
@@ -485,10 +488,13 @@ type abortSpec struct {
 }
 
 // createExecution inserts the execution, its top frame and ExecutionStarted, inside w.
-func (e *Engine) createExecution(w *writer, mi *machineInfo, machine, name string, input json.RawMessage,
+func (e *Engine) createExecution(w *writer, mi *machineInfo, id, machine, name string, input json.RawMessage,
 	onAbort []byte, rollbackOf string, extra map[string]any) (Execution, error) {
 	now := e.clock.Now().UTC()
-	ex := Execution{ID: uuid.NewString(), StateMachine: machine, Name: name, Status: StatusRunning,
+	if id == "" {
+		id = uuid.NewString()
+	}
+	ex := Execution{ID: id, StateMachine: machine, Name: name, Status: StatusRunning,
 		Input: input, StartTime: now, RollbackOf: rollbackOf}
 	if err := w.putDefinition(mi.hash, mi.def, mi); err != nil {
 		return ex, err

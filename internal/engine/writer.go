@@ -476,7 +476,7 @@ func (e *Engine) endExternally(w *writer, id string, status Status, evType, errN
 	} else if found {
 		name = ex.ID
 	}
-	rb, err := e.createExecution(w, mi, spec.StateMachine, name, in, nil, ex.ID, map[string]any{"rollbackOf": ex.ID})
+	rb, err := e.createExecution(w, mi, "", spec.StateMachine, name, in, nil, ex.ID, map[string]any{"rollbackOf": ex.ID})
 	if err != nil {
 		return fmt.Errorf("start rollback of %s: %w", id, err)
 	}

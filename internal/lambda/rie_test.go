@@ -2,20 +2,12 @@ package lambda_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -34,105 +26,19 @@ const account = "123456789012"
 // The Lambda's role session, as the Lambda service hands it to the function.
 var lambdaRole = sim.AssumedRole(account, "recycler-lambda", "recycler-fn", "ASIASIMULATEDLAMBDA", "lambda-secret", "lambda-session-token")
 
-// buildBootstrap builds cmd/lambda as the provided.al2023 runtime does.
-func buildBootstrap(t *testing.T) string {
-	t.Helper()
-	out := filepath.Join(t.TempDir(), "bootstrap")
-	cmd := exec.CommandContext(t.Context(), "go", "build", "-tags", "lambda.norpc", "-o", out, "../../cmd/lambda")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build bootstrap: %v\n%s", err, b)
-	}
-	return out
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// emulator is the real bootstrap running under the Lambda Runtime Interface Emulator.
-type emulator struct {
-	url    string
-	mu     sync.Mutex
-	stdout bytes.Buffer
-}
-
-func (e *emulator) Write(p []byte) (int, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.stdout.Write(p)
-}
-
-func (e *emulator) output() string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.stdout.String()
-}
-
-func startEmulator(t *testing.T, bootstrap string, env [][2]string) *emulator {
-	t.Helper()
-	rie := testenv.NeedTool(t, testenv.ToolLambdaRIE)
-	port, apiPort := freePort(t), freePort(t)
-	e := &emulator{url: fmt.Sprintf("http://127.0.0.1:%d/2015-03-31/functions/function/invocations", port)}
-	cmd := exec.Command(rie,
-		"--runtime-interface-emulator-address", "127.0.0.1:"+strconv.Itoa(port),
-		"--runtime-api-address", "127.0.0.1:"+strconv.Itoa(apiPort),
-		bootstrap)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(),
-		"AWS_LAMBDA_FUNCTION_NAME=recycler", "AWS_LAMBDA_FUNCTION_TIMEOUT=120", "LOG_LEVEL=warn"}
-	for _, kv := range env {
-		cmd.Env = append(cmd.Env, kv[0]+"="+kv[1])
-	}
-	cmd.Stdout, cmd.Stderr = e, e
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
-	})
-	deadline := time.Now().Add(time.Minute)
-	for {
-		if c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), time.Second); err == nil {
-			c.Close()
-			return e
-		}
-		select {
-		case <-done:
-			t.Fatalf("emulator exited while starting:\n%s", e.output())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("emulator not listening after a minute:\n%s", e.output())
-		}
-	}
-}
-
 // invoke posts a payload to the Runtime API's invoke endpoint, as the Lambda
 // service does for Step Functions.
-func (e *emulator) invoke(t *testing.T, payload string) map[string]any {
+func invoke(t *testing.T, f *testenv.Function, payload string) map[string]any {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.url, strings.NewReader(payload))
-	resp, err := http.DefaultClient.Do(req)
+	b, err := f.Post(ctx, []byte(payload))
 	if err != nil {
-		t.Fatalf("invoke: %v\nemulator output:\n%s", err, e.output())
+		t.Fatalf("invoke: %v\nemulator output:\n%s", err, f.Output())
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
 	var out map[string]any
 	if err := json.Unmarshal(b, &out); err != nil {
-		t.Fatalf("invoke answered %d %q: not a JSON object\nemulator output:\n%s", resp.StatusCode, b, e.output())
+		t.Fatalf("invoke answered %q: not a JSON object\nemulator output:\n%s", b, f.Output())
 	}
 	return out
 }
@@ -151,7 +57,7 @@ func TestBootstrapUnderTheRuntimeInterfaceEmulator(t *testing.T) {
 		t.Skip(testenv.SkipEnv + "=1")
 	}
 	ctx := t.Context()
-	bootstrap := buildBootstrap(t)
+	bootstrap := testenv.BuildBootstrap(t)
 	env, err := sim.Up(ctx, sim.UpOptions{Nodes: 2, BootDelay: time.Second, Workloads: "none", EKS: &sim.EKSOptions{Mappings: []sim.Mapping{{
 		ARN: "arn:aws:iam::" + account + ":role/recycler-lambda", Username: "recycler:{{SessionName}}", Groups: []string{"recycler"},
 	}}}})
@@ -176,16 +82,16 @@ func TestBootstrapUnderTheRuntimeInterfaceEmulator(t *testing.T) {
 	}
 	vars = append(vars, [2]string{"AWS_ACCESS_KEY_ID", lambdaRole.AccessKeyID}, [2]string{"AWS_SECRET_ACCESS_KEY", lambdaRole.SecretAccessKey},
 		[2]string{"AWS_SESSION_TOKEN", lambdaRole.SessionToken})
-	emu := startEmulator(t, bootstrap, vars)
+	emu := testenv.StartFunction(t, bootstrap, vars)
 
 	insts := env.AWS.Status().Groups[0].Instances
 	node, fenced := insts[0], insts[1]
 	env.AWS.ResetCalls()
 
 	// Resolve, for real: the node by providerID, its instance and group.
-	out := emu.invoke(t, payload(t, recycle.TaskResolve, "exec-resolve", recycle.State{Request: recycle.NewRequest(node.NodeName)}))
+	out := invoke(t, emu, payload(t, recycle.TaskResolve, "exec-resolve", recycle.State{Request: recycle.NewRequest(node.NodeName)}))
 	if out["errorType"] != nil || out["node"] != node.NodeName || out["instanceId"] != node.ID || out["group"] != env.Groups[0] {
-		t.Fatalf("Resolve %s: %v, want its instance %s in %s\nemulator output:\n%s", node.NodeName, out, node.ID, env.Groups[0], emu.output())
+		t.Fatalf("Resolve %s: %v, want its instance %s in %s\nemulator output:\n%s", node.NodeName, out, node.ID, env.Groups[0], emu.Output())
 	}
 
 	// A typed task error keeps its ASL name (not the Go type's, "Error").
@@ -210,7 +116,7 @@ func TestBootstrapUnderTheRuntimeInterfaceEmulator(t *testing.T) {
 		{"unknown task", payload(t, "Reboot", "exec-3", recycle.State{Request: recycle.NewRequest(node.NodeName)}), recycle.ErrBadInput, `unknown task "Reboot"`},
 		{"invalid request", payload(t, recycle.TaskFence, "exec-4", recycle.State{Request: recycle.Request{Node: node.NodeName}}), recycle.ErrBadInput, "must be a positive duration"},
 	} {
-		out := emu.invoke(t, tc.payload)
+		out := invoke(t, emu, tc.payload)
 		if out["errorType"] != tc.errorType || !strings.Contains(fmt.Sprint(out["errorMessage"]), tc.message) {
 			t.Errorf("%s: errorType %v, errorMessage %q; want %s with %q", tc.name, out["errorType"], out["errorMessage"], tc.errorType, tc.message)
 		}
@@ -223,9 +129,9 @@ func TestBootstrapUnderTheRuntimeInterfaceEmulator(t *testing.T) {
 	}
 
 	// Every line the function logs is JSON with the execution, task and node.
-	lines := functionLogLines(emu.output())
+	lines := functionLogLines(emu.Output())
 	if len(lines) < 7 {
-		t.Fatalf("want a log line per invocation, got %d:\n%s", len(lines), emu.output())
+		t.Fatalf("want a log line per invocation, got %d:\n%s", len(lines), emu.Output())
 	}
 	for _, l := range lines {
 		for _, k := range []string{"execution", "task", "node"} {
@@ -266,7 +172,7 @@ func functionLogLines(out string) []map[string]any {
 }
 
 func TestBootstrapRefusesToStartWithoutItsCluster(t *testing.T) {
-	bootstrap := buildBootstrap(t)
+	bootstrap := testenv.BuildBootstrap(t)
 	for _, tc := range []struct{ cluster, want string }{
 		{"", "RECYCLER_CLUSTER is not set"},
 		{"prod/eu", "not an EKS cluster name"},

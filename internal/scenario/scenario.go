@@ -94,9 +94,19 @@ type Outcome struct {
 	Elapsed   time.Duration
 }
 
-// Recycle runs req to its end on engine eng (which must use h.Tasks' registry),
+// Executions is where Recycle runs the state machine: the embedded engine
+// (*engine.Engine, with h.Tasks' registry) or Step Functions (*stepfn.Client, whose
+// Lambda dispatches to the same tasks).
+type Executions interface {
+	Start(ctx context.Context, in engine.StartInput) (engine.Execution, error)
+	Watch(ctx context.Context, id string, fn func(engine.Event) error) error
+	Wait(ctx context.Context, id string) (engine.Execution, error)
+	History(ctx context.Context, id string) ([]engine.Event, error)
+}
+
+// Recycle runs req to its end on eng,
 // sampling the invariants throughout. onEvent, if set, sees every history event.
-func (h *Harness) Recycle(ctx context.Context, eng *engine.Engine, req recycle.Request, name string, onEvent func(engine.Event) error) (Outcome, error) {
+func (h *Harness) Recycle(ctx context.Context, eng Executions, req recycle.Request, name string, onEvent func(engine.Event) error) (Outcome, error) {
 	if err := req.Validate(); err != nil {
 		return Outcome{}, err
 	}

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/recycler/recycler/internal/asl"
 	"github.com/recycler/recycler/internal/engine"
 )
@@ -300,11 +302,14 @@ func (s *Server) startExecution(ctx context.Context, f form) (any, *apiError) {
 			return map[string]any{"executionArn": arn, "startDate": epochSeconds(ex.StartTime)}, nil
 		}
 	}
-	ex, err := m.eng.Start(ctx, engine.StartInput{StateMachine: m.name, Definition: m.definition, Name: in.Name, Input: json.RawMessage(input)})
+	if in.Name == "" {
+		in.Name = uuid.NewString() // AWS names an unnamed execution with a UUID
+	}
+	arn := s.executionARN(m.name, in.Name)
+	ex, err := m.eng.Start(ctx, engine.StartInput{StateMachine: m.name, Definition: m.definition, Name: in.Name, ID: arn, Input: json.RawMessage(input)})
 	if err != nil {
 		return nil, s.statesInternal(err)
 	}
-	arn := s.executionARN(m.name, ex.Name)
 	s.states.mu.Lock()
 	s.states.execs[arn] = ex.ID
 	s.states.arns[ex.ID] = arn

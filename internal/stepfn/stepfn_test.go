@@ -29,6 +29,7 @@ const functionARN = "arn:aws:lambda:eu-west-1:123456789012:function:prod-recycle
 type scripted struct {
 	mu       sync.Mutex
 	calls    []string
+	execs    []string // the "execution" of each payload ($$.Execution.Id)
 	released bool
 	rollback json.RawMessage // the payload Rollback received
 }
@@ -48,6 +49,7 @@ func (s *scripted) Invoke(_ context.Context, arn string, payload []byte) ([]byte
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls = append(s.calls, p.Task)
+	s.execs = append(s.execs, p.Execution)
 	switch p.Task {
 	case recycle.TaskDrain:
 		return []byte(`{"done":` + map[bool]string{true: "true", false: "false"}[s.released] + `}`), nil
@@ -133,6 +135,10 @@ func TestRecycleRunsToTheEndAndReadsLikeTheEngine(t *testing.T) {
 		if hist[i].ID != int64(i+1) || (i < len(watched) && watched[i].ID != hist[i].ID) {
 			t.Fatalf("event %d has id %d (watched %d): want 1… in order, once each", i, hist[i].ID, watched[i].ID)
 		}
+	}
+	// $$.Execution.Id is the execution ARN, as on AWS (the fence records it).
+	if lambda.execs[0] != ex.ID {
+		t.Errorf("the function saw execution %q, want the ARN %s", lambda.execs[0], ex.ID)
 	}
 	// The Lambda integration's events read as the engine's: the tasks and the final state.
 	if got := recycle.TasksSucceeded(hist); !got[recycle.TaskRetire] || !got[recycle.TaskResolve] {
