@@ -141,27 +141,15 @@ resource "aws_iam_role_policy" "states" {
   policy = module.documents.states_policy
 }
 
-resource "aws_sfn_state_machine" "recycle" {
-  name       = local.recycle_machine_name
-  role_arn   = aws_iam_role.states.arn
-  type       = "STANDARD"
-  definition = module.documents.recycle_definition
-
-  logging_configuration {
-    log_destination        = "${aws_cloudwatch_log_group.states.arn}:*"
-    include_execution_data = false
-    level                  = "ERROR"
+resource "aws_sfn_state_machine" "this" {
+  for_each = {
+    recycle  = { name = local.recycle_machine_name, definition = module.documents.recycle_definition }
+    rollback = { name = local.rollback_machine_name, definition = module.documents.rollback_definition }
   }
-
-  tags       = var.tags
-  depends_on = [aws_iam_role_policy.states]
-}
-
-resource "aws_sfn_state_machine" "rollback" {
-  name       = local.rollback_machine_name
+  name       = each.value.name
   role_arn   = aws_iam_role.states.arn
   type       = "STANDARD"
-  definition = module.documents.rollback_definition
+  definition = each.value.definition
 
   logging_configuration {
     log_destination        = "${aws_cloudwatch_log_group.states.arn}:*"

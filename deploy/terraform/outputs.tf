@@ -1,11 +1,11 @@
 output "recycle_state_machine_arn" {
   description = "ARN of the recycle state machine: `recycler recycle --engine stepfunctions --state-machine ARN NODE`, or StartExecution with {\"request\": {...}}."
-  value       = aws_sfn_state_machine.recycle.arn
+  value       = aws_sfn_state_machine.this["recycle"].arn
 }
 
 output "rollback_state_machine_arn" {
   description = "ARN of the rollback state machine `recycler abort` starts after stopping a recycle."
-  value       = aws_sfn_state_machine.rollback.arn
+  value       = aws_sfn_state_machine.this["rollback"].arn
 }
 
 output "lambda_function_arn" {

@@ -86,7 +86,7 @@ resource "aws_cloudwatch_event_rule" "lifecycle_hook" {
 resource "aws_cloudwatch_event_target" "lifecycle_hook" {
   count    = length(aws_cloudwatch_event_rule.lifecycle_hook)
   rule     = aws_cloudwatch_event_rule.lifecycle_hook[0].name
-  arn      = aws_sfn_state_machine.recycle.arn
+  arn      = aws_sfn_state_machine.this["recycle"].arn
   role_arn = aws_iam_role.events[0].arn
   input_transformer {
     input_paths = {
@@ -115,7 +115,7 @@ resource "aws_cloudwatch_event_rule" "alarm" {
 resource "aws_cloudwatch_event_target" "alarm" {
   count    = length(aws_cloudwatch_event_rule.alarm)
   rule     = aws_cloudwatch_event_rule.alarm[0].name
-  arn      = aws_sfn_state_machine.recycle.arn
+  arn      = aws_sfn_state_machine.this["recycle"].arn
   role_arn = aws_iam_role.events[0].arn
   input_transformer {
     input_paths = {

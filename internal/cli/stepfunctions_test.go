@@ -54,16 +54,7 @@ func TestRecycleOnStepFunctions(t *testing.T) {
 	bindModuleRBAC(t, env, group)
 
 	// The function's environment on AWS: its role's session keys, its cluster, no kubeconfig.
-	var vars [][2]string
-	for _, kv := range env.Vars() {
-		switch kv[0] {
-		case "KUBECONFIG", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "RECYCLER_SIM_ADMIN":
-		default:
-			vars = append(vars, kv)
-		}
-	}
-	vars = append(vars, [2]string{"AWS_ACCESS_KEY_ID", role.AccessKeyID}, [2]string{"AWS_SECRET_ACCESS_KEY", role.SecretAccessKey},
-		[2]string{"AWS_SESSION_TOKEN", role.SessionToken})
+	vars := env.FunctionVars(role)
 	fn := testenv.StartFunction(t, bootstrap, vars)
 	env.AWS.SetLambda(fn)
 

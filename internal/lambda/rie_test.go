@@ -72,16 +72,7 @@ func TestBootstrapUnderTheRuntimeInterfaceEmulator(t *testing.T) {
 
 	// The function's environment on AWS: its role's session keys, its cluster,
 	// no kubeconfig.
-	var vars [][2]string
-	for _, kv := range env.Vars() {
-		switch kv[0] {
-		case "KUBECONFIG", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "RECYCLER_SIM_ADMIN":
-		default:
-			vars = append(vars, kv)
-		}
-	}
-	vars = append(vars, [2]string{"AWS_ACCESS_KEY_ID", lambdaRole.AccessKeyID}, [2]string{"AWS_SECRET_ACCESS_KEY", lambdaRole.SecretAccessKey},
-		[2]string{"AWS_SESSION_TOKEN", lambdaRole.SessionToken})
+	vars := env.FunctionVars(lambdaRole)
 	emu := testenv.StartFunction(t, bootstrap, vars)
 
 	insts := env.AWS.Status().Groups[0].Instances

@@ -240,6 +240,22 @@ func (e *Environment) Vars() [][2]string {
 	return vars
 }
 
+// FunctionVars is the environment the Lambda service gives the Recycler function in
+// this environment: the role's session keys instead of the admin's, its cluster (EKS
+// auth), the endpoints, no kubeconfig.
+func (e *Environment) FunctionVars(role Identity) [][2]string {
+	var vars [][2]string
+	for _, kv := range e.Vars() {
+		switch kv[0] {
+		case "KUBECONFIG", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "RECYCLER_SIM_ADMIN":
+		default:
+			vars = append(vars, kv)
+		}
+	}
+	return append(vars, [2]string{"AWS_ACCESS_KEY_ID", role.AccessKeyID}, [2]string{"AWS_SECRET_ACCESS_KEY", role.SecretAccessKey},
+		[2]string{"AWS_SESSION_TOKEN", role.SessionToken})
+}
+
 // EKSVars point a program at the EKS-like environment's STS the way EKS needs
 // it: tokens must name the real STS host (aws-iam-authenticator refuses any
 // other), which this simulator answers through its HTTPS proxy.

@@ -152,8 +152,12 @@ func (e *simEnv) Throttle(tb testing.TB, rate float64) {
 	e.faults(tb, func(f *sim.Faults) { f.ThrottleRate = rate })
 }
 
-func (e *simEnv) Detach(tb testing.TB, group, id string) {
-	if _, err := e.asg.DetachInstances(context.Background(), &autoscaling.DetachInstancesInput{
+func (e *simEnv) Detach(tb testing.TB, group, id string) { detach(tb, e.asg, group, id) }
+
+// detach, newTemplateVersion and suspend are the harness actions both AWS
+// implementations (simulator, moto) take through their raw SDK clients.
+func detach(tb testing.TB, asg *autoscaling.Client, group, id string) {
+	if _, err := asg.DetachInstances(context.Background(), &autoscaling.DetachInstancesInput{
 		AutoScalingGroupName: &group, InstanceIds: []string{id}, ShouldDecrementDesiredCapacity: sdkaws.Bool(true),
 	}); err != nil {
 		tb.Fatal(err)
@@ -170,7 +174,11 @@ func (e *simEnv) StartHookedTermination(tb testing.TB, group, id string) {
 }
 
 func (e *simEnv) NewTemplateVersion(tb testing.TB, group string) {
-	if _, err := e.ec2.CreateLaunchTemplateVersion(context.Background(), &ec2.CreateLaunchTemplateVersionInput{
+	newTemplateVersion(tb, e.ec2, group)
+}
+
+func newTemplateVersion(tb testing.TB, ec2c *ec2.Client, group string) {
+	if _, err := ec2c.CreateLaunchTemplateVersion(context.Background(), &ec2.CreateLaunchTemplateVersionInput{
 		LaunchTemplateName: sdkaws.String(group + "-lt"), SourceVersion: sdkaws.String("$Latest"),
 		VersionDescription: sdkaws.String("new AMI"),
 		LaunchTemplateData: &ec2types.RequestLaunchTemplateData{ImageId: sdkaws.String("ami-0fedcba9876543210")},
@@ -179,8 +187,10 @@ func (e *simEnv) NewTemplateVersion(tb testing.TB, group string) {
 	}
 }
 
-func (e *simEnv) Suspend(tb testing.TB, group, process string) {
-	if _, err := e.asg.SuspendProcesses(context.Background(), &autoscaling.SuspendProcessesInput{
+func (e *simEnv) Suspend(tb testing.TB, group, process string) { suspend(tb, e.asg, group, process) }
+
+func suspend(tb testing.TB, asg *autoscaling.Client, group, process string) {
+	if _, err := asg.SuspendProcesses(context.Background(), &autoscaling.SuspendProcessesInput{
 		AutoScalingGroupName: &group, ScalingProcesses: []string{process},
 	}); err != nil {
 		tb.Fatal(err)

@@ -142,35 +142,17 @@ func (e *motoEnv) FailLaunches(tb testing.TB, n int) {
 
 func (e *motoEnv) Throttle(_ testing.TB, rate float64) { e.proxy.SetRate(rate) }
 
-func (e *motoEnv) Detach(tb testing.TB, group, id string) {
-	if _, err := e.asg.DetachInstances(context.Background(), &autoscaling.DetachInstancesInput{
-		AutoScalingGroupName: &group, InstanceIds: []string{id}, ShouldDecrementDesiredCapacity: sdkaws.Bool(true),
-	}); err != nil {
-		tb.Fatal(err)
-	}
-}
+func (e *motoEnv) Detach(tb testing.TB, group, id string) { detach(tb, e.asg, group, id) }
 
 func (e *motoEnv) StartHookedTermination(tb testing.TB, _, _ string) {
 	tb.Skip("moto keeps no lifecycle actions")
 }
 
 func (e *motoEnv) NewTemplateVersion(tb testing.TB, group string) {
-	if _, err := e.ec2.CreateLaunchTemplateVersion(context.Background(), &ec2.CreateLaunchTemplateVersionInput{
-		LaunchTemplateName: sdkaws.String(group + "-lt"), SourceVersion: sdkaws.String("$Latest"),
-		VersionDescription: sdkaws.String("new AMI"),
-		LaunchTemplateData: &ec2types.RequestLaunchTemplateData{ImageId: sdkaws.String("ami-0fedcba9876543210")},
-	}); err != nil {
-		tb.Fatal(err)
-	}
+	newTemplateVersion(tb, e.ec2, group)
 }
 
-func (e *motoEnv) Suspend(tb testing.TB, group, process string) {
-	if _, err := e.asg.SuspendProcesses(context.Background(), &autoscaling.SuspendProcessesInput{
-		AutoScalingGroupName: &group, ScalingProcesses: []string{process},
-	}); err != nil {
-		tb.Fatal(err)
-	}
-}
+func (e *motoEnv) Suspend(tb testing.TB, group, process string) { suspend(tb, e.asg, group, process) }
 
 func (e *motoEnv) Calls() int64 { return e.prov.Metrics().TotalCalls() }
 

@@ -40,6 +40,11 @@ func (w probeWorld) instances(t *testing.T, group string) (ids []string, lifecyc
 	return ids, lifecycle, *g.DesiredCapacity
 }
 
+// standby puts one instance of group in Standby.
+func (w probeWorld) standby(group, id string, decrement bool) (*autoscaling.EnterStandbyOutput, error) {
+	return w.asg.EnterStandby(context.Background(), &autoscaling.EnterStandbyInput{AutoScalingGroupName: &group, InstanceIds: []string{id}, ShouldDecrementDesiredCapacity: sdkaws.Bool(decrement)})
+}
+
 // errCode is the AWS error code of err, "" for success.
 func errCode(err error) string {
 	var ae smithy.APIError
@@ -75,7 +80,7 @@ var semanticsCases = []semanticsCase{
 		run: func(t *testing.T, w probeWorld) string {
 			g := w.create(t, 1, 3, 2)
 			ids, _, _ := w.instances(t, g)
-			if _, err := w.asg.EnterStandby(context.Background(), &autoscaling.EnterStandbyInput{AutoScalingGroupName: &g, InstanceIds: ids[:1], ShouldDecrementDesiredCapacity: sdkaws.Bool(false)}); err != nil {
+			if _, err := w.standby(g, ids[0], false); err != nil {
 				return "EnterStandby: " + err.Error()
 			}
 			w.advance(t)
@@ -108,7 +113,7 @@ var semanticsCases = []semanticsCase{
 		run: func(t *testing.T, w probeWorld) string {
 			g := w.create(t, 1, 3, 2)
 			ids, _, _ := w.instances(t, g)
-			if _, err := w.asg.EnterStandby(context.Background(), &autoscaling.EnterStandbyInput{AutoScalingGroupName: &g, InstanceIds: ids[:1], ShouldDecrementDesiredCapacity: sdkaws.Bool(false)}); err != nil {
+			if _, err := w.standby(g, ids[0], false); err != nil {
 				return "EnterStandby: " + err.Error()
 			}
 			w.advance(t)
@@ -126,7 +131,7 @@ var semanticsCases = []semanticsCase{
 		run: func(t *testing.T, w probeWorld) string {
 			g := w.create(t, 2, 3, 2)
 			ids, _, _ := w.instances(t, g)
-			_, err := w.asg.EnterStandby(context.Background(), &autoscaling.EnterStandbyInput{AutoScalingGroupName: &g, InstanceIds: ids[:1], ShouldDecrementDesiredCapacity: sdkaws.Bool(true)})
+			_, err := w.standby(g, ids[0], true)
 			return wantCode(err, "ValidationError")
 		},
 	},
@@ -136,7 +141,7 @@ var semanticsCases = []semanticsCase{
 		run: func(t *testing.T, w probeWorld) string {
 			g := w.create(t, 1, 4, 2)
 			ids, _, _ := w.instances(t, g)
-			if _, err := w.asg.EnterStandby(context.Background(), &autoscaling.EnterStandbyInput{AutoScalingGroupName: &g, InstanceIds: ids[:1], ShouldDecrementDesiredCapacity: sdkaws.Bool(false)}); err != nil {
+			if _, err := w.standby(g, ids[0], false); err != nil {
 				return "EnterStandby: " + err.Error()
 			}
 			w.advance(t)
