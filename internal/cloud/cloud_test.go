@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -89,5 +90,14 @@ func TestSurgeRecordJSON(t *testing.T) {
 	}
 	if !strings.Contains(string(b), `"snapshot":["i-0123abcd","i-4567abcd"]`) {
 		t.Errorf("JSON %s: want lowerCamel field names", b)
+	}
+}
+
+// The one instance-id pattern, unanchored, finds whole ids in a message (17 digits
+// before 8: not the first 8 digits of a long id).
+func TestInstanceIDPatternFindsWholeIDs(t *testing.T) {
+	re := regexp.MustCompile(cloud.InstanceIDPattern)
+	if got := re.FindAllString("instances i-0123456789abcdef0 and i-89abcdef are not InService", -1); len(got) != 2 || got[0] != "i-0123456789abcdef0" || got[1] != "i-89abcdef" {
+		t.Errorf("found %q", got)
 	}
 }

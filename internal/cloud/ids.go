@@ -6,12 +6,21 @@ import (
 	"strings"
 )
 
-var instanceIDPattern = regexp.MustCompile(`^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$`)
+// InstanceIDPattern is the shape of an EC2 instance id — i- and 17 (or, for older
+// instances, 8) lowercase hex digits — unanchored, to find ids in text; the one
+// pattern of the project (the CLI, the request, the Kubernetes providerID, the
+// simulator all check with IsInstanceID).
+const InstanceIDPattern = `i-(?:[0-9a-f]{17}|[0-9a-f]{8})`
+
+var instanceIDPattern = regexp.MustCompile(`^` + InstanceIDPattern + `$`)
+
+// IsInstanceID reports whether id has the shape of an EC2 instance id.
+func IsInstanceID(id string) bool { return instanceIDPattern.MatchString(id) }
 
 // ValidateInstanceID checks the EC2 instance id format (i- followed by 8 or 17
 // lowercase hex digits) before any call is made, so a typo never reaches the cloud.
 func ValidateInstanceID(id string) error {
-	if !instanceIDPattern.MatchString(id) {
+	if !IsInstanceID(id) {
 		return fmt.Errorf("instance id %q: want i- followed by 8 or 17 lowercase hex digits (e.g. i-0123456789abcdef0): %w", id, ErrValidation)
 	}
 	return nil

@@ -9,6 +9,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/recycler/recycler/internal/cloud"
 )
 
 // ResolveNode finds a Node from what a user typed: a node name, an EC2 instance
@@ -22,7 +24,7 @@ func (c *Client) ResolveNode(ctx context.Context, ref string) (*corev1.Node, err
 			return nil, err
 		}
 		return c.NodeByInstanceID(ctx, pid.InstanceID)
-	case instanceIDRE.MatchString(ref):
+	case cloud.IsInstanceID(ref):
 		n, err := c.NodeByInstanceID(ctx, ref)
 		if err == nil {
 			return n, nil

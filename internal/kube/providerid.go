@@ -3,6 +3,8 @@ package kube
 import (
 	"regexp"
 	"strings"
+
+	"github.com/recycler/recycler/internal/cloud"
 )
 
 // ProviderID is a parsed AWS spec.providerID: aws:///<az>/<instance-id>.
@@ -17,7 +19,6 @@ func (p ProviderID) String() string {
 }
 
 var (
-	instanceIDRE = regexp.MustCompile(`^i-([0-9a-f]{8}|[0-9a-f]{17})$`)
 	// Regions and zones: us-east-1a, ap-southeast-1b, us-gov-west-1a, local and
 	// wavelength zones such as us-west-2-lax-1a or us-east-1-wl1-bos-wlz-1.
 	azRE = regexp.MustCompile(`^[a-z]{2}(-[a-z0-9]+)+$`)
@@ -25,7 +26,7 @@ var (
 
 // ValidateInstanceID reports whether s is an EC2 instance ID (i- + 8 or 17 hex digits).
 func ValidateInstanceID(s string) error {
-	if !instanceIDRE.MatchString(s) {
+	if !cloud.IsInstanceID(s) {
 		return &InstanceIDError{Value: s}
 	}
 	return nil
@@ -49,7 +50,7 @@ func ParseProviderID(s string) (ProviderID, error) {
 	if !azRE.MatchString(az) {
 		return ProviderID{}, &ProviderIDError{Value: s, Reason: "availability zone " + quote(az) + " is not a lowercase AWS zone name"}
 	}
-	if !instanceIDRE.MatchString(id) {
+	if !cloud.IsInstanceID(id) {
 		return ProviderID{}, &ProviderIDError{Value: s, Reason: "instance id " + quote(id) + " is not i- followed by 8 or 17 lowercase hex digits"}
 	}
 	return ProviderID{AvailabilityZone: az, InstanceID: id}, nil

@@ -12,6 +12,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/watch"
+
+	"github.com/recycler/recycler/internal/cloud"
 )
 
 // NodeIsReady reports whether n is Ready, not being deleted, and carries every
@@ -81,7 +83,7 @@ func (c *Client) WaitNodeReady(ctx context.Context, ref string, requiredLabels m
 			return false, "", err
 		}
 		match = func(n *corev1.Node) bool { return instanceOf(n) == pid.InstanceID }
-	case instanceIDRE.MatchString(ref):
+	case cloud.IsInstanceID(ref):
 		match = func(n *corev1.Node) bool { return instanceOf(n) == ref || n.Name == ref }
 	default:
 		if err := validateNodeName(ref); err != nil {

@@ -6,12 +6,13 @@ package recycle
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/recycler/recycler/internal/cloud"
 )
 
 // OnTimeout says what Drain does with selected pods still running at max-wait.
@@ -130,11 +131,6 @@ func (r Request) Target() string {
 	return r.Node
 }
 
-var instanceIDPattern = regexp.MustCompile(`^i-([0-9a-f]{8}|[0-9a-f]{17})$`)
-
-// ValidInstanceID reports whether id has the shape of an EC2 instance id.
-func ValidInstanceID(id string) bool { return instanceIDPattern.MatchString(id) }
-
 // Validate checks every field and returns all problems at once, each saying what is
 // wrong and what to do. It has no side effects; it runs before anything changes.
 func (r Request) Validate() error {
@@ -146,7 +142,7 @@ func (r Request) Validate() error {
 		bad("no target: name a node (e.g. ip-10-0-1-23.eu-west-1.compute.internal) or an instance id (i-0123456789abcdef0)")
 	case r.Node != "" && r.InstanceID != "":
 		bad("both node %q and instance %q given: name exactly one target", r.Node, r.InstanceID)
-	case r.InstanceID != "" && !ValidInstanceID(r.InstanceID):
+	case r.InstanceID != "" && !cloud.IsInstanceID(r.InstanceID):
 		bad("instance id %q is malformed: expected i- followed by 8 or 17 hexadecimal digits", r.InstanceID)
 	case r.Node != "":
 		if msgs := validation.IsDNS1123Subdomain(r.Node); len(msgs) > 0 {

@@ -2,7 +2,6 @@ package sim
 
 import (
 	"fmt"
-	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -515,8 +514,6 @@ func (s *Server) groupMatches(g *group, filters []form) bool {
 	}
 	return true
 }
-
-var instanceIDPattern = regexp.MustCompile(`^i-[0-9a-f]{8}([0-9a-f]{9})?$`)
 
 func (s *Server) describeAutoScalingInstances(f form) (any, *apiError) {
 	ids := f.members("InstanceIds")

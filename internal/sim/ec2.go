@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/recycler/recycler/internal/cloud"
 )
 
 type xEC2Tag struct {
@@ -109,7 +111,7 @@ func (s *Server) ec2Ops() map[string]func(form) (any, *apiError) {
 // instancesByIDLocked resolves ids the way EC2 does: malformed first, then all unknown ids in one error.
 func (s *Server) instancesByIDLocked(ids []string) ([]*instance, *apiError) {
 	for _, id := range ids {
-		if !instanceIDPattern.MatchString(id) {
+		if !cloud.IsInstanceID(id) {
 			return nil, ec2Error("InvalidInstanceID.Malformed", "Invalid id: \"%s\"", id)
 		}
 	}

@@ -30,7 +30,7 @@ const (
 	tagASGName               = "aws:autoscaling:groupName"
 )
 
-var instanceIDInMessage = regexp.MustCompile(`i-[0-9a-f]{8,17}`)
+var instanceIDInMessage = regexp.MustCompile(cloud.InstanceIDPattern)
 
 func chunks(ids []string, n int) [][]string {
 	var out [][]string
