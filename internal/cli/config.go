@@ -11,7 +11,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
@@ -84,9 +83,10 @@ func defaultStatePath() string {
 	return filepath.Join(dir, "recycler", "recycler.db")
 }
 
+// openEngine opens the state file. With tasks it drives executions — only the ones
+// this command starts or adopts (docs/operations.md); without, it only reads: passive,
+// nothing runs, nothing is created or upgraded.
 func (s *stateFlags) openEngine(ctx context.Context, reg func() *recycle.Tasks, log *slog.Logger) (*engine.Engine, error) {
-	// Without tasks the engine only reads: it must not resume (and run) anything,
-	// nor create a state file that was not there.
 	readOnly := reg == nil
 	if _, err := os.Stat(s.statePath); readOnly && errors.Is(err, os.ErrNotExist) {
 		return nil, usageError{fmt.Errorf("no execution is recorded in %s: no recycle has run with this state file (pass --state to read another)", s.statePath)}
@@ -97,17 +97,13 @@ func (s *stateFlags) openEngine(ctx context.Context, reg func() *recycle.Tasks, 
 	opts := engine.Options{Path: s.statePath, Logger: log, Passive: readOnly}
 	var fleet *rollout.Tasks
 	if reg != nil {
-		// Every runner of the file runs rollouts too (Open resumes whatever is unfinished).
+		// Every runner of the file can run rollouts too (a rollout it starts or adopts).
 		fleet = fleetTasks(reg())
 		opts.Registry, opts.Workers = fleet.Registry(), engineWorkers
 	}
 	eng, err := engine.Open(ctx, opts)
 	if fleet != nil && err == nil {
 		fleet.SetExecutions(eng)
-	}
-	var locked *engine.LockedError
-	if errors.As(err, &locked) {
-		return nil, usageError{fmt.Errorf("another recycler process (pid %d) is running the executions of %s: use that one (Ctrl-C there offers abort), wait for it, or pass another --state", locked.PID, s.statePath)}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open state %s: %w", s.statePath, err)
@@ -147,17 +143,4 @@ func (s *stateFlags) kubeClient(ctx context.Context, awsCfg aws.Config) (kuberne
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
 	return cs, nil
-}
-
-func addEnvDefaultsHook(cmd *cobra.Command) {
-	prev := cmd.PreRunE
-	cmd.PreRunE = func(c *cobra.Command, args []string) error {
-		if err := applyEnvDefaults(c.Flags()); err != nil {
-			return err
-		}
-		if prev != nil {
-			return prev(c, args)
-		}
-		return nil
-	}
 }

@@ -2,17 +2,16 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/recycler/recycler/internal/cloud"
 	"github.com/recycler/recycler/internal/engine"
 	"github.com/recycler/recycler/internal/recycle"
 	"github.com/recycler/recycler/internal/rollout"
@@ -20,139 +19,227 @@ import (
 )
 
 // newExecutionCmds returns status, list, history, abort and resume: the commands that
-// look at or act on executions stored in the embedded engine's state file.
+// look at or act on executions stored in the embedded engine's state file. Each names
+// an execution by its id or its name (a recycle's name is the old instance's id; an
+// instance id finds its latest attempt).
 func newExecutionCmds(stdin io.Reader, stdout, stderr io.Writer) []*cobra.Command {
-	return []*cobra.Command{
-		execCmd("status [ID]", "Show one execution, or every running one", usageArgs(cobra.MaximumNArgs(1)), false,
-			func(ctx context.Context, eng executions, _ *stateFlags, args []string) error {
-				if len(args) == 1 {
-					ex, err := describeExec(ctx, eng, args[0])
+	var statusOut, listOut, historyOut string
+	status := execCmd("status [ID|NAME]", "Show one execution, or every running one", usageArgs(cobra.MaximumNArgs(1)), false,
+		func(ctx context.Context, eng executions, _ *stateFlags, args []string) error {
+			if len(args) == 1 {
+				ex, err := findExec(ctx, eng, args[0])
+				if err != nil {
+					return err
+				}
+				if statusOut == "json" {
+					v, err := viewOf(ctx, eng, ex)
 					if err != nil {
 						return err
 					}
-					if rollout.IsRollout(ex) {
-						return printRolloutStatus(ctx, eng.(*engine.Engine), stdout, ex)
-					}
-					return printStatus(ctx, eng, stdout, ex)
+					return printJSON(stdout, v)
 				}
-				if local, ok := eng.(*engine.Engine); ok {
-					if err := printRunningRollouts(ctx, local, stdout); err != nil {
+				if rollout.IsRollout(ex) {
+					return printRolloutStatus(ctx, eng.(*engine.Engine), stdout, ex)
+				}
+				return printStatus(ctx, eng, stdout, ex)
+			}
+			exs, err := eng.List(ctx, engine.ListFilter{StateMachine: recycle.StateMachineName, Status: engine.StatusRunning})
+			if err != nil {
+				return err
+			}
+			if statusOut == "json" {
+				return printViews(ctx, eng, stdout, exs)
+			}
+			if local, ok := eng.(*engine.Engine); ok {
+				if err := printRunningRollouts(ctx, local, stdout); err != nil {
+					return err
+				}
+			}
+			if len(exs) == 0 {
+				fmt.Fprintln(stdout, "no recycle is running")
+			}
+			return printList(ctx, eng, stdout, exs)
+		})
+	list := execCmd("list", "List recycles, newest first", usageArgs(cobra.NoArgs), false,
+		func(ctx context.Context, eng executions, _ *stateFlags, _ []string) error {
+			exs, err := eng.List(ctx, engine.ListFilter{StateMachine: recycle.StateMachineName, Limit: 100})
+			if err != nil {
+				return err
+			}
+			if listOut == "json" {
+				return printViews(ctx, eng, stdout, exs)
+			}
+			return printList(ctx, eng, stdout, exs)
+		})
+	history := execCmd("history ID|NAME", "Show an execution's timeline", usageArgs(cobra.ExactArgs(1)), false,
+		func(ctx context.Context, eng executions, _ *stateFlags, args []string) error {
+			ex, err := findExec(ctx, eng, args[0])
+			if err != nil {
+				return err
+			}
+			if historyOut == "json" {
+				v, err := viewOf(ctx, eng, ex)
+				if err != nil {
+					return err
+				}
+				hist, err := eng.History(ctx, ex.ID)
+				if err != nil {
+					return err
+				}
+				return printJSON(stdout, struct {
+					Execution execView       `json:"execution"`
+					Events    []engine.Event `json:"events"`
+				}{v, hist})
+			}
+			if rollout.IsRollout(ex) {
+				return printRolloutHistory(ctx, eng.(*engine.Engine), stdout, ex)
+			}
+			hist, err := eng.History(ctx, ex.ID)
+			if err != nil {
+				return err
+			}
+			view := newProgress(stdout, false)
+			for _, ev := range hist {
+				_ = view.event(ev)
+			}
+			return nil
+		})
+	outputFlag(status, &statusOut)
+	outputFlag(list, &listOut)
+	outputFlag(history, &historyOut)
+	abort := execCmd("abort ID|NAME", "Abort a running recycle and roll back what it did", usageArgs(cobra.ExactArgs(1)), true,
+		func(ctx context.Context, eng executions, _ *stateFlags, args []string) error {
+			ex, err := findExec(ctx, eng, args[0])
+			if err != nil {
+				return err
+			}
+			if ex.Status.Done() {
+				return usageError{fmt.Errorf("execution %s already ended (%s): nothing to abort", ex.ID, ex.Status)}
+			}
+			if rollout.IsRollout(ex) {
+				return abortRollout(ctx, eng.(*engine.Engine), ex.ID, "aborted with 'recycler abort'", "text", stdout, stderr)
+			}
+			return abortRecycle(ctx, eng, ex, "aborted with 'recycler abort'", stderr)
+		})
+	resume := execCmd("resume [ROLLOUT-ID]", "Continue every unfinished recycle no other process drives, in the foreground until it ends; with a paused rollout's ID, resume it", usageArgs(cobra.MaximumNArgs(1)), true,
+		func(ctx context.Context, execs executions, _ *stateFlags, args []string) error {
+			eng, ok := execs.(*engine.Engine)
+			if !ok {
+				return usageError{errors.New("on Step Functions nothing needs resuming: AWS runs the executions ('recycler status --engine stepfunctions' shows them)")}
+			}
+			if len(args) == 1 {
+				ex, err := findExec(ctx, eng, args[0])
+				if err != nil {
+					return err
+				}
+				if !rollout.IsRollout(ex) || ex.Status.Done() {
+					return usageError{fmt.Errorf("execution %s is not a running rollout (%s %s): 'recycler resume' without an ID continues every unfinished recycle", ex.ID, ex.StateMachine, ex.Status)}
+				}
+				if _, err := adoptRunning(ctx, eng, ex.Name, stderr); err != nil {
+					return err
+				}
+				return resumeRollout(ctx, eng, ex, "text", stdin, stdout, stderr)
+			}
+			exs, err := adoptRunning(ctx, eng, "", stderr)
+			if err != nil {
+				return err
+			}
+			exs = topLevel(exs)
+			if len(exs) == 0 {
+				fmt.Fprintln(stderr, "nothing to resume")
+				return nil
+			}
+			worst := ExitOK
+			for _, ex := range exs {
+				fmt.Fprintf(stderr, "resuming %s (%s)\n", ex.ID, ex.StateMachine)
+				if rollout.IsRollout(ex) {
+					err := followRollout(ctx, context.WithoutCancel(ctx), eng, ex.ID, "text", stdin, stdout, stderr)
+					var ec exitCoder
+					if errors.As(err, &ec) {
+						worst = max(worst, ec.ExitCode())
+						continue
+					}
+					if err != nil {
 						return err
 					}
-				}
-				exs, err := eng.List(ctx, engine.ListFilter{StateMachine: recycle.StateMachineName, Status: engine.StatusRunning})
-				if err != nil {
-					return err
-				}
-				if len(exs) == 0 {
-					fmt.Fprintln(stdout, "no recycle is running")
-				}
-				return printList(stdout, exs)
-			}),
-		execCmd("list", "List recycles, newest first", usageArgs(cobra.NoArgs), false,
-			func(ctx context.Context, eng executions, _ *stateFlags, _ []string) error {
-				exs, err := eng.List(ctx, engine.ListFilter{StateMachine: recycle.StateMachineName, Limit: 100})
-				if err != nil {
-					return err
-				}
-				return printList(stdout, exs)
-			}),
-		execCmd("history ID", "Show an execution's timeline", usageArgs(cobra.ExactArgs(1)), false,
-			func(ctx context.Context, eng executions, _ *stateFlags, args []string) error {
-				ex, err := describeExec(ctx, eng, args[0])
-				if err != nil {
-					return err
-				}
-				if rollout.IsRollout(ex) {
-					return printRolloutHistory(ctx, eng.(*engine.Engine), stdout, ex)
-				}
-				hist, err := eng.History(ctx, args[0])
-				if err != nil {
-					return err
-				}
-				view := newProgress(stdout, false)
-				for _, ev := range hist {
-					_ = view.event(ev)
-				}
-				return nil
-			}),
-		execCmd("abort ID", "Abort a running recycle and roll back what it did", usageArgs(cobra.ExactArgs(1)), true,
-			func(ctx context.Context, eng executions, _ *stateFlags, args []string) error {
-				ex, err := describeExec(ctx, eng, args[0])
-				if err != nil {
-					return err
-				}
-				if ex.Status.Done() {
-					return usageError{fmt.Errorf("execution %s already ended (%s): nothing to abort", ex.ID, ex.Status)}
-				}
-				if rollout.IsRollout(ex) {
-					return abortRollout(ctx, eng.(*engine.Engine), ex.ID, "aborted with 'recycler abort'", "text", stdout, stderr)
-				}
-				if _, err := eng.Stop(ctx, ex.ID, recycle.ErrAborted, "aborted with 'recycler abort'"); err != nil {
-					return fmt.Errorf("abort %s: %w", ex.ID, err)
+					continue
 				}
 				res, err := waitAndFinish(ctx, eng, ex.ID, stderr)
 				if err != nil {
 					return err
 				}
-				return exitIfNot(res)
-			}),
-		execCmd("resume [ROLLOUT-ID]", "Continue every unfinished recycle in the foreground until it ends; with a paused rollout's ID, resume it", usageArgs(cobra.MaximumNArgs(1)), true,
-			func(ctx context.Context, execs executions, _ *stateFlags, args []string) error {
-				eng, ok := execs.(*engine.Engine)
-				if !ok {
-					return usageError{errors.New("on Step Functions nothing needs resuming: AWS runs the executions ('recycler status --engine stepfunctions' shows them)")}
-				}
-				if len(args) == 1 {
-					ex, err := describeExec(ctx, eng, args[0])
-					if err != nil {
-						return err
-					}
-					if !rollout.IsRollout(ex) || ex.Status.Done() {
-						return usageError{fmt.Errorf("execution %s is not a running rollout (%s %s): 'recycler resume' without an ID continues every unfinished recycle", ex.ID, ex.StateMachine, ex.Status)}
-					}
-					return resumeRollout(ctx, eng, ex, "text", stdin, stdout, stderr)
-				}
-				exs, err := eng.List(ctx, engine.ListFilter{Status: engine.StatusRunning})
-				if err != nil {
-					return err
-				}
-				exs = topLevel(exs)
-				if len(exs) == 0 {
-					fmt.Fprintln(stderr, "nothing to resume")
-					return nil
-				}
-				worst := ExitOK
-				for _, ex := range exs {
-					fmt.Fprintf(stderr, "resuming %s (%s)\n", ex.ID, ex.StateMachine)
-					if rollout.IsRollout(ex) {
-						err := followRollout(ctx, context.WithoutCancel(ctx), eng, ex.ID, "text", stdin, stdout, stderr)
-						var ec exitCoder
-						if errors.As(err, &ec) {
-							worst = max(worst, ec.ExitCode())
-							continue
-						}
-						if err != nil {
-							return err
-						}
-						continue
-					}
-					res, err := waitAndFinish(ctx, eng, ex.ID, stderr)
-					if err != nil {
-						return err
-					}
-					worst = max(worst, res.code)
-				}
-				if worst != ExitOK {
-					return exitError{code: worst, msg: "not every resumed recycle succeeded"}
-				}
-				return nil
-			}),
+				worst = max(worst, res.code)
+			}
+			if worst != ExitOK {
+				return exitError{code: worst, msg: "not every resumed recycle succeeded"}
+			}
+			return nil
+		})
+	return []*cobra.Command{status, list, history, abort, resume}
+}
+
+// adoptRunning makes this process drive every running execution (whose name starts
+// with prefix) that no live process drives, and returns those; the ones another
+// process drives are named and left to it.
+func adoptRunning(ctx context.Context, eng *engine.Engine, prefix string, stderr io.Writer) ([]engine.Execution, error) {
+	exs, err := eng.List(ctx, engine.ListFilter{Status: engine.StatusRunning, NamePrefix: prefix})
+	if err != nil {
+		return nil, err
 	}
+	var mine []engine.Execution
+	for _, ex := range exs {
+		got, err := eng.Adopt(ctx, ex.ID)
+		var driven *engine.DrivenError
+		switch {
+		case errors.As(err, &driven):
+			fmt.Fprintf(stderr, "%s (%s) is driven by another recycler process (%s): left to it; follow it with 'recycler status %s'\n",
+				ex.ID, ex.Name, driven.Driver, ex.ID)
+			continue
+		case err != nil:
+			return nil, err
+		case got.Status.Done():
+			continue
+		}
+		loggingFrom(ctx).nodes.set(ex.ID, nodeOf(got))
+		mine = append(mine, got)
+	}
+	return mine, nil
+}
+
+// abortRecycle aborts a running recycle wherever it is driven: here, by another live
+// process (which carries out the request recorded in the state file), or by nobody
+// (then the rollback runs here). It waits for the rollback and reports it.
+func abortRecycle(ctx context.Context, eng executions, ex engine.Execution, cause string, stderr io.Writer) error {
+	logs := loggingFrom(ctx)
+	logs.nodes.set(ex.ID, nodeOf(ex))
+	if local, ok := eng.(*engine.Engine); ok {
+		if d, ok := local.DriverOf(ex.ID); ok && !d.Self {
+			fmt.Fprintf(stderr, "abort requested: execution %s is driven by another recycler process (%s); it stops the running step, waits for it to return, then rolls back…\n", ex.ID, d)
+		} else {
+			fmt.Fprintf(stderr, "aborting execution %s: no process drives it, so the rollback runs here…\n", ex.ID)
+		}
+	}
+	logs.log.Info("abort requested", logKeyExecution, ex.ID)
+	stopped, err := eng.Stop(ctx, ex.ID, recycle.ErrAborted, cause)
+	if ctx.Err() != nil {
+		msg := fmt.Sprintf("interrupted: the abort of %s is recorded in the state file; whoever drives the execution (or the next 'recycler resume') rolls it back", ex.ID)
+		fmt.Fprintln(stderr, msg)
+		return exitError{code: ExitNeedsPerson, msg: msg}
+	}
+	if err != nil {
+		return fmt.Errorf("abort %s: %w", ex.ID, err)
+	}
+	logs.nodes.set(stopped.RollbackID, nodeOf(ex))
+	res, err := finish(ctx, eng, stopped, stderr)
+	if err != nil {
+		return err
+	}
+	return exitIfNot(res)
 }
 
 // execCmd builds one execution command. Commands that only look (run=false) open the
-// engine passively: they never resume or run an execution as a side effect.
+// engine passively: they never drive an execution nor change the file as a side
+// effect. Commands that act (run=true) drive only what they adopt or start.
 func execCmd(use, short string, args cobra.PositionalArgs, run bool, fn func(context.Context, executions, *stateFlags, []string) error) *cobra.Command {
 	f := &stateFlags{}
 	cmd := &cobra.Command{
@@ -161,7 +248,6 @@ func execCmd(use, short string, args cobra.PositionalArgs, run bool, fn func(con
 		Args:  args,
 		RunE: func(cmd *cobra.Command, a []string) error {
 			ctx := cmd.Context()
-			log := slog.New(slog.NewTextHandler(io.Discard, nil))
 			if err := f.validate(); err != nil {
 				return err
 			}
@@ -177,6 +263,9 @@ func execCmd(use, short string, args cobra.PositionalArgs, run bool, fn func(con
 				if len(a) > 0 {
 					return usageError{fmt.Errorf("no execution %q: no recycle has been recorded in %s yet (see --state and 'recycler list')", a[0], f.statePath)}
 				}
+				if o := cmd.Flags().Lookup("output"); o != nil && o.Value.String() == "json" {
+					return printJSON(cmd.OutOrStdout(), []execView{})
+				}
 				fmt.Fprintf(cmd.OutOrStdout(), "no recycle recorded in %s\n", f.statePath)
 				return nil
 			}
@@ -188,7 +277,7 @@ func execCmd(use, short string, args cobra.PositionalArgs, run bool, fn func(con
 				}
 				tasks = func() *recycle.Tasks { return t }
 			}
-			eng, err := f.openEngine(ctx, tasks, log)
+			eng, err := f.openEngine(ctx, tasks, loggingFrom(ctx).log)
 			if err != nil {
 				return err
 			}
@@ -197,37 +286,88 @@ func execCmd(use, short string, args cobra.PositionalArgs, run bool, fn func(con
 		},
 	}
 	f.register(cmd.Flags())
-	addEnvDefaultsHook(cmd)
 	return cmd
 }
 
-func describeExec(ctx context.Context, eng executions, id string) (engine.Execution, error) {
-	ex, err := eng.Describe(ctx, id)
-	if errors.Is(err, engine.ErrNotFound) {
-		where := "in this state file"
-		if c, ok := eng.(*stepfn.Client); ok {
-			where = "of state machine " + c.StateMachine()
+// outputFlag adds -o text|json to a command that reads executions, validated before
+// anything else runs.
+func outputFlag(cmd *cobra.Command, out *string) {
+	cmd.Flags().StringVarP(out, "output", "o", "text", "output format on stdout: text or json")
+	cmd.PreRunE = func(*cobra.Command, []string) error {
+		if *out != "text" && *out != "json" {
+			return badInput("-o %q: use text or json", *out)
 		}
-		return ex, usageError{fmt.Errorf("no execution %q %s: see 'recycler list'", id, where)}
+		return nil
 	}
-	return ex, err
 }
 
-func printList(w io.Writer, exs []engine.Execution) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "EXECUTION\tTARGET\tSTATUS\tSTARTED\tELAPSED\tERROR")
+// findExec finds an execution by id, by name, or (an instance id) the latest attempt
+// at recycling that instance.
+func findExec(ctx context.Context, eng executions, ref string) (engine.Execution, error) {
+	ex, err := eng.Describe(ctx, ref) // Step Functions also finds a name this way
+	if !errors.Is(err, engine.ErrNotFound) {
+		return ex, err
+	}
+	all, err := eng.List(ctx, engine.ListFilter{Name: ref})
+	if err != nil {
+		return engine.Execution{}, err
+	}
+	// A recycle and its rollback share the name: the recycle is meant.
+	var named *engine.Execution
+	for i, ex := range all {
+		if ex.Name != ref {
+			continue
+		}
+		if ex.StateMachine == recycle.StateMachineName {
+			return ex, nil
+		}
+		if named == nil {
+			named = &all[i]
+		}
+	}
+	if named != nil {
+		return *named, nil
+	}
+	if cloud.IsInstanceID(ref) {
+		if ex, ok, err := latestAttempt(ctx, eng, ref); err != nil || ok {
+			return ex, err
+		}
+	}
+	where := "in this state file"
+	if c, ok := eng.(*stepfn.Client); ok {
+		where = "of state machine " + c.StateMachine()
+	}
+	return engine.Execution{}, usageError{fmt.Errorf("no execution %q %s (by id or name): see 'recycler list'", ref, where)}
+}
+
+// latestAttempt returns the newest recycle execution of instance (by name).
+func latestAttempt(ctx context.Context, eng executions, instance string) (engine.Execution, bool, error) {
+	exs, err := eng.List(ctx, engine.ListFilter{StateMachine: recycle.StateMachineName, NamePrefix: instance})
+	if err != nil {
+		return engine.Execution{}, false, err
+	}
+	best, found := engine.Execution{}, 0
 	for _, ex := range exs {
-		var st recycle.State
-		_ = json.Unmarshal(ex.Input, &st)
+		if n, ok := recycle.AttemptOf(ex.Name, instance); ok && n > found && ex.StateMachine == recycle.StateMachineName {
+			best, found = ex, n
+		}
+	}
+	return best, found > 0, nil
+}
+
+func printList(ctx context.Context, eng executions, w io.Writer, exs []engine.Execution) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "EXECUTION\tNAME\tNODE\tSTATUS\tSTEP\tOUTCOME\tSTARTED\tELAPSED\tERROR")
+	for _, ex := range exs {
+		v, err := viewOf(ctx, eng, ex)
+		if err != nil {
+			return err
+		}
 		end := ex.StopTime
 		if end.IsZero() {
 			end = time.Now()
 		}
-		target := st.Request.Target()
-		if target == "" {
-			target = ex.Name // Step Functions lists no input; its recycles are named from the instance
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", ex.ID, target, ex.Status,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ex.ID, ex.Name, orDash(v.Node), ex.Status, orDash(v.Step), v.Outcome,
 			ex.StartTime.Local().Format(time.DateTime), end.Sub(ex.StartTime).Truncate(time.Second), ex.Error)
 	}
 	return tw.Flush()
@@ -239,7 +379,17 @@ func printStatus(ctx context.Context, eng executions, w io.Writer, ex engine.Exe
 		return err
 	}
 	st := recycle.StateFromHistory(hist)
-	fmt.Fprintf(w, "execution  %s\nstatus     %s\nstarted    %s\n", ex.ID, ex.Status, ex.StartTime.Local().Format(time.DateTime))
+	fmt.Fprintf(w, "execution  %s\nname       %s\nstatus     %s\nstarted    %s\n", ex.ID, ex.Name, ex.Status, ex.StartTime.Local().Format(time.DateTime))
+	if local, ok := eng.(*engine.Engine); ok && !ex.Status.Done() {
+		if d, ok := local.DriverOf(ex.ID); ok {
+			fmt.Fprintf(w, "driven by  %s\n", d)
+		} else {
+			fmt.Fprintf(w, "driven by  nobody: continue it with 'recycler resume'\n")
+		}
+		if at, err := local.AbortRequested(ctx, ex.ID); err == nil && at != nil {
+			fmt.Fprintf(w, "abort      requested at %s; the running step returns first, then the rollback starts\n", at.Local().Format(time.DateTime))
+		}
+	}
 	if st.Target != nil {
 		fmt.Fprintf(w, "node       %s (instance %s, group %s)\n", st.Target.Node, st.Target.InstanceID, st.Target.Group)
 	}

@@ -134,7 +134,6 @@ same flags runs.`,
 		},
 	}
 	f.register(cmd.Flags())
-	addEnvDefaultsHook(cmd)
 	return cmd
 }
 

@@ -3,13 +3,10 @@ package cli
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -19,7 +16,9 @@ import (
 	"golang.org/x/term"
 
 	"github.com/recycler/recycler/internal/engine"
+	"github.com/recycler/recycler/internal/kube"
 	"github.com/recycler/recycler/internal/recycle"
+	"github.com/recycler/recycler/internal/stepfn"
 )
 
 type recycleFlags struct {
@@ -111,7 +110,6 @@ Exit codes: 0 success, 1 failed and rolled back, 2 bad input or refused precondi
 	f.requestFlags.register(fs)
 	fs.BoolVar(&f.dryRun, "dry-run", false, "resolve and check every node, print what would happen, change nothing")
 	fs.StringVarP(&f.output, "output", "o", "text", "final result on stdout: text or json")
-	addEnvDefaultsHook(cmd)
 	return cmd
 }
 
@@ -153,74 +151,67 @@ func runRecycle(ctx context.Context, f *recycleFlags, targets []string, stdin io
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logs := loggingFrom(ctx)
 	// The foreground work must survive the first Ctrl-C: it only asks what to do.
 	work := context.WithoutCancel(ctx)
 	tasks, err := f.buildTasks(work)
 	if err != nil {
 		return err
 	}
-	// Every target is resolved and checked before anything changes anywhere.
-	named := map[string]string{} // node → the target that named it
-	instances := make([]string, len(reqs))
-	for i := range reqs {
-		tgt, err := tasks.Resolve(work, recycle.State{Request: reqs[i]})
-		if err != nil {
-			return refusal(reqs[i].Target(), err)
-		}
-		instances[i] = tgt.InstanceID
-		// A node named twice (by name and by instance id) would be recycled, then refused.
-		if first, ok := named[tgt.Node]; ok {
-			return badInput("%s and %s are the same node %s: name each node once (nothing was changed)", first, reqs[i].Target(), tgt.Node)
-		}
-		named[tgt.Node] = reqs[i].Target()
-		if f.dryRun {
-			printPlan(stdout, reqs[i], tgt)
-		}
-	}
-	if f.dryRun {
-		return nil
-	}
-	var (
-		eng   executions
-		start func(recycle.Request, string) (engine.StartInput, error)
-	)
-	if f.onStepFunctions() {
+	var local *engine.Engine
+	var eng executions
+	switch {
+	case f.dryRun:
+	case f.onStepFunctions():
 		c, err := f.stepFunctions(work)
 		if err != nil {
 			return err
 		}
-		eng, start = c, func(req recycle.Request, instance string) (engine.StartInput, error) {
-			// Named from the instance: AWS refuses a second execution with a running
-			// one's name, so two recycles of one instance cannot run at once.
-			name, err := c.FreeName(work, instance)
-			if err != nil {
-				return engine.StartInput{}, usageError{fmt.Errorf("%s: %w (nothing was changed)", req.Target(), err)}
-			}
-			return engine.StartInput{Name: name, Input: stateInput(req)}, nil
-		}
-	} else {
-		local, err := f.openEngine(work, func() *recycle.Tasks { return tasks }, log)
-		if err != nil {
+		eng = c
+	default:
+		// This process drives only the executions it starts (or continues) here.
+		if local, err = f.openEngine(work, func() *recycle.Tasks { return tasks }, logs.log); err != nil {
 			return err
 		}
 		defer local.Close()
-		eng, start = local, func(req recycle.Request, _ string) (engine.StartInput, error) {
-			return engine.StartInput{
-				StateMachine: recycle.StateMachineName, Definition: mustDefinition(),
-				Name: executionName(req.Target()), Input: stateInput(req),
-				OnAbort: &engine.Rollback{StateMachine: recycle.RollbackStateMachineName, Definition: recycle.RollbackDefinition()},
-			}, nil
-		}
+		eng = local
 	}
-
-	var results []result
-	for i, req := range reqs {
-		in, err := start(req, instances[i])
+	// Every target is resolved and checked before anything changes anywhere.
+	named := map[string]string{} // node → the target that named it
+	var plans []plan
+	for _, req := range reqs {
+		p, err := planOne(work, local, tasks, req)
 		if err != nil {
 			return err
 		}
-		res, err := runOne(ctx, work, eng, in, req.Target(), stdin, stderr)
+		// A node named twice (by name and by instance id) would be recycled, then refused.
+		if first, ok := named[p.node]; ok {
+			return badInput("%s and %s are the same node %s: name each node once (nothing was changed)", first, req.Target(), p.node)
+		}
+		named[p.node] = req.Target()
+		if f.dryRun {
+			printPlan(stdout, req, p.target)
+		}
+		plans = append(plans, p)
+	}
+	if f.dryRun {
+		return nil
+	}
+
+	var results []result
+	for _, p := range plans {
+		in := engine.StartInput{Name: p.name, Input: p.input}
+		if c, ok := eng.(*stepfn.Client); ok {
+			// Named from the instance: AWS refuses a second execution with a running
+			// one's name, so two recycles of one instance cannot run at once.
+			if in.Name, err = c.FreeName(work, p.instance); err != nil {
+				return usageError{fmt.Errorf("%s: %w (nothing was changed)", p.req.Target(), err)}
+			}
+		} else {
+			in.StateMachine, in.Definition = recycle.StateMachineName, mustDefinition()
+			in.OnAbort = &engine.Rollback{StateMachine: recycle.RollbackStateMachineName, Definition: recycle.RollbackDefinition()}
+		}
+		res, err := runOne(ctx, work, eng, p, in, stdin, stderr)
 		if err != nil {
 			return err
 		}
@@ -236,6 +227,103 @@ func runRecycle(ctx context.Context, f *recycleFlags, targets []string, stdin io
 		return exitError{code: last.code, msg: last.Message}
 	}
 	return nil
+}
+
+// plan is one checked target: the execution that recycles it (new, or a running
+// attempt this process continues).
+type plan struct {
+	req      recycle.Request
+	input    json.RawMessage
+	node     string
+	target   *recycle.Target // the pre-check's result (nil when continuing)
+	instance string
+	name     string            // the execution's name: the instance id, -N for a later attempt
+	existing *engine.Execution // a running attempt no live process drives, with this very request
+}
+
+// planOne checks one target before anything changes. A running attempt at this
+// instance in the state file decides first: driven by another live process, or
+// started with other options, the request is a duplicate and refused; otherwise this
+// process continues it. Else the full pre-check (Resolve) runs, and the new execution
+// is named after the instance (docs/operations.md).
+func planOne(ctx context.Context, eng *engine.Engine, tasks *recycle.Tasks, req recycle.Request) (plan, error) {
+	input, err := json.Marshal(recycle.State{Request: req})
+	if err != nil {
+		return plan{}, err
+	}
+	p := plan{req: req, input: input}
+	inst := instanceOf(ctx, tasks, req)
+	if inst != "" && eng != nil {
+		attempts, err := eng.List(ctx, engine.ListFilter{StateMachine: recycle.StateMachineName, NamePrefix: inst})
+		if err != nil {
+			return plan{}, err
+		}
+		last := 0
+		for _, ex := range attempts {
+			n, ok := recycle.AttemptOf(ex.Name, inst)
+			if !ok {
+				continue
+			}
+			last = max(last, n)
+			if ex.Status.Done() {
+				continue
+			}
+			if d, driven := eng.DriverOf(ex.ID); driven {
+				return plan{}, badInput("%s is already being recycled by execution %s (%s, started %s), driven by another recycler process (%s): follow it with 'recycler status %s', or abort it with 'recycler abort %s' (nothing was changed)",
+					req.Target(), ex.ID, ex.Name, ex.StartTime.Local().Format(time.DateTime), d, ex.Name, ex.Name)
+			}
+			if !sameRequest(ex.Input, input) {
+				return plan{}, badInput("%s is already being recycled by execution %s (%s, started %s) with another request (other options, or the node named otherwise); no process drives it: continue it with 'recycler resume', or abort it with 'recycler abort %s' (nothing was changed)",
+					req.Target(), ex.ID, ex.Name, ex.StartTime.Local().Format(time.DateTime), ex.Name)
+			}
+			p.existing, p.name, p.instance = &ex, ex.Name, inst
+			p.node, _ = targetOf(ex, recycle.State{})
+			if st, err := eng.RecentHistory(ctx, ex.ID, recentEvents); err == nil {
+				if n, _ := targetOf(ex, recycle.StateFromHistory(st)); n != "" {
+					p.node = n
+				}
+			}
+			return p, nil
+		}
+		p.name = recycle.ExecutionName(inst, last+1)
+	}
+	tgt, err := tasks.Resolve(ctx, recycle.State{Request: req})
+	if err != nil {
+		return plan{}, refusal(req.Target(), err)
+	}
+	p.target, p.node, p.instance = tgt, tgt.Node, tgt.InstanceID
+	if p.name == "" || inst != tgt.InstanceID {
+		p.name = recycle.ExecutionName(tgt.InstanceID, 1)
+	}
+	return p, nil
+}
+
+// instanceOf is the instance a request names (by id, or its node's providerID), or
+// "" when that cannot be told yet (then the pre-check says why).
+func instanceOf(ctx context.Context, tasks *recycle.Tasks, req recycle.Request) string {
+	if req.InstanceID != "" {
+		return req.InstanceID
+	}
+	n, err := tasks.Cluster.ResolveNode(ctx, req.Node)
+	if err != nil {
+		return ""
+	}
+	pid, err := kube.ParseProviderID(n.Spec.ProviderID)
+	if err != nil {
+		return ""
+	}
+	return pid.InstanceID
+}
+
+// sameRequest compares two execution inputs as recycle requests.
+func sameRequest(a, b json.RawMessage) bool {
+	var x, y recycle.State
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return false
+	}
+	ja, _ := json.Marshal(x)
+	jb, _ := json.Marshal(y)
+	return string(ja) == string(jb)
 }
 
 // refusal turns a failed pre-check into exit 2 with the check's own message.
@@ -284,16 +372,31 @@ type result struct {
 	code        int
 }
 
-func runOne(ctx, work context.Context, eng executions, start engine.StartInput, target string, stdin io.Reader, stderr io.Writer) (result, error) {
+func runOne(ctx, work context.Context, eng executions, p plan, start engine.StartInput, stdin io.Reader, stderr io.Writer) (result, error) {
+	req := p.req
 	ex, err := eng.Start(work, start)
-	if err != nil {
-		return result{}, fmt.Errorf("start recycle of %s: %w", target, err)
+	var exists *engine.ExistsError
+	if errors.As(err, &exists) {
+		// Another process started (or drives) the same recycle since the pre-check.
+		return result{}, badInput("%s is already being recycled: execution %s (%s) %s; follow it with 'recycler status %s' or abort it with 'recycler abort %s'",
+			req.Target(), exists.Existing.ID, exists.Existing.Name, exists.Reason, exists.Existing.Name, exists.Existing.Name)
 	}
+	if err != nil {
+		return result{}, fmt.Errorf("start recycle of %s: %w", req.Target(), err)
+	}
+	logs := loggingFrom(ctx)
+	logs.nodes.set(ex.ID, p.node)
 	tty := isTerminal(stderr)
 	// The progress view writes from the watch goroutine: everything else this function
 	// prints goes through the same lock.
 	stderr = &lockedWriter{w: stderr}
-	fmt.Fprintf(stderr, "recycling %s: execution %s\n", target, ex.ID)
+	if p.existing != nil {
+		fmt.Fprintf(stderr, "continuing the recycle of %s: execution %s (%s, started %s; no process drove it)\n", req.Target(), ex.ID, ex.Name, ex.StartTime.Local().Format(time.DateTime))
+		logs.log.Info("continuing recycle", logKeyExecution, ex.ID)
+	} else {
+		fmt.Fprintf(stderr, "recycling %s: execution %s (%s)\n", req.Target(), ex.ID, ex.Name)
+		logs.log.Debug("recycle started", logKeyExecution, ex.ID)
+	}
 	view := newProgress(stderr, tty)
 	watchCtx, stopWatch := context.WithCancel(work)
 	watched := make(chan error, 1)
@@ -447,20 +550,9 @@ func orDash(s string) string {
 	return s
 }
 
-func stateInput(req recycle.Request) json.RawMessage {
-	b, _ := json.Marshal(recycle.State{Request: req}) // a Request always marshals
-	return b
-}
-
 func mustDefinition() []byte {
 	def, _ := recycle.Definition("")
 	return def
-}
-
-func executionName(target string) string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return fmt.Sprintf("%s-%s-%s", target, time.Now().UTC().Format("20060102T150405"), hex.EncodeToString(b[:]))
 }
 
 func isTerminal(w io.Writer) bool {

@@ -69,7 +69,6 @@ Exit codes: 0 every node replaced (or skipped), 1 a recycle failed or the rollou
 		},
 	}
 	f.register(cmd.Flags())
-	addEnvDefaultsHook(cmd)
 	return cmd
 }
 

@@ -62,6 +62,7 @@ func Execute(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 type exitCoder interface{ ExitCode() int }
 
 func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+	logs := &logFlags{}
 	root := &cobra.Command{
 		Use:   "recycler",
 		Short: "Replace Kubernetes worker nodes with zero downtime",
@@ -79,7 +80,20 @@ select), and retires the old instance. Every step is durable and rolls back on f
 			return nil
 		},
 		RunE: func(c *cobra.Command, _ []string) error { return c.Help() },
+		// Every command: flags default from RECYCLER_<FLAG>, and one logger to stderr.
+		PersistentPreRunE: func(c *cobra.Command, _ []string) error {
+			if err := applyEnvDefaults(c.Flags()); err != nil {
+				return err
+			}
+			log, nodes, err := logs.logger(stderr)
+			if err != nil {
+				return err
+			}
+			c.SetContext(withLogging(c.Context(), logging{log: log, nodes: nodes}))
+			return nil
+		},
 	}
+	logs.register(root.PersistentFlags())
 	// Flag parse errors are the caller's mistake: exit 2, not 1.
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
@@ -92,6 +106,7 @@ select), and retires the old instance. Every step is durable and rolls back on f
 	root.AddCommand(newPlanCmd(stdout, stderr))
 	root.AddCommand(newRolloutCmd(stdin, stdout, stderr))
 	root.AddCommand(newExecutionCmds(stdin, stdout, stderr)...)
+	root.AddCommand(newPruneCmd(stdout))
 	root.AddCommand(newDemoCmd(stdout, stderr))
 	root.AddCommand(newServeCmd(stdout, stderr))
 	return root

@@ -86,7 +86,6 @@ work, leaves running recycles durable, and releases the lease; a standby takes o
 	fs.DurationVar(&f.renewDeadline, "lease-renew-deadline", 10*time.Second, "the leader stops acting when it could not renew for this long")
 	fs.DurationVar(&f.retryPeriod, "lease-retry-period", 2*time.Second, "how often candidates try to acquire or renew the lease")
 	fs.StringVar(&f.webhook, "notify-webhook", "", "URL that receives Slack-compatible JSON ({\"text\": …}) when a recycle starts, succeeds, rolls back or needs a person")
-	addEnvDefaultsHook(cmd)
 	_ = stdout
 	return cmd
 }
@@ -231,9 +230,10 @@ func runServe(ctx context.Context, f *serveFlags, stderr io.Writer) error {
 	opts := serve.Options{
 		QueueURL: f.queueURL, Defaults: defaults, Cooldown: f.cooldown, Kube: cs, Tasks: tasks,
 		OpenEngine: func(ctx context.Context, onEvent func(engine.Event)) (*engine.Engine, error) {
-			// The engine resumes every unfinished execution of the file: rollouts too.
+			// The engine drives every unfinished execution of the file no live process
+			// drives (AdoptAll), rollouts too.
 			fleet := fleetTasks(tasks)
-			eng, err := engine.Open(ctx, engine.Options{Path: f.statePath, Registry: fleet.Registry(), Workers: engineWorkers, Logger: log, OnEvent: onEvent})
+			eng, err := engine.Open(ctx, engine.Options{Path: f.statePath, Registry: fleet.Registry(), Workers: engineWorkers, Logger: log, OnEvent: onEvent, AdoptAll: true})
 			if err == nil {
 				fleet.SetExecutions(eng)
 			}

@@ -166,7 +166,7 @@ func runCrashChild(dir string) error {
 	}
 	ctx := context.Background()
 	e, err := Open(ctx, Options{Path: filepath.Join(dir, "engine.db"), Registry: crashRegistry(dir), Workers: 4,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, nil)), AdoptAll: true})
 	if err != nil {
 		return err
 	}
@@ -179,6 +179,10 @@ func runCrashChild(dir string) error {
 			si.OnAbort = &Rollback{Definition: []byte(crashRollback)}
 		}
 		ex, err := e.Start(ctx, si)
+		var exists *ExistsError
+		if errors.As(err, &exists) && exists.SameRequest && exists.Driver == nil {
+			ex, err = exists.Existing, nil // it ended before the kill: a name is used once
+		}
 		if err != nil {
 			return err
 		}

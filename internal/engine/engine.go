@@ -17,11 +17,9 @@ import (
 	"os"
 	"reflect"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 	"unicode"
 
@@ -59,17 +57,6 @@ var (
 	ErrPassive = errors.New("engine opened passive (read-only): send this to the process that runs executions")
 )
 
-// LockedError: another process runs executions from the same file (it holds
-// <Path>.lock). Two runners would execute the same transitions twice.
-type LockedError struct {
-	Path string
-	PID  int // 0 if unknown
-}
-
-func (e *LockedError) Error() string {
-	return fmt.Sprintf("%s is in use by another recycler process (pid %d); stop it, or open passive to only read", e.Path, e.PID)
-}
-
 // Options configure Open.
 type Options struct {
 	Path     string           // SQLite file; created if missing
@@ -85,11 +72,20 @@ type Options struct {
 	// OnEvent, if set, is called after each history event is committed, from the worker
 	// that wrote it: it must return quickly. For per-execution streams use Watch.
 	OnEvent func(Event)
-	// Passive opens the store read-only for Describe/List/History/Watch/Wait: no resume,
-	// no scheduler, no tasks, no lock. Watch and Wait see commits of the running process
-	// by polling SQLite's data_version every PollInterval.
-	Passive      bool
-	PollInterval time.Duration // passive only; 0 = 100 ms
+	// AdoptAll: besides the executions it starts, drive every unfinished execution that
+	// no live process drives — on Open, and whenever a driver dies (checked every
+	// second). For `recycler serve` and the crash tests; `recycler recycle` drives only
+	// its own executions, `recycler resume` adopts them one by one (Adopt).
+	AdoptAll bool
+	// Passive opens the store read-only for Describe/List/History/Watch/Wait: no
+	// scheduler, no tasks, no driving, no schema migration; Start/Stop/Adopt return
+	// ErrPassive.
+	Passive bool
+	// PollInterval: how often the engine looks for other processes' commits (SQLite's
+	// data_version), which wakes Wait and Watch on executions driven elsewhere and
+	// delivers abort requests to the driver. 0 = 100 ms. Real time, whatever Clock is:
+	// other processes commit in real time.
+	PollInterval time.Duration
 }
 
 // StartInput describes a new execution.
@@ -148,13 +144,18 @@ type Event struct {
 type ListFilter struct {
 	StateMachine string
 	Status       Status
-	Limit        int // 0 = no limit
+	Name         string // exact name
+	NamePrefix   string // names that start with it
+	Limit        int    // 0 = no limit
 }
 
 // Engine runs executions. It is safe for concurrent use.
 type Engine struct {
-	db      *sql.DB // one connection: the committer's writes (and passive polling)
+	path    string
+	db      *sql.DB // one connection: the committer's writes
 	rdb     *sql.DB // read-only pool
+	pdb     *sql.DB // one read-only connection: data_version polling (per connection)
+	poll    time.Duration
 	clock   clock.WithTicker
 	reg     asl.Registry
 	log     *slog.Logger
@@ -170,6 +171,7 @@ type Engine struct {
 	checkpoint  chan struct{}  // to the checkpointer
 	commits     atomic.Int64   // committed transactions, for benchmarks
 	transitions atomic.Int64   // committed state transitions, for benchmarks
+	docs        docCache       // history documents read (immutable)
 	stmts       sync.Map       // query → *sql.Stmt prepared on the single connection
 	rstmts      sync.Map       // query → *sql.Stmt prepared on the read pool
 
@@ -177,10 +179,14 @@ type Engine struct {
 	machines map[string]*machineInfo // by definition hash
 	hashes   map[*asl.Machine]string // branch machines already hashed
 
-	lock    *os.File // flock on <Path>.lock while running executions
-	passive bool
+	passive  bool
+	adoptAll bool
+
+	lockMu sync.Mutex // serialises lockExec
 
 	mu       sync.Mutex
+	owned    map[string]*os.File        // executions this engine drives: their flocked driver files
+	ending   map[string]ending          // executions being ended from outside (abort, timeout)
 	running  map[string]*execRun        // in-flight task cancellation per execution
 	waiters  map[string][]chan struct{} // closed when the execution ends
 	watchers map[string]map[chan struct{}]struct{}
@@ -200,7 +206,8 @@ type machineInfo struct {
 	types map[string]string
 }
 
-// Open opens the store, resumes every unfinished execution and starts the scheduler.
+// Open opens the store and starts the scheduler. It drives no execution yet: only the
+// ones it Starts or Adopts (every abandoned one with Options.AdoptAll).
 func Open(ctx context.Context, o Options) (*Engine, error) {
 	if o.Path == "" {
 		return nil, errors.New("engine: Options.Path is empty: name the SQLite file to use")
@@ -214,140 +221,128 @@ func Open(ctx context.Context, o Options) (*Engine, error) {
 	if o.Workers <= 0 {
 		o.Workers = max(8, 4*runtime.GOMAXPROCS(0))
 	}
-	var lock *os.File
+	if o.PollInterval <= 0 {
+		o.PollInterval = 100 * time.Millisecond
+	}
 	if o.Passive {
 		if _, err := os.Stat(o.Path); err != nil {
 			return nil, fmt.Errorf("engine: open passive: no engine database at %s: %w", o.Path, err)
 		}
-	} else {
-		var err error
-		if lock, err = lockFile(o.Path + ".lock"); err != nil {
-			return nil, fmt.Errorf("engine: %w", err)
-		}
 	}
-	db, err := openDB(ctx, o.Path, o.SyncFull)
+	db, err := openDB(ctx, o.Path, o.SyncFull, o.Passive)
 	if err != nil {
-		if lock != nil {
-			lock.Close()
-		}
 		return nil, fmt.Errorf("engine: %w", err)
 	}
-	rdb, err := openReadDB(o.Path)
+	rdb, err := openReadDB(o.Path, 4)
 	if err != nil {
 		db.Close()
-		if lock != nil {
-			lock.Close()
-		}
+		return nil, fmt.Errorf("engine: %w", err)
+	}
+	pdb, err := openReadDB(o.Path, 1)
+	if err != nil {
+		db.Close()
+		rdb.Close()
 		return nil, fmt.Errorf("engine: %w", err)
 	}
 	e := &Engine{
-		db: db, rdb: rdb, clock: o.Clock, reg: o.Registry, log: o.Logger, onEvent: o.OnEvent,
+		path: o.Path, db: db, rdb: rdb, pdb: pdb, poll: o.PollInterval,
+		clock: o.Clock, reg: o.Registry, log: o.Logger, onEvent: o.OnEvent,
 		q:          newQueue(),
 		timers:     newTimerSet(),
 		machines:   map[string]*machineInfo{},
 		hashes:     map[*asl.Machine]string{},
+		owned:      map[string]*os.File{},
+		ending:     map[string]ending{},
 		running:    map[string]*execRun{},
 		waiters:    map[string][]chan struct{}{},
 		watchers:   map[string]map[chan struct{}]struct{}{},
-		lock:       lock,
 		passive:    o.Passive,
+		adoptAll:   o.AdoptAll && !o.Passive,
 		writes:     make(chan *writeReq), // unbuffered: accepted means the committer answers
 		checkpoint: make(chan struct{}, 1),
 	}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
-	e.wg.Add(1)
+	e.wg.Add(2)
 	go e.committer()
+	go e.pollChanges()
 	if o.Passive {
-		if o.PollInterval <= 0 {
-			o.PollInterval = 100 * time.Millisecond
-		}
-		e.wg.Add(1)
-		go e.pollChanges(o.PollInterval)
 		return e, nil
 	}
 	cdb, err := openCheckpointDB(o.Path)
 	if err != nil {
-		e.cancel()
-		e.wg.Wait()
-		db.Close()
-		rdb.Close()
-		lock.Close()
+		e.Close()
 		return nil, fmt.Errorf("engine: %w", err)
 	}
 	e.wg.Add(1)
 	go e.checkpointer(cdb)
-	if err := e.resume(ctx); err != nil {
-		e.cancel()
-		e.wg.Wait()
-		db.Close()
-		rdb.Close()
-		lock.Close()
-		return nil, fmt.Errorf("engine: resume: %w", err)
-	}
 	for range o.Workers {
 		e.wg.Add(1)
 		go e.worker()
 	}
 	e.wg.Add(1)
 	go e.timerLoop()
+	if e.adoptAll {
+		if err := e.adoptAbandoned(ctx); err != nil {
+			e.Close()
+			return nil, fmt.Errorf("engine: resume: %w", err)
+		}
+	}
 	return e, nil
 }
 
 // Close stops the scheduler and waits for workers. Tasks in flight are canceled and
-// their results dropped; they re-run on the next Open.
+// their results dropped; the executions it drove are released (driver locks dropped)
+// and continue in whichever process adopts them.
 func (e *Engine) Close() error {
 	e.cancel()
 	e.q.close()
 	e.wg.Wait()
-	err := errors.Join(e.db.Close(), e.rdb.Close())
-	if e.lock != nil {
-		e.lock.Close() // releases the flock
+	err := errors.Join(e.db.Close(), e.rdb.Close(), e.pdb.Close())
+	e.mu.Lock()
+	ids := make([]string, 0, len(e.owned))
+	for id := range e.owned {
+		ids = append(ids, id)
+	}
+	e.mu.Unlock()
+	for _, id := range ids {
+		e.unlockExec(id, false)
 	}
 	return err
 }
 
-// lockFile takes an exclusive, non-blocking flock (released by the kernel when the
-// process dies, so kill -9 never leaves a stale lock) and records our pid in it.
-func lockFile(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("lock %s: %w", path, err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		b, _ := os.ReadFile(path)
-		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, &LockedError{Path: strings.TrimSuffix(path, ".lock"), PID: pid}
-		}
-		return nil, fmt.Errorf("lock %s: %w", path, err)
-	}
-	if err := f.Truncate(0); err == nil {
-		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	}
-	return f, nil
-}
-
-// pollChanges (passive engines) wakes Watch and Wait when another process commits.
-func (e *Engine) pollChanges(every time.Duration) {
+// pollChanges notices commits of other processes (SQLite's data_version changes):
+// it wakes Wait and Watch, carries out abort requests for executions driven here, and
+// (AdoptAll) adopts executions whose driver died.
+func (e *Engine) pollChanges() {
 	defer e.wg.Done()
-	t := e.clock.NewTicker(every)
+	t := time.NewTicker(e.poll)
 	defer t.Stop()
 	last := int64(-1)
+	lastScan := time.Now()
 	for {
 		select {
 		case <-e.ctx.Done():
 			return
-		case <-t.C():
+		case <-t.C:
+		}
+		if e.adoptAll && time.Since(lastScan) >= time.Second {
+			// A driver that dies changes nothing in the file: look, now and then.
+			lastScan = time.Now()
+			if err := e.adoptAbandoned(e.ctx); err != nil && e.ctx.Err() == nil {
+				e.log.Warn("engine: adopting executions", "err", err)
+			}
 		}
 		var v int64
-		if err := e.db.QueryRowContext(e.ctx, `PRAGMA data_version`).Scan(&v); err != nil {
+		if err := e.pdb.QueryRowContext(e.ctx, `PRAGMA data_version`).Scan(&v); err != nil {
 			continue
 		}
 		if v == last {
 			continue
 		}
 		last = v
+		if !e.passive {
+			e.noticeAborts(e.ctx)
+		}
 		e.mu.Lock()
 		for id, ws := range e.waiters {
 			for _, ch := range ws {
@@ -365,47 +360,6 @@ func (e *Engine) pollChanges(every time.Duration) {
 		}
 		e.mu.Unlock()
 	}
-}
-
-// resume loads timers and enqueues every frame that is ready to act.
-func (e *Engine) resume(ctx context.Context) error {
-	rows, err := e.db.QueryContext(ctx, `SELECT id, frame_id, kind, due_at FROM timers`)
-	if err != nil {
-		return err
-	}
-	var ts []timerEntry
-	for rows.Next() {
-		var t timerEntry
-		var due int64
-		if err := rows.Scan(&t.id, &t.frame, &t.kind, &due); err != nil {
-			rows.Close()
-			return err
-		}
-		t.due = fromNanos(due)
-		ts = append(ts, t)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	for _, t := range ts {
-		e.timers.add(t)
-	}
-	rows, err = e.db.QueryContext(ctx, `SELECT id, phase FROM frames WHERE phase IN (?, ?, ?) ORDER BY id`,
-		phaseEnter, phaseTask, phaseJoin)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var id int64
-		var phase string
-		if err := rows.Scan(&id, &phase); err != nil {
-			return err
-		}
-		e.q.push(work{frame: id, resumed: phase == phaseTask})
-	}
-	return rows.Err()
 }
 
 // Start creates an execution (or returns the existing one with the same name).
@@ -451,19 +405,24 @@ func (e *Engine) Start(ctx context.Context, in StartInput) (Execution, error) {
 	if name == "" {
 		name = uuid.NewString()
 	}
+	// The new execution is ours from its first commit: lock it before it exists.
+	id := in.ID
+	if id == "" {
+		id = uuid.NewString()
+	}
+	if err := e.lockExec(id); err != nil {
+		return Execution{}, fmt.Errorf("start %s: %w", in.StateMachine, err)
+	}
 	var ex Execution
+	var prev *prevExec
 	var post []func()
 	err = e.write(ctx, func(w *writer) error {
-		prev, found, err := w.byName(in.StateMachine, name)
+		p, found, err := w.byName(in.StateMachine, name)
 		if err != nil {
 			return err
 		}
 		if found {
-			if prev.defHash != mi.hash || !sameJSON(prev.Input, input) {
-				return fmt.Errorf("start %s name %q: %w: an execution with this name exists with a different input or definition; use another name",
-					in.StateMachine, name, ErrExecutionAlreadyExists)
-			}
-			ex = prev.Execution
+			prev = &p
 			return nil
 		}
 		if rbInfo != nil {
@@ -471,14 +430,46 @@ func (e *Engine) Start(ctx context.Context, in StartInput) (Execution, error) {
 				return err
 			}
 		}
-		ex, err = e.createExecution(w, mi, in.ID, in.StateMachine, name, input, onAbort, "", nil)
+		ex, err = e.createExecution(w, id, mi, in.StateMachine, name, input, onAbort, "", nil)
 		return err
 	}, &post)
+	if err != nil || prev != nil {
+		e.unlockExec(id, true)
+	}
 	if err != nil {
 		return Execution{}, err
 	}
+	if prev != nil {
+		return e.startExisting(ctx, prev, mi.hash, input)
+	}
 	e.runPost(post)
 	return ex, nil
+}
+
+// startExisting answers a Start whose name is taken, as Step Functions does: the same
+// request (same input and definition) while the execution runs returns it — and this
+// engine drives it, unless a live process does — anything else is ExistsError.
+func (e *Engine) startExisting(ctx context.Context, prev *prevExec, defHash string, input json.RawMessage) (Execution, error) {
+	ex := prev.Execution
+	switch {
+	case prev.defHash != defHash || !sameJSON(ex.Input, input):
+		return Execution{}, &ExistsError{Existing: ex, Reason: "exists with a different input or definition: use another name"}
+	case ex.Status.Done():
+		return Execution{}, &ExistsError{Existing: ex, SameRequest: true, Reason: fmt.Sprintf("already ended (%s): a name is used once; use another name", ex.Status)}
+	}
+	got, err := e.Adopt(ctx, ex.ID)
+	var driven *DrivenError
+	if errors.As(err, &driven) {
+		d := driven.Driver
+		return Execution{}, &ExistsError{Existing: ex, Driver: &d, SameRequest: true, Reason: fmt.Sprintf("is running, driven by another recycler process (%s)", d)}
+	}
+	if err != nil {
+		return Execution{}, fmt.Errorf("start %s %q: %w", ex.StateMachine, ex.Name, err)
+	}
+	if got.Status.Done() {
+		return Execution{}, &ExistsError{Existing: got, SameRequest: true, Reason: fmt.Sprintf("already ended (%s): a name is used once; use another name", got.Status)}
+	}
+	return got, nil
 }
 
 // abortSpec is the executions.on_abort column.
@@ -488,12 +479,10 @@ type abortSpec struct {
 }
 
 // createExecution inserts the execution, its top frame and ExecutionStarted, inside w.
-func (e *Engine) createExecution(w *writer, mi *machineInfo, id, machine, name string, input json.RawMessage,
+// The caller holds the driver lock of id.
+func (e *Engine) createExecution(w *writer, id string, mi *machineInfo, machine, name string, input json.RawMessage,
 	onAbort []byte, rollbackOf string, extra map[string]any) (Execution, error) {
 	now := e.clock.Now().UTC()
-	if id == "" {
-		id = uuid.NewString()
-	}
 	ex := Execution{ID: id, StateMachine: machine, Name: name, Status: StatusRunning,
 		Input: input, StartTime: now, RollbackOf: rollbackOf}
 	if err := w.putDefinition(mi.hash, mi.def, mi); err != nil {
@@ -696,11 +685,12 @@ func (e *Engine) Describe(ctx context.Context, id string) (Execution, error) {
 // List returns executions, newest first.
 func (e *Engine) List(ctx context.Context, f ListFilter) ([]Execution, error) {
 	q := `SELECT ` + execColumns + ` FROM executions WHERE (?1 = '' OR state_machine = ?1) AND (?2 = '' OR status = ?2)
+		AND (?3 = '' OR name = ?3) AND (?4 = '' OR substr(name, 1, length(?4)) = ?4)
 		ORDER BY start_time DESC, id`
 	if f.Limit > 0 {
 		q += fmt.Sprintf(" LIMIT %d", f.Limit)
 	}
-	rows, err := e.rdb.QueryContext(ctx, q, f.StateMachine, string(f.Status))
+	rows, err := e.rdb.QueryContext(ctx, q, f.StateMachine, string(f.Status), f.Name, f.NamePrefix)
 	if err != nil {
 		return nil, fmt.Errorf("list executions: %w", err)
 	}
@@ -724,6 +714,18 @@ func (e *Engine) History(ctx context.Context, id string) ([]Event, error) {
 	return e.eventsAfter(ctx, id, 0)
 }
 
+// RecentHistory returns the execution's last n events, in order: what a summary
+// (current step, latest state) needs without reading a long history.
+func (e *Engine) RecentHistory(ctx context.Context, id string, n int) ([]Event, error) {
+	var last int64
+	if err := e.queryRowDB(ctx, `SELECT last_event_id FROM executions WHERE id = ?`, id).Scan(&last); errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("history: describe %s: %w", id, ErrNotFound)
+	} else if err != nil {
+		return nil, fmt.Errorf("history %s: %w", id, err)
+	}
+	return e.eventsAfter(ctx, id, max(0, last-int64(n)))
+}
+
 func (e *Engine) eventsAfter(ctx context.Context, id string, after int64) ([]Event, error) {
 	rows, err := e.rdb.QueryContext(ctx, `SELECT id, type, ts, previous_id, details FROM events WHERE exec_id = ? AND id > ? ORDER BY id`, id, after)
 	if err != nil {
@@ -741,16 +743,24 @@ func (e *Engine) eventsAfter(ctx context.Context, id string, after int64) ([]Eve
 		ev.Timestamp, ev.Details = fromNanos(ts), d
 		out = append(out, ev)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("history %s: %w", id, err)
+	}
+	rows.Close()
+	for i := range out {
+		d, err := rehydrate(out[i].Details, func(h string) ([]byte, error) { return e.document(ctx, h) })
+		if err != nil {
+			return nil, fmt.Errorf("history %s event %d: %w", id, out[i].ID, err)
+		}
+		out[i].Details = d
+	}
+	return out, nil
 }
 
 // Wait blocks until the execution ends (or ctx is done) and returns its final record.
 func (e *Engine) Wait(ctx context.Context, id string) (Execution, error) {
-	ch := make(chan struct{})
-	e.mu.Lock()
-	e.waiters[id] = append(e.waiters[id], ch)
-	e.mu.Unlock()
-	defer e.dropWaiter(id, ch)
+	ch := e.addWaiter(id)
+	defer func() { e.dropWaiter(id, ch) }()
 	for {
 		ex, err := e.Describe(ctx, id)
 		if err != nil || ex.Status.Done() {
@@ -758,16 +768,23 @@ func (e *Engine) Wait(ctx context.Context, id string) (Execution, error) {
 		}
 		select {
 		case <-ch:
-			ch = make(chan struct{}) // re-arm in case of a spurious wake
-			e.mu.Lock()
-			e.waiters[id] = append(e.waiters[id], ch)
-			e.mu.Unlock()
+			ch = e.addWaiter(id) // re-arm in case of a spurious wake
 		case <-ctx.Done():
 			return ex, fmt.Errorf("wait %s: %w", id, ctx.Err())
 		case <-e.ctx.Done():
 			return ex, fmt.Errorf("wait %s: %w", id, ErrClosed)
 		}
 	}
+}
+
+// addWaiter returns a channel closed when the execution ends (or, spuriously, when
+// another process committed something).
+func (e *Engine) addWaiter(id string) chan struct{} {
+	ch := make(chan struct{})
+	e.mu.Lock()
+	e.waiters[id] = append(e.waiters[id], ch)
+	e.mu.Unlock()
+	return ch
 }
 
 func (e *Engine) dropWaiter(id string, ch chan struct{}) {
@@ -835,22 +852,4 @@ func (e *Engine) Watch(ctx context.Context, id string, fn func(Event) error) err
 			return ErrClosed
 		}
 	}
-}
-
-// Stop aborts a running execution: its frames and timers are deleted, Tasks in flight
-// are canceled, ExecutionAborted is recorded and, if the execution declared OnAbort,
-// the rollback execution is created in the same transaction.
-func (e *Engine) Stop(ctx context.Context, id, errName, cause string) (Execution, error) {
-	if e.passive {
-		return Execution{}, fmt.Errorf("stop %s: %w", id, ErrPassive)
-	}
-	var post []func()
-	err := e.write(ctx, func(w *writer) error {
-		return e.endExternally(w, id, StatusAborted, "ExecutionAborted", errName, cause)
-	}, &post)
-	if err != nil {
-		return Execution{}, fmt.Errorf("stop %s: %w", id, err)
-	}
-	e.runPost(post)
-	return e.Describe(ctx, id)
 }

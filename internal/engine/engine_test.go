@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -160,9 +159,11 @@ func TestPassChainSucceedsWithHistory(t *testing.T) {
 	}
 }
 
+// Start is idempotent as Step Functions' StartExecution is: the same request again
+// while the execution runs returns it; a name is never used for a second execution.
 func TestStartIsIdempotentByName(t *testing.T) {
 	te := openTest(t, nil, "", nil)
-	in := StartInput{StateMachine: "m", Name: "node-1", Definition: []byte(passChain), Input: json.RawMessage(`{"x":1}`)}
+	in := StartInput{StateMachine: "m", Name: "node-1", Definition: []byte(waitDef), Input: json.RawMessage(`{"x":1}`)}
 	a, err := te.Start(context.Background(), in)
 	if err != nil {
 		t.Fatal(err)
@@ -176,8 +177,9 @@ func TestStartIsIdempotentByName(t *testing.T) {
 		t.Fatalf("second start created %s, want the first %s", b.ID, a.ID)
 	}
 	in.Input = json.RawMessage(`{"x":2}`)
-	if _, err := te.Start(context.Background(), in); !errors.Is(err, ErrExecutionAlreadyExists) {
-		t.Fatalf("start with other input: err %v, want ErrExecutionAlreadyExists", err)
+	var exists *ExistsError
+	if _, err := te.Start(context.Background(), in); !errors.Is(err, ErrExecutionAlreadyExists) || !errors.As(err, &exists) || exists.Existing.ID != a.ID {
+		t.Fatalf("start with other input: err %v, want ErrExecutionAlreadyExists naming %s", err, a.ID)
 	}
 	// Same name under another state machine is a different execution.
 	in.StateMachine = "other"
@@ -188,6 +190,14 @@ func TestStartIsIdempotentByName(t *testing.T) {
 	list, err := te.List(context.Background(), ListFilter{StateMachine: "m"})
 	if err != nil || len(list) != 1 {
 		t.Fatalf("list m: %d executions, err %v", len(list), err)
+	}
+	// Once it ended, the same request is refused: the name is taken for good.
+	te.waitEvent(t, a.ID, "WaitStateEntered")
+	te.clock.Step(20 * time.Hour)
+	te.wait(t, a.ID)
+	in.StateMachine, in.Input = "m", json.RawMessage(`{"x":1}`)
+	if _, err := te.Start(context.Background(), in); !errors.As(err, &exists) || exists.Existing.Status != StatusSucceeded {
+		t.Fatalf("start of an ended name: err %v, want ExistsError naming the SUCCEEDED execution", err)
 	}
 }
 
@@ -249,6 +259,9 @@ func TestWaitSurvivesRestart(t *testing.T) {
 
 	fc.Step(21 * time.Hour)
 	te2 := openTest(t, nil, path, fc)
+	if _, err := te2.Adopt(context.Background(), ex.ID); err != nil {
+		t.Fatal(err)
+	}
 	ex = te2.wait(t, ex.ID)
 	if ex.Status != StatusSucceeded {
 		t.Fatalf("status %s after restart", ex.Status)
@@ -496,6 +509,9 @@ func TestTaskInFlightIsRerunAfterRestart(t *testing.T) {
 	<-started
 	te.Close()
 	te2 := openTest(t, reg, path, fc)
+	if _, err := te2.Adopt(context.Background(), ex.ID); err != nil {
+		t.Fatal(err)
+	}
 	ex = te2.wait(t, ex.ID)
 	if ex.Status != StatusSucceeded || calls.Load() != 2 {
 		t.Fatalf("status %s after %d calls", ex.Status, calls.Load())
@@ -553,21 +569,6 @@ func TestListFiltersByStatus(t *testing.T) {
 	if _, err := te.Describe(context.Background(), "nope"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("describe unknown: %v", err)
 	}
-}
-
-func TestSecondRunnerIsLockedOut(t *testing.T) {
-	te := openTest(t, nil, "", nil)
-	_, err := Open(context.Background(), Options{Path: te.path})
-	var le *LockedError
-	if !errors.As(err, &le) || le.PID != os.Getpid() {
-		t.Fatalf("second Open: %v, want *LockedError naming pid %d", err, os.Getpid())
-	}
-	te.Close()
-	e2, err := Open(context.Background(), Options{Path: te.path})
-	if err != nil {
-		t.Fatalf("Open after Close: %v", err)
-	}
-	e2.Close()
 }
 
 func TestPassiveEngineFollowsTheRunner(t *testing.T) {
@@ -659,12 +660,12 @@ func TestPanickingTaskFailsOnlyItsExecution(t *testing.T) {
 
 func TestStartIgnoresDefinitionWhitespace(t *testing.T) {
 	te := openTest(t, nil, "", nil)
-	in := StartInput{StateMachine: "m", Name: "n", Definition: []byte(passChain), Input: json.RawMessage(`{"x":1}`)}
+	in := StartInput{StateMachine: "m", Name: "n", Definition: []byte(waitDef), Input: json.RawMessage(`{"x":1}`)}
 	a, err := te.Start(context.Background(), in)
 	if err != nil {
 		t.Fatal(err)
 	}
-	in.Definition = []byte("\n  " + passChain + "\n")
+	in.Definition = []byte("\n  " + waitDef + "\n")
 	b, err := te.Start(context.Background(), in)
 	if err != nil || b.ID != a.ID {
 		t.Fatalf("re-start with reformatted definition: %v (id %s vs %s)", err, b.ID, a.ID)

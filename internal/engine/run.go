@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"k8s.io/utils/clock"
@@ -232,13 +233,34 @@ func (e *Engine) failBroken(frameID int64, cause error) {
 const retryWriteAfter = time.Second
 
 func (e *Engine) dropTransition(f *frame, err error) {
+	var abort *abortRequestedError
+	if errors.As(err, &abort) {
+		// Another process asked for an abort; nothing of the execution may run now.
+		e.endOwned(abort.id, ending{status: StatusAborted, event: "ExecutionAborted", err: abort.req.Error, cause: abort.req.Cause})
+		return
+	}
 	if errors.Is(err, errStale) || e.ctx.Err() != nil {
 		return
 	}
-	e.log.Error("engine: transition not recorded; retrying from the last recorded one",
+	e.log.Warn("engine: transition not recorded; retrying from the last recorded one",
 		"execution", f.execID, "state", f.cur.State, "in", retryWriteAfter, "err", err)
 	// An in-memory timer only: the frame's committed phase says what to do when it fires.
 	e.timers.add(timerEntry{frame: f.id, kind: timerWake, due: e.clock.Now().Add(retryWriteAfter)})
+}
+
+func sumRetries(r []int) int {
+	n := 0
+	for _, c := range r {
+		n += c
+	}
+	return n
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
 }
 
 type taskOutcome struct {
@@ -292,6 +314,14 @@ func (e *Engine) step(w *writer, f *frame, task *taskOutcome) (bool, error) {
 			return false, everr
 		}
 		act, err = f.mi.m.TaskDone(f.cur, e.aslContext(f, now), res, terr)
+		if err == nil && act.Kind == asl.ActRetry {
+			// Logged after the commit: a retried task is worth a warning, a dropped write is not.
+			name, delay, attempt, state, id := asl.ErrorName(terr), act.Delay, sumRetries(act.Retries), f.cur.State, f.execID
+			w.post(func() {
+				e.log.Warn("engine: task failed; the state machine retries it", "execution", id, "state", state,
+					"error", name, "cause", firstLine(terr.Error()), "attempt", attempt, "in", delay)
+			})
+		}
 	case phaseJoin:
 		results, ok, lerr := childResults(w.tx, f.id)
 		if lerr != nil {
@@ -621,7 +651,10 @@ var errTaskTimedOut = errors.New("task timed out")
 // invoke runs the frame's task under its timeout. ok is false when the run was cut by
 // Stop or Close: then nothing is recorded and the task re-runs on resume (if any).
 func (e *Engine) invoke(f *frame) (json.RawMessage, error, bool) {
-	ectx := e.execCtx(f.execID)
+	ectx, ok := e.execCtx(f.execID)
+	if !ok {
+		return nil, nil, false
+	}
 	defer e.execCtxDone(f.execID)
 	ctx, cancel := context.WithCancelCause(ectx)
 	defer cancel(nil)
@@ -679,9 +712,15 @@ func (e *Engine) callTask(ctx context.Context, t *pendingTask) (res json.RawMess
 	return e.reg.Invoke(ctx, t.Resource, t.Input)
 }
 
-func (e *Engine) execCtx(id string) context.Context {
+// execCtx counts a task of the execution in flight and returns the context Stop and
+// the execution's end cancel. ok is false once the execution is being ended from
+// outside: then no new task may start (the end waits for the running ones only).
+func (e *Engine) execCtx(id string) (context.Context, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if _, ending := e.ending[id]; ending {
+		return nil, false
+	}
 	r := e.running[id]
 	if r == nil {
 		r = &execRun{}
@@ -689,46 +728,46 @@ func (e *Engine) execCtx(id string) context.Context {
 		e.running[id] = r
 	}
 	r.tasks++
-	return r.ctx
+	return r.ctx, true
 }
 
+// execCtxDone: a task returned. When it was the last one of an execution being ended
+// from outside, the end is recorded now — after the task, never while it may still act.
 func (e *Engine) execCtxDone(id string) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	r := e.running[id]
 	if r == nil {
+		e.mu.Unlock()
 		return
 	}
 	r.tasks--
-	if r.tasks == 0 {
-		r.cancel()
-		delete(e.running, id)
+	if r.tasks > 0 {
+		e.mu.Unlock()
+		return
+	}
+	r.cancel()
+	delete(e.running, id)
+	how, ending := e.ending[id]
+	e.mu.Unlock()
+	if ending {
+		e.recordEnd(id, how)
 	}
 }
 
 // fireTimeout ends an execution whose top-level TimeoutSeconds passed.
 func (e *Engine) fireTimeout(frameID int64) {
-	var post []func()
-	err := e.write(e.ctx, func(w *writer) error {
-		var execID string
-		var due int64
-		err := w.queryRow(`SELECT exec_id, due_at FROM timers WHERE frame_id = ? AND kind = ?`, frameID, timerTimeout).Scan(&execID, &due)
-		if errors.Is(err, sql.ErrNoRows) {
-			return errStale
-		}
-		if err != nil {
-			return err
-		}
-		if w.now.Before(fromNanos(due)) {
-			return errStale
-		}
-		return e.endExternally(w, execID, StatusTimedOut, "ExecutionTimedOut", "States.Timeout", "the execution ran longer than its TimeoutSeconds")
-	}, &post)
+	var execID string
+	var due int64
+	err := e.queryRowDB(e.ctx, `SELECT exec_id, due_at FROM timers WHERE frame_id = ? AND kind = ?`, frameID, timerTimeout).Scan(&execID, &due)
 	if err != nil {
-		if !errors.Is(err, errStale) && !errors.Is(err, ErrNotRunning) && e.ctx.Err() == nil {
-			e.log.Error("engine: execution timeout not recorded", "frame", frameID, "err", err)
+		if !errors.Is(err, sql.ErrNoRows) && e.ctx.Err() == nil {
+			e.log.Warn("engine: read execution timeout", "frame", frameID, "err", err)
 		}
 		return
 	}
-	e.runPost(post)
+	if e.clock.Now().Before(fromNanos(due)) {
+		return
+	}
+	e.endOwned(execID, ending{status: StatusTimedOut, event: "ExecutionTimedOut",
+		err: "States.Timeout", cause: "the execution ran longer than its TimeoutSeconds"})
 }

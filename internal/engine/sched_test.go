@@ -91,3 +91,59 @@ func TestSchemaIsVersionedAndNewerFilesAreRefused(t *testing.T) {
 		t.Fatalf("Open of a newer schema: %v", err)
 	}
 }
+
+// A passive (read-only) open never migrates: a file of schema version 1 (written by an
+// older recycler, which may still drive it) stays version 1, and the refusal says what
+// upgrades it; a driving open upgrades it and keeps its executions.
+func TestPassiveOpenNeverMigrates(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "v1.db")
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stmts := append([]string{`CREATE TABLE schema_migrations(version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`}, migrations[1]...)
+	stmts = append(stmts, `INSERT INTO schema_migrations VALUES(1, 0)`,
+		`INSERT INTO definitions VALUES('h', '{"StartAt":"P","States":{"P":{"Type":"Pass","End":true}}}')`,
+		`INSERT INTO executions(id, state_machine, name, def_hash, input, status, start_time, stop_time) VALUES('x', 'm', 'n', 'h', '{}', 'SUCCEEDED', 1, 2)`)
+	for _, q := range stmts {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+	version := func() int {
+		db, err := sql.Open("sqlite", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		var v int
+		if err := db.QueryRow(`SELECT MAX(version) FROM schema_migrations`).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	_, err = Open(context.Background(), Options{Path: path, Passive: true})
+	if err == nil || !strings.Contains(err.Error(), "older recycler") || !strings.Contains(err.Error(), "recycler resume") {
+		t.Fatalf("passive open of a version 1 file: %v, want a refusal saying how to upgrade", err)
+	}
+	if v := version(); v != 1 {
+		t.Fatalf("a passive open migrated the file to version %d", v)
+	}
+	e, err := Open(context.Background(), Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ex, err := e.Describe(context.Background(), "x"); err != nil || ex.Status != StatusSucceeded {
+		t.Fatalf("after the upgrade: %+v %v", ex, err)
+	}
+	e.Close()
+	if v := version(); v != len(migrations)-1 {
+		t.Fatalf("a driving open left version %d", v)
+	}
+	p, err := Open(context.Background(), Options{Path: path, Passive: true})
+	if err != nil {
+		t.Fatalf("passive open of the upgraded file: %v", err)
+	}
+	p.Close()
+}

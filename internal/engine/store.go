@@ -73,11 +73,27 @@ var migrations = [][]string{
 			details     BLOB NOT NULL,
 			PRIMARY KEY(exec_id, id)) WITHOUT ROWID`,
 	},
+	// 2: an abort asked for by any process, carried out by the execution's driver.
+	2: {
+		`ALTER TABLE executions ADD COLUMN abort_request BLOB`,
+	},
+	// 3: large values of event details stored once, content-addressed (documents.go).
+	3: {
+		`CREATE TABLE documents(
+			hash TEXT PRIMARY KEY,
+			json BLOB NOT NULL) WITHOUT ROWID`,
+		`CREATE TABLE event_documents(
+			exec_id TEXT NOT NULL,
+			hash    TEXT NOT NULL,
+			PRIMARY KEY(exec_id, hash)) WITHOUT ROWID`,
+		`CREATE INDEX event_documents_hash ON event_documents(hash)`,
+		`CREATE INDEX executions_stop ON executions(stop_time)`,
+	},
 }
 
 // openReadDB opens a pool of read-only connections: in WAL mode readers never wait
 // for the writer, so loading frames and API reads do not queue behind commits.
-func openReadDB(path string) (*sql.DB, error) {
+func openReadDB(path string, conns int) (*sql.DB, error) {
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "query_only(1)")
@@ -85,8 +101,8 @@ func openReadDB(path string) (*sql.DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	db.SetMaxOpenConns(4)
-	db.SetMaxIdleConns(4)
+	db.SetMaxOpenConns(conns)
+	db.SetMaxIdleConns(conns)
 	return db, nil
 }
 
@@ -103,19 +119,28 @@ func openCheckpointDB(path string) (*sql.DB, error) {
 }
 
 // openDB opens (creating if needed) the SQLite file and brings its schema up to date.
-func openDB(ctx context.Context, path string, syncFull bool) (*sql.DB, error) {
+// Passive: read-only, never created or migrated (a look must not change the file an
+// older binary may still be driving); a schema other than this binary's is refused.
+func openDB(ctx context.Context, path string, syncFull, passive bool) (*sql.DB, error) {
+	if passive {
+		return openPassiveDB(ctx, path)
+	}
 	sync := "NORMAL"
 	if syncFull {
 		sync = "FULL"
 	}
 	q := url.Values{}
 	q.Add("_pragma", "journal_mode(WAL)")
+	// Several processes may drive executions from one file: a writer waits for another's
+	// commit (they are short) instead of failing with SQLITE_BUSY.
 	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "synchronous("+sync+")")
 	q.Add("_pragma", "foreign_keys(on)")
 	// Checkpoints run on their own connection (checkpointer), not inside a commit where
 	// their fsyncs would stall every transition queued behind it.
 	q.Add("_pragma", "wal_autocheckpoint(0)")
+	// After a checkpoint resets the WAL, SQLite truncates the file to this size.
+	q.Add("_pragma", fmt.Sprintf("journal_size_limit(%d)", walLimit))
 	q.Set("_txlock", "immediate")
 	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
 	if err != nil {
@@ -129,6 +154,26 @@ func openDB(ctx context.Context, path string, syncFull bool) (*sql.DB, error) {
 	if err := migrate(ctx, db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("migrate %s: %w", path, err)
+	}
+	return db, nil
+}
+
+func openPassiveDB(ctx context.Context, path string) (*sql.DB, error) {
+	db, err := openReadDB(path, 1)
+	if err != nil {
+		return nil, err
+	}
+	var cur int
+	if err := db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version),0) FROM schema_migrations`).Scan(&cur); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("read schema version of %s: %w (is it a recycler state file?)", path, err)
+	}
+	if want := len(migrations) - 1; cur != want {
+		db.Close()
+		if cur > want {
+			return nil, fmt.Errorf("%s has schema version %d, newer than this binary knows (%d): use a newer recycler", path, cur, want)
+		}
+		return nil, fmt.Errorf("%s has schema version %d from an older recycler (this one uses %d); a read-only look does not upgrade it: run 'recycler resume' once (it upgrades the file), after the older recycler has stopped", path, cur, want)
 	}
 	return db, nil
 }
@@ -166,6 +211,11 @@ func migrate(ctx context.Context, db *sql.DB) error {
 	}
 	return nil
 }
+
+// walLimit bounds the WAL file: the checkpointer truncates it when it grew past this
+// (SQLite otherwise keeps a WAL at its largest size for good), and journal_size_limit
+// truncates it to this size whenever a checkpoint lets it start over.
+const walLimit = 4 << 20
 
 // errStale means the row a transition was computed from changed underneath it (the
 // execution was stopped or timed out, or another worker moved the frame): the

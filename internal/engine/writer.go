@@ -6,8 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // writer is one transaction: every change of one transition goes through it, and the
@@ -17,13 +20,26 @@ type writer struct {
 	tx     *sql.Tx
 	now    time.Time
 	posts  []func()
-	events []Event
+	events []Event  // as recorded (published to OnEvent and Watch)
+	stored [][]byte // their details as stored: large values as document references
+	docs   map[string]bool
 	execs  map[string]*execState
 	defs   map[string]bool
 
 	unprepared []string // statements to prepare once the connection is free
 	flushed    int      // events[:flushed] are written
 	steps      int64    // state transitions in this transaction
+	ending     string   // the execution this write ends from outside (exempt from its abort request)
+	undo       []func() // run if the write is rolled back (e.g. release a driver lock taken for it)
+}
+
+// onRollback registers f to run if this write does not commit.
+func (w *writer) onRollback(f func()) { w.undo = append(w.undo, f) }
+
+func (w *writer) rolledBack() {
+	for _, f := range w.undo {
+		f()
+	}
 }
 
 // exec and queryRow run a statement in the transaction, reusing the statement
@@ -78,22 +94,38 @@ type writeRes struct {
 }
 
 // checkpointEvery: commits between two WAL checkpoints (SQLite's own default is
-// about every 1,000 pages).
-const checkpointEvery = 256
+// about every 1,000 pages); the WAL's size is looked at every walCheckEvery commits.
+const (
+	checkpointEvery = 256
+	walCheckEvery   = 32
+)
 
 // checkpointer runs PASSIVE checkpoints, which never block the writer, so the WAL
-// stays small without a commit ever paying for the copy and its fsyncs.
+// stays small without a commit ever paying for the copy and its fsyncs. A WAL that
+// grew past walLimit anyway (a writer that never pauses: the checkpoint cannot catch up
+// and the file is never started over) gets a TRUNCATE checkpoint, which waits for the
+// writers of every process between two commits and empties the file.
 func (e *Engine) checkpointer(db *sql.DB) {
 	defer e.wg.Done()
 	defer db.Close()
+	last := int64(0)
 	for {
 		select {
 		case <-e.ctx.Done():
 			return
 		case <-e.checkpoint:
 		}
-		if _, err := db.ExecContext(e.ctx, `PRAGMA wal_checkpoint(PASSIVE)`); err != nil && e.ctx.Err() == nil {
-			e.log.Warn("engine: WAL checkpoint", "err", err)
+		mode := ""
+		if fi, err := os.Stat(e.path + "-wal"); err == nil && fi.Size() > walLimit {
+			mode = "TRUNCATE"
+		} else if n := e.commits.Load(); n-last >= checkpointEvery {
+			mode, last = "PASSIVE", n
+		}
+		if mode == "" {
+			continue
+		}
+		if _, err := db.ExecContext(e.ctx, `PRAGMA wal_checkpoint(`+mode+`)`); err != nil && e.ctx.Err() == nil {
+			e.log.Warn("engine: WAL checkpoint", "mode", mode, "err", err)
 		}
 	}
 }
@@ -148,8 +180,12 @@ func (e *Engine) committer() {
 }
 
 func (e *Engine) commitGroup(batch []*writeReq) {
+	writers := make([]*writer, len(batch))
 	fail := func(err error) {
-		for _, r := range batch {
+		for i, r := range batch {
+			if writers[i] != nil {
+				writers[i].rolledBack()
+			}
 			r.done <- writeRes{err: err}
 		}
 	}
@@ -159,7 +195,6 @@ func (e *Engine) commitGroup(batch []*writeReq) {
 		fail(fmt.Errorf("begin: %w", err))
 		return
 	}
-	writers := make([]*writer, len(batch))
 	errs := make([]error, len(batch))
 	var unprepared []string
 	if len(batch) == 1 {
@@ -172,10 +207,12 @@ func (e *Engine) commitGroup(batch []*writeReq) {
 		}
 		if err != nil {
 			tx.Rollback()
+			w.rolledBack()
 			r.done <- writeRes{err: err}
 			return
 		}
 		if err := tx.Commit(); err != nil {
+			w.rolledBack()
 			r.done <- writeRes{err: fmt.Errorf("commit: %w", err)}
 			return
 		}
@@ -192,6 +229,7 @@ func (e *Engine) commitGroup(batch []*writeReq) {
 			fail(fmt.Errorf("savepoint: %w", err))
 			return
 		}
+		writers[i] = w
 		err := r.fn(w)
 		if err == nil {
 			err = w.flush()
@@ -199,6 +237,8 @@ func (e *Engine) commitGroup(batch []*writeReq) {
 		unprepared = append(unprepared, w.unprepared...)
 		if err != nil {
 			errs[i] = err
+			w.rolledBack()
+			w.undo = nil
 			if _, rerr := tx.Exec(`ROLLBACK TO w`); rerr != nil {
 				tx.Rollback()
 				fail(fmt.Errorf("rollback to savepoint: %w (after %w)", rerr, err))
@@ -210,7 +250,6 @@ func (e *Engine) commitGroup(batch []*writeReq) {
 			fail(fmt.Errorf("release savepoint: %w", err))
 			return
 		}
-		writers[i] = w
 	}
 	if err := tx.Commit(); err != nil {
 		fail(fmt.Errorf("commit: %w", err))
@@ -232,7 +271,7 @@ func (e *Engine) commitGroup(batch []*writeReq) {
 // afterCommit counts the commit, asks for a checkpoint now and then, and prepares
 // statements first seen in it (the connection is free now).
 func (e *Engine) afterCommit(unprepared []string) {
-	if n := e.commits.Add(1); n%checkpointEvery == 0 {
+	if n := e.commits.Add(1); n%walCheckEvery == 0 {
 		select {
 		case e.checkpoint <- struct{}{}:
 		default:
@@ -252,8 +291,8 @@ func (w *writer) flush() error {
 		q := `INSERT INTO events(exec_id, id, type, ts, previous_id, details) VALUES(?,?,?,?,?,?)` +
 			strings.Repeat(`,(?,?,?,?,?,?)`, n-1)
 		args := make([]any, 0, 6*n)
-		for _, ev := range w.events[w.flushed : w.flushed+n] {
-			args = append(args, ev.ExecutionID, ev.ID, ev.Type, nanos(ev.Timestamp), ev.PreviousEventID, []byte(ev.Details))
+		for i, ev := range w.events[w.flushed : w.flushed+n] {
+			args = append(args, ev.ExecutionID, ev.ID, ev.Type, nanos(ev.Timestamp), ev.PreviousEventID, w.stored[w.flushed+i])
 		}
 		if _, err := w.exec(q, args...); err != nil {
 			return fmt.Errorf("insert events: %w", err)
@@ -307,10 +346,13 @@ func (e *Engine) publish(evs []Event) {
 	}
 }
 
-// execEnded cancels the execution's Tasks in flight and wakes its waiters.
+// execEnded cancels the execution's Tasks in flight, wakes its waiters and releases
+// its driver lock.
 func (e *Engine) execEnded(id string) {
+	e.unlockExec(id, true)
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	delete(e.ending, id)
 	if r := e.running[id]; r != nil {
 		r.cancel()
 		delete(e.running, id)
@@ -327,6 +369,16 @@ func (e *Engine) execEnded(id string) {
 	}
 }
 
+// abortRequestedError: a transition of an execution whose abort was requested; it is
+// dropped and the driver ends the execution instead.
+type abortRequestedError struct {
+	id  string
+	req abortReq
+}
+
+func (e *abortRequestedError) Error() string        { return "execution " + e.id + ": abort requested" }
+func (e *abortRequestedError) Is(target error) bool { return target == errStale }
+
 // latestEvent as emit's prev: the event follows the execution's latest event (for
 // events that end it from outside, like ExecutionAborted).
 const latestEvent = -1
@@ -337,12 +389,19 @@ func (w *writer) emit(execID, typ string, prev int64, details any) (int64, error
 	st, ok := w.execs[execID]
 	if !ok {
 		var status string
+		var abort []byte
 		st = &execState{}
-		if err := w.queryRow(`SELECT status, last_event_id FROM executions WHERE id = ?`, execID).Scan(&status, &st.lastEvent); err != nil {
+		if err := w.queryRow(`SELECT status, last_event_id, abort_request FROM executions WHERE id = ?`, execID).Scan(&status, &st.lastEvent, &abort); err != nil {
 			return 0, fmt.Errorf("read execution %s: %w", execID, err)
 		}
 		if Status(status) != StatusRunning {
 			return 0, errStale
+		}
+		if len(abort) > 0 && w.ending != execID {
+			// An abort was asked for: no transition of this execution commits any more.
+			e := &abortRequestedError{id: execID}
+			_ = json.Unmarshal(abort, &e.req)
+			return 0, e
 		}
 		w.execs[execID] = st
 	}
@@ -359,8 +418,38 @@ func (w *writer) insertEvent(execID string, id int64, typ string, ts time.Time, 
 	if err != nil {
 		return fmt.Errorf("event %s details: %w", typ, err)
 	}
+	var perr error
+	stored := dehydrate(d, func(h string, doc []byte) {
+		if perr == nil {
+			perr = w.putDocument(execID, h, doc)
+		}
+	})
+	if perr != nil {
+		return perr
+	}
 	// Written by flush, several rows per statement.
 	w.events = append(w.events, Event{ExecutionID: execID, ID: id, Type: typ, Timestamp: ts, PreviousEventID: prev, Details: d})
+	w.stored = append(w.stored, stored)
+	return nil
+}
+
+// putDocument stores a history document once and records that execID's history uses
+// it (prune removes documents no history uses any more).
+func (w *writer) putDocument(execID, h string, doc []byte) error {
+	key := execID + "/" + h
+	if w.docs[key] {
+		return nil
+	}
+	if _, err := w.exec(`INSERT OR IGNORE INTO documents(hash, json) VALUES(?, ?)`, h, doc); err != nil {
+		return fmt.Errorf("store history document: %w", err)
+	}
+	if _, err := w.exec(`INSERT OR IGNORE INTO event_documents(exec_id, hash) VALUES(?, ?)`, execID, h); err != nil {
+		return fmt.Errorf("store history document: %w", err)
+	}
+	if w.docs == nil {
+		w.docs = map[string]bool{}
+	}
+	w.docs[key] = true
 	return nil
 }
 
@@ -476,7 +565,13 @@ func (e *Engine) endExternally(w *writer, id string, status Status, evType, errN
 	} else if found {
 		name = ex.ID
 	}
-	rb, err := e.createExecution(w, mi, "", spec.StateMachine, name, in, nil, ex.ID, map[string]any{"rollbackOf": ex.ID})
+	// The engine that ends the execution drives its rollback: locked before it exists.
+	rbID := uuid.NewString()
+	if err := e.lockExec(rbID); err != nil {
+		return fmt.Errorf("start rollback of %s: %w", id, err)
+	}
+	w.onRollback(func() { e.unlockExec(rbID, true) })
+	rb, err := e.createExecution(w, rbID, mi, spec.StateMachine, name, in, nil, ex.ID, map[string]any{"rollbackOf": ex.ID})
 	if err != nil {
 		return fmt.Errorf("start rollback of %s: %w", id, err)
 	}

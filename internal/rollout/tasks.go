@@ -203,6 +203,12 @@ func (t *Tasks) startChild(ctx context.Context, arn, name string, input json.Raw
 	}
 	spec.StateMachine, spec.Name, spec.Input = machine, name, input
 	ex, err := e.Start(ctx, spec)
+	var exists *engine.ExistsError
+	if errors.As(err, &exists) && exists.SameRequest {
+		// Started by this task before a crash (it may have ended, or be driven by a
+		// process that adopted it): attach to it.
+		return exists.Existing, nil
+	}
 	if errors.Is(err, engine.ErrExecutionAlreadyExists) {
 		return engine.Execution{}, asl.Errorf("StepFunctions.ExecutionAlreadyExistsException", "%v", err)
 	}

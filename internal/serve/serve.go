@@ -220,29 +220,16 @@ func lead(ctx context.Context, o Options) error {
 	return nil
 }
 
-// openEngine opens the state file, waiting while a previous leader that lost the
-// lease still closes it (its lock is released the moment it exits).
+// openEngine opens the state file. It adopts every unfinished execution no live
+// process drives; those a previous leader still drives while it shuts down are
+// adopted the moment it lets go (the engine looks every second).
 func (l *leader) openEngine(ctx context.Context) (*engine.Engine, error) {
-	for {
-		eng, err := l.o.OpenEngine(ctx, func(ev engine.Event) {
-			select {
-			case l.events <- ev:
-			default: // metrics and annotation clean-up may miss an event; never block the engine
-			}
-		})
-		var locked *engine.LockedError
-		if !errors.As(err, &locked) {
-			return eng, err
-		}
-		l.o.Log.Warn("state file still locked by the previous leader; waiting", "pid", locked.PID)
-		t := l.o.Clock.NewTimer(time.Second)
+	return l.o.OpenEngine(ctx, func(ev engine.Event) {
 		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
-		case <-t.C():
+		case l.events <- ev:
+		default: // metrics and annotation clean-up may miss an event; never block the engine
 		}
-	}
+	})
 }
 
 // seed learns the running executions and the recent starts (for the cool-down)

@@ -23,6 +23,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/recycler/recycler/internal/engine"
+	"github.com/recycler/recycler/internal/recycle"
 )
 
 // Options configure a Client.
@@ -149,10 +150,7 @@ func (c *Client) Describe(ctx context.Context, id string) (engine.Execution, err
 // days). A recycle of it still running is an error naming that execution.
 func (c *Client) FreeName(ctx context.Context, instance string) (string, error) {
 	for n := 1; n <= 100; n++ {
-		name := instance
-		if n > 1 {
-			name = fmt.Sprintf("%s-%d", instance, n)
-		}
+		name := recycle.ExecutionName(instance, n)
 		ex, err := c.Describe(ctx, name)
 		if errors.Is(err, engine.ErrNotFound) {
 			return name, nil

@@ -1,0 +1,37 @@
+package recycle
+
+import (
+	"strconv"
+	"strings"
+)
+
+// A recycle's execution name is the old instance's id, so that a second recycle of
+// the same node is a duplicate name, which every engine refuses (the embedded one and
+// Step Functions alike) — whoever starts it, from wherever. A name is used once: the
+// n-th attempt after earlier ones ended (rolled back, refused) is "<instance>-<n>",
+// e.g. i-0123456789abcdef0-2. See docs/operations.md.
+
+// ExecutionName is the name of attempt n (1 = the first) at recycling instanceID.
+func ExecutionName(instanceID string, attempt int) string {
+	if attempt <= 1 {
+		return instanceID
+	}
+	return instanceID + "-" + strconv.Itoa(attempt)
+}
+
+// AttemptOf returns which attempt at recycling instanceID the execution name is, or
+// false when the name belongs to another instance.
+func AttemptOf(name, instanceID string) (int, bool) {
+	if name == instanceID {
+		return 1, true
+	}
+	rest, ok := strings.CutPrefix(name, instanceID+"-")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.Atoi(rest)
+	if err != nil || n < 2 || strconv.Itoa(n) != rest {
+		return 0, false
+	}
+	return n, true
+}
