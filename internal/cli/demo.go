@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -69,7 +68,7 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, nodes int, boot, job
 			fmt.Fprintf(stderr, "cleanup: %v\n", err)
 		}
 	}()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := loggingFrom(ctx).log
 	h, err := scenario.New(ctx, env)
 	if err != nil {
 		return err

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/recycler/recycler/internal/engine"
 	"github.com/recycler/recycler/internal/kube"
 	"github.com/recycler/recycler/internal/sim"
+	"github.com/recycler/recycler/internal/testenv"
 )
 
 // Who drives an execution (docs/operations.md), through the real CLI on the real
@@ -55,13 +55,13 @@ func members(t *testing.T, f fixture) []member {
 type background struct {
 	cancel         context.CancelFunc
 	exited         chan int
-	stdout, stderr *syncBuffer
+	stdout, stderr *testenv.SyncBuffer
 }
 
 func runBackground(t *testing.T, args ...string) *background {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &background{cancel: cancel, exited: make(chan int, 1), stdout: &syncBuffer{}, stderr: &syncBuffer{}}
+	b := &background{cancel: cancel, exited: make(chan int, 1), stdout: &testenv.SyncBuffer{}, stderr: &testenv.SyncBuffer{}}
 	go func() { b.exited <- Execute(ctx, args, strings.NewReader(""), b.stdout, b.stderr) }()
 	t.Cleanup(func() {
 		cancel()
@@ -84,23 +84,6 @@ func (b *background) wait(t *testing.T) int {
 		t.Fatalf("still running after 3 minutes:\n%s", b.stderr.String())
 		return -1
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // waitUntil polls cond for up to 5 minutes (what it waits for is another command's progress).

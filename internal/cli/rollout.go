@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"slices"
 	"sort"
@@ -90,7 +89,7 @@ func runRollout(ctx context.Context, f *fleetFlags, stdin io.Reader, stdout, std
 		}
 		return nil
 	}
-	eng, err := f.openEngine(work, func() *recycle.Tasks { return tasks }, slog.New(slog.DiscardHandler))
+	eng, err := f.openEngine(work, func() *recycle.Tasks { return tasks }, loggingFrom(ctx).log)
 	if err != nil {
 		return err
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -70,7 +69,7 @@ work, leaves running recycles durable, and releases the lease; a standby takes o
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f.fromEnv = fromEnvironment(cmd.Flags())
-			return runServe(cmd.Context(), f, stderr)
+			return runServe(cmd.Context(), f)
 		},
 	}
 	fs := cmd.Flags()
@@ -179,12 +178,12 @@ func (f *serveFlags) validateLease() []error {
 	return errs
 }
 
-func runServe(ctx context.Context, f *serveFlags, stderr io.Writer) error {
+func runServe(ctx context.Context, f *serveFlags) error {
 	defaults, cron, ro, err := f.validate()
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("identity", f.identity)
+	log := loggingFrom(ctx).log.With("identity", f.identity)
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, os.Interrupt)
 	defer stop()
 

@@ -291,24 +291,13 @@ func (e *Engine) Prune(ctx context.Context, before time.Time) (Pruned, error) {
 		var ids []string
 		var post []func()
 		err := e.write(ctx, func(w *writer) error {
-			rows, err := w.tx.Query(`SELECT x.id FROM executions x
+			var err error
+			ids, err = scanIDs(w.tx.Query(`SELECT x.id FROM executions x
 				WHERE x.status != ? AND x.stop_time > 0 AND x.stop_time < ?
 				AND NOT EXISTS (SELECT 1 FROM executions r WHERE r.id = x.rollback_id AND x.rollback_id != ''
 					AND (r.status = ? OR r.stop_time >= ?))
-				LIMIT ?`, StatusRunning, nanos(before), StatusRunning, nanos(before), pruneBatch)
+				LIMIT ?`, StatusRunning, nanos(before), StatusRunning, nanos(before), pruneBatch))
 			if err != nil {
-				return err
-			}
-			for rows.Next() {
-				var id string
-				if err := rows.Scan(&id); err != nil {
-					rows.Close()
-					return err
-				}
-				ids = append(ids, id)
-			}
-			rows.Close()
-			if err := rows.Err(); err != nil {
 				return err
 			}
 			for _, id := range ids {

@@ -288,21 +288,8 @@ func (e *Engine) schedule(ctx context.Context, id string) error {
 
 // adoptAbandoned adopts every running execution no live process drives (Options.AdoptAll).
 func (e *Engine) adoptAbandoned(ctx context.Context) error {
-	rows, err := e.rdb.QueryContext(ctx, `SELECT id FROM executions WHERE status = ? ORDER BY start_time, id`, StatusRunning)
+	ids, err := scanIDs(e.rdb.QueryContext(ctx, `SELECT id FROM executions WHERE status = ? ORDER BY start_time, id`, StatusRunning))
 	if err != nil {
-		return err
-	}
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return err
-		}
-		ids = append(ids, id)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return err
 	}
 	for _, id := range ids {
@@ -314,6 +301,23 @@ func (e *Engine) adoptAbandoned(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// scanIDs reads a one-column result of ids and closes it.
+func scanIDs(rows *sql.Rows, err error) ([]string, error) {
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
 }
 
 // abortReq is the executions.abort_request column: an abort asked for by any process,

@@ -5,7 +5,6 @@ package serve_test
 // simulated AWS with its SQS queue.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -171,22 +170,10 @@ func (f *fixture) eventually(limit time.Duration, what string, cond func() bool)
 type served struct {
 	cancel  context.CancelFunc
 	done    chan int
-	log     *syncBuffer
+	log     *testenv.SyncBuffer
 	metrics string
 	state   string
 }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func freeAddr(t testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -200,7 +187,7 @@ func freeAddr(t testing.TB) string {
 // startServe runs `recycler serve` with a fresh lease and state file plus args.
 func (f *fixture) startServe(lease string, args ...string) *served {
 	f.t.Helper()
-	s := &served{done: make(chan int, 1), log: &syncBuffer{}, metrics: freeAddr(f.t), state: filepath.Join(f.t.TempDir(), "recycler.db")}
+	s := &served{done: make(chan int, 1), log: &testenv.SyncBuffer{}, metrics: freeAddr(f.t), state: filepath.Join(f.t.TempDir(), "recycler.db")}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	all := append([]string{"serve", "--state", s.state, "--metrics-addr", s.metrics, "--lease-namespace", "default", "--lease-name", lease,
@@ -532,14 +519,14 @@ func recyclerBinary(t testing.TB) string {
 
 type process struct {
 	cmd     *exec.Cmd
-	log     *syncBuffer
+	log     *testenv.SyncBuffer
 	metrics string
 	id      string
 }
 
 func (f *fixture) serveProcess(bin, id, state string, args ...string) *process {
 	f.t.Helper()
-	p := &process{log: &syncBuffer{}, metrics: freeAddr(f.t), id: id}
+	p := &process{log: &testenv.SyncBuffer{}, metrics: freeAddr(f.t), id: id}
 	all := append([]string{"serve", "--state", state, "--metrics-addr", p.metrics, "--lease-namespace", "default", "--lease-name", "ha",
 		"--identity", id, "--lease-duration", "4s", "--lease-renew-deadline", "3s", "--lease-retry-period", "1s"}, args...)
 	p.cmd = exec.Command(bin, all...)

@@ -34,24 +34,6 @@ func copyToolModule(t *testing.T, module string) string {
 	return dst
 }
 
-// syncBuffer is a progress writer shared by concurrent builders.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // The smallest real tool (terraform-config-inspect, a few seconds with a warm Go
 // build cache) stands for all: built once by concurrent callers, reused, rebuilt
 // into a new folder when its pinned module changes.
@@ -60,7 +42,7 @@ func TestToolIsBuiltOnceAndKeyedByItsModule(t *testing.T) {
 	tools := copyToolModule(t, "tfinspect")
 	opts := Options{ToolsDir: tools, CacheDir: t.TempDir()}
 
-	var progress syncBuffer
+	var progress SyncBuffer
 	opts.Progress = &progress
 	paths := make([]string, 2)
 	errs := make([]error, 2)
