@@ -20,6 +20,7 @@ const (
 	ReasonEvicted         = "RecyclerEvicted"
 	ReasonEvictionBlocked = "RecyclerEvictionBlocked"
 	ReasonForceDeleted    = "RecyclerForceDeleted"
+	ReasonExcludedFromLB  = "RecyclerExcludedFromLoadBalancers"
 )
 
 // Event is one thing Recycler did to (or on) a Node.

@@ -32,6 +32,9 @@ type FenceRecord struct {
 	TaintAdded  bool      `json:"taintAdded"` // we added the recycler.io/recycling taint
 	Cordoned    bool      `json:"cordoned"`   // we set spec.unschedulable (it was false)
 	At          time.Time `json:"at"`         // when the fence was first set
+	// LBExcluded: we added the label node.kubernetes.io/exclude-from-external-load-balancers
+	// (when the drain started); Unfence removes it. False when it was there before us.
+	LBExcluded bool `json:"lbExcluded,omitempty"`
 }
 
 // FencedNode is a node carrying Recycler's fence annotation.
@@ -96,7 +99,7 @@ func (c *Client) Fence(ctx context.Context, node, executionID string) (FenceReco
 		if len(did) == 0 {
 			return nil // already fenced by us
 		}
-		return c.patchNode(ctx, n, spec, &rec)
+		return c.patchNode(ctx, n, spec, nil, &rec)
 	})
 	if err != nil {
 		return FenceRecord{}, fmt.Errorf("fence node %s: %w", node, err)
@@ -155,8 +158,13 @@ func (c *Client) Unfence(ctx context.Context, node, executionID string) error {
 			spec["unschedulable"] = nil
 			did = append(did, "uncordoned")
 		}
+		var labels map[string]any
+		if _, ok := n.Labels[corev1.LabelNodeExcludeBalancers]; ok && rec.LBExcluded {
+			labels = map[string]any{corev1.LabelNodeExcludeBalancers: nil}
+			did = append(did, "removed label "+corev1.LabelNodeExcludeBalancers)
+		}
 		did = append(did, "removed annotation "+AnnotationFenced)
-		return c.patchNode(ctx, n, spec, nil)
+		return c.patchNode(ctx, n, spec, labels, nil)
 	})
 	if err != nil {
 		return fmt.Errorf("unfence node %s: %w", node, err)
@@ -164,6 +172,45 @@ func (c *Client) Unfence(ctx context.Context, node, executionID string) error {
 	if len(did) > 0 {
 		c.record(ctx, node, corev1.EventTypeNormal, ReasonUnfenced, "Unfence",
 			fmt.Sprintf("Recycler execution %s %s", executionID, strings.Join(did, ", ")), nil)
+	}
+	return nil
+}
+
+// ExcludeFromLoadBalancers labels node node.kubernetes.io/exclude-from-external-load-balancers,
+// so service load balancers stop sending it traffic before its pods move. The node
+// must be fenced by executionID; the fence record notes that the label is ours (in
+// the same patch), so Unfence removes it and nothing else. A label that was already
+// there is left alone and not recorded. Calling it again is a no-op.
+func (c *Client) ExcludeFromLoadBalancers(ctx context.Context, node, executionID string) error {
+	added := false
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		added = false
+		n, err := c.NodeByName(ctx, node)
+		if err != nil {
+			return err
+		}
+		rec, ok, err := fenceRecord(n)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("node %s: %w", node, ErrNotFenced)
+		}
+		if rec.ExecutionID != executionID {
+			return &NodeHeldError{Node: node, HeldBy: rec.ExecutionID, Since: rec.At, ExecutionID: executionID}
+		}
+		if _, has := n.Labels[corev1.LabelNodeExcludeBalancers]; has {
+			return nil // ours already, or someone else's: either way nothing to do
+		}
+		rec.LBExcluded, added = true, true
+		return c.patchNode(ctx, n, nil, map[string]any{corev1.LabelNodeExcludeBalancers: "true"}, &rec)
+	})
+	if err != nil {
+		return fmt.Errorf("exclude node %s from load balancers: %w", node, err)
+	}
+	if added {
+		c.record(ctx, node, corev1.EventTypeNormal, ReasonExcludedFromLB, "ExcludeFromLoadBalancers",
+			fmt.Sprintf("Recycler execution %s labelled the node %s before draining it", executionID, corev1.LabelNodeExcludeBalancers), nil)
 	}
 	return nil
 }
@@ -223,10 +270,11 @@ func withOurTaint(taints []corev1.Taint, executionID string) ([]corev1.Taint, bo
 	return out, true
 }
 
-// patchNode applies a JSON merge patch to spec and sets (rec != nil) or removes
-// the fence annotation, with the read resourceVersion as precondition: a
-// concurrent writer makes it fail with a Conflict, which callers retry.
-func (c *Client) patchNode(ctx context.Context, n *corev1.Node, spec map[string]any, rec *FenceRecord) error {
+// patchNode applies a JSON merge patch to spec and labels (a nil value removes a
+// label) and sets (rec != nil) or removes the fence annotation, with the read
+// resourceVersion as precondition: a concurrent writer makes it fail with a
+// Conflict, which callers retry.
+func (c *Client) patchNode(ctx context.Context, n *corev1.Node, spec, labels map[string]any, rec *FenceRecord) error {
 	var ann any
 	if rec != nil {
 		b, err := json.Marshal(rec)
@@ -235,12 +283,14 @@ func (c *Client) patchNode(ctx context.Context, n *corev1.Node, spec map[string]
 		}
 		ann = string(b)
 	}
-	patch := map[string]any{
-		"metadata": map[string]any{
-			"resourceVersion": n.ResourceVersion,
-			"annotations":     map[string]any{AnnotationFenced: ann},
-		},
+	meta := map[string]any{
+		"resourceVersion": n.ResourceVersion,
+		"annotations":     map[string]any{AnnotationFenced: ann},
 	}
+	if len(labels) > 0 {
+		meta["labels"] = labels
+	}
+	patch := map[string]any{"metadata": meta}
 	if len(spec) > 0 {
 		patch["spec"] = spec
 	}

@@ -245,6 +245,50 @@ func TestFenceTwiceThenUnfenceRestoresNode(t *testing.T) {
 	}
 }
 
+// The load-balancer exclusion label is recorded as ours only when we add it, so
+// an unfence removes exactly what the recycle set.
+func TestExcludeFromLoadBalancersOnlyUndoesOurLabel(t *testing.T) {
+	env := testenv.Shared(t)
+	ctx := context.Background()
+	k := kube.New(env.Client)
+	for _, tc := range []struct {
+		name string
+		had  bool // an admin labelled the node first
+	}{{"label added by the recycle", false}, {"label there before", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := testenv.NodeSpec{ProviderID: "aws:///us-east-1a/" + instanceID(t)}
+			if tc.had {
+				spec.Labels = map[string]string{corev1.LabelNodeExcludeBalancers: "admin"}
+			}
+			n := newNode(t, env, "n", spec)
+			if err := k.ExcludeFromLoadBalancers(ctx, n.Name, "exec-lb"); !errors.Is(err, kube.ErrNotFenced) {
+				t.Fatalf("on an unfenced node: %v, want ErrNotFenced", err)
+			}
+			if _, err := k.Fence(ctx, n.Name, "exec-lb"); err != nil {
+				t.Fatal(err)
+			}
+			for range 2 { // idempotent
+				if err := k.ExcludeFromLoadBalancers(ctx, n.Name, "exec-lb"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if v, ok := getNode(t, env.Client, n.Name).Labels[corev1.LabelNodeExcludeBalancers]; !ok || (tc.had && v != "admin") {
+				t.Fatalf("label after exclusion: %q %v", v, ok)
+			}
+			if err := k.ExcludeFromLoadBalancers(ctx, n.Name, "other-exec"); !errors.Is(err, kube.ErrNodeHeld) {
+				t.Errorf("another execution: %v, want ErrNodeHeld", err)
+			}
+			if err := k.Unfence(ctx, n.Name, "exec-lb"); err != nil {
+				t.Fatal(err)
+			}
+			v, ok := getNode(t, env.Client, n.Name).Labels[corev1.LabelNodeExcludeBalancers]
+			if ok != tc.had || (tc.had && v != "admin") {
+				t.Errorf("after unfence the label is %q (present %v); want it present only if the admin had set it", v, ok)
+			}
+		})
+	}
+}
+
 func TestConcurrentFenceExactlyOneWins(t *testing.T) {
 	env := testenv.Shared(t)
 	n := newNode(t, env, "n", testenv.NodeSpec{ProviderID: "aws:///us-east-1b/" + instanceID(t)})
@@ -565,6 +609,11 @@ func TestDrainHonoursPDBAndMovesPods(t *testing.T) {
 		t.Errorf("ignored = %v, want the completed pod and the DaemonSet pod", ignored)
 	}
 
+	before, _, err := k.WorkloadsOf(ctx, set.Evictable)
+	if err != nil || len(before) != 1 || before[0].String() != "Deployment "+ns+"/web" || before[0].Available != 3 {
+		t.Fatalf("WorkloadsOf the web pods = %+v, %v; want Deployment web with 3 available", before, err)
+	}
+
 	// minAvailable = replicas: every eviction is refused, naming the PDB, and nothing is evicted.
 	for _, p := range set.Evictable {
 		err := k.Evict(ctx, p, 0)
@@ -656,18 +705,12 @@ func TestDrainHonoursPDBAndMovesPods(t *testing.T) {
 		t.Errorf("%s events on the old node name pods %v, want the 3 web pods", kube.ReasonEvicted, evictedNames)
 	}
 
-	// The pods come back on the replacement node and become Ready.
-	var evictedPods []kube.Pod
-	for _, p := range evicted {
-		evictedPods = append(evictedPods, p)
-	}
-	until[*appsv1.Deployment](t, 60*time.Second, cs.AppsV1().Deployments(ns), byName("web"), "web available again",
-		func(d *appsv1.Deployment) bool {
-			return d.Status.AvailableReplicas == 3 && d.Status.UpdatedReplicas == 3
-		})
-	st, err := k.WorkloadsReady(ctx, evictedPods)
+	// The pods come back on the replacement node and become Ready: the wait sees it.
+	wctx, wcancel := context.WithTimeout(ctx, 60*time.Second)
+	defer wcancel()
+	st, err := k.WaitWorkloadsReady(wctx, before)
 	if err != nil || !st.Ready {
-		t.Errorf("WorkloadsReady = %+v, %v; want ready", st, err)
+		t.Errorf("WaitWorkloadsReady = %+v, %v; want ready", st, err)
 	}
 	pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
 	if err != nil {
@@ -723,15 +766,25 @@ func TestWorkloadsReadyNamesWhatIsNotAvailable(t *testing.T) {
 	rs := until[*appsv1.ReplicaSet](t, 30*time.Second, env.Client.AppsV1().ReplicaSets(ns), metav1.ListOptions{}, "a ReplicaSet for stuck",
 		func(*appsv1.ReplicaSet) bool { return true })
 	k := kube.New(env.Client)
-	st, err := k.WorkloadsReady(ctx, []kube.Pod{
-		{Namespace: ns, Name: "stuck-x", Owner: &kube.Owner{Kind: "ReplicaSet", Name: rs.Name}},
-		{Namespace: ns, Name: "bare"},
+	until[*appsv1.Deployment](t, 30*time.Second, env.Client.AppsV1().Deployments(ns), byName("stuck"), "stuck observed",
+		func(d *appsv1.Deployment) bool { return d.Status.ObservedGeneration == d.Generation })
+	// Recorded while it was healthy (as a drain records it): 2 of 2 available.
+	before := []kube.Workload{{Kind: "Deployment", Namespace: ns, Name: "stuck", Desired: 2, Available: 2}}
+	ws, unchecked, err := k.WorkloadsOf(ctx, []kube.Pod{
+		{Namespace: ns, Name: "stuck-x", Class: kube.Evictable, Owner: &kube.Owner{Kind: "ReplicaSet", Name: rs.Name}},
+		{Namespace: ns, Name: "bare", Class: kube.Evictable},
 	})
+	if err != nil || len(ws) != 1 || ws[0].String() != before[0].String() || len(unchecked) != 1 {
+		t.Fatalf("WorkloadsOf = %+v, %q, %v; want Deployment stuck and the bare pod unchecked", ws, unchecked, err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	st, err := k.WaitWorkloadsReady(wctx, before)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Ready || len(st.NotReady) != 1 || !strings.Contains(st.NotReady[0], "Deployment "+ns+"/stuck") || len(st.Unchecked) != 1 {
-		t.Errorf("WorkloadsReady = %+v; want Deployment stuck not ready and the bare pod unchecked", st)
+	if st.Ready || len(st.NotReady) != 1 || !strings.Contains(st.NotReady[0], "Deployment "+ns+"/stuck: 0 of 2 replicas available (2 before the drain)") {
+		t.Errorf("WaitWorkloadsReady = %+v; want Deployment stuck not ready", st)
 	}
 }
 

@@ -80,7 +80,7 @@ func (s PodSelector) Matches(pod *corev1.Pod) bool {
 type Class string
 
 const (
-	Selected  Class = "selected"  // waited for until it finishes; never evicted
+	Selected  Class = "selected"  // waited for until it finishes; never evicted (the selector's pods, and those annotated do-not-disrupt)
 	Evictable Class = "evictable" // evicted through the Eviction API
 	Ignored   Class = "ignored"   // DaemonSet, mirror (static) or finished: never counted
 )
@@ -92,9 +92,11 @@ type Pod struct {
 	UID         types.UID `json:"uid"`
 	Node        string    `json:"node"`
 	Class       Class     `json:"class"`
-	Why         string    `json:"why,omitempty"`         // for Ignored: DaemonSet, mirror, Succeeded, Failed
+	Why         string    `json:"why,omitempty"`         // Ignored: DaemonSet, mirror, Succeeded, Failed; Selected without matching the selector: the annotation that keeps it
 	Terminating bool      `json:"terminating,omitempty"` // deletion requested, still counted as remaining
-	Owner       *Owner    `json:"owner,omitempty"`       // the controller, if any
+	// DeleteAt is the pod's deletionTimestamp: when its grace period ends (set while Terminating).
+	DeleteAt time.Time `json:"deleteAt,omitzero"`
+	Owner    *Owner    `json:"owner,omitempty"` // the controller, if any
 	// GracePeriodSeconds is the pod's terminationGracePeriodSeconds (default 30).
 	GracePeriodSeconds int64 `json:"gracePeriodSeconds"`
 	// Started is when the kubelet started the pod (zero if not yet): a drain shows
@@ -109,6 +111,28 @@ type Owner struct {
 }
 
 func (p Pod) String() string { return p.Namespace + "/" + p.Name }
+
+// Unmanaged reports whether no controller would recreate the pod once it is
+// evicted (kubectl drain refuses such pods unless told --force).
+func (p Pod) Unmanaged() bool { return p.Owner == nil && p.Class != Ignored }
+
+// Annotations by which other tools say "do not disrupt this pod". A drain treats
+// such a pod like a selected one: waited for until the deadline, never evicted before.
+const (
+	AnnotationDoNotDisrupt = "karpenter.sh/do-not-disrupt"                    // "true"
+	AnnotationSafeToEvict  = "cluster-autoscaler.kubernetes.io/safe-to-evict" // "false"
+)
+
+// keptBy names the annotation that asks for pod to be left alone, or "".
+func keptBy(pod *corev1.Pod) string {
+	switch {
+	case pod.Annotations[AnnotationDoNotDisrupt] == "true":
+		return AnnotationDoNotDisrupt + "=true"
+	case pod.Annotations[AnnotationSafeToEvict] == "false":
+		return AnnotationSafeToEvict + "=false"
+	}
+	return ""
+}
 
 // PodSet is the classified pods on a node at ResourceVersion.
 type PodSet struct {
@@ -143,6 +167,9 @@ func Classify(pod *corev1.Pod, sel PodSelector) Pod {
 		Terminating:        pod.DeletionTimestamp != nil,
 		GracePeriodSeconds: corev1.DefaultTerminationGracePeriodSeconds,
 	}
+	if pod.DeletionTimestamp != nil {
+		p.DeleteAt = pod.DeletionTimestamp.Time
+	}
 	if g := pod.Spec.TerminationGracePeriodSeconds; g != nil {
 		p.GracePeriodSeconds = *g
 	}
@@ -161,6 +188,8 @@ func Classify(pod *corev1.Pod, sel PodSelector) Pod {
 		p.Class, p.Why = Ignored, "DaemonSet"
 	case sel.Matches(pod):
 		p.Class = Selected
+	case keptBy(pod) != "":
+		p.Class, p.Why = Selected, keptBy(pod)
 	default:
 		p.Class = Evictable
 	}

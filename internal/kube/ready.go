@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/watch"
@@ -138,99 +137,4 @@ func (c *Client) WaitNodeReady(ctx context.Context, ref string, requiredLabels m
 		return false, "", fmt.Errorf("wait for node %s: %w", ref, err)
 	}
 	return ready, why, nil
-}
-
-// WorkloadStatus says whether the controllers of evicted pods are back to full
-// availability.
-type WorkloadStatus struct {
-	Ready     bool
-	NotReady  []string // e.g. "Deployment ns/web: 2 of 3 replicas available"
-	Unchecked []string // pods with no controller Recycler can check (bare pods, Jobs, custom kinds)
-}
-
-// WorkloadsReady checks, for pods evicted from the old node, that their
-// controllers have all desired replicas available again: the Deployment
-// owning a ReplicaSet (or the ReplicaSet itself), or the StatefulSet. Other
-// owners are listed as unchecked and do not block.
-func (c *Client) WorkloadsReady(ctx context.Context, pods []Pod) (WorkloadStatus, error) {
-	var st WorkloadStatus
-	seen := map[string]bool{}
-	for _, p := range pods {
-		if p.Owner == nil {
-			st.Unchecked = append(st.Unchecked, "pod "+p.String()+" has no controller")
-			continue
-		}
-		key := p.Namespace + "/" + p.Owner.Kind + "/" + p.Owner.Name
-		if seen[key] {
-			continue
-		}
-		seen[key] = true
-		msg, err := c.workloadNotReady(ctx, p.Namespace, p.Owner.Kind, p.Owner.Name)
-		if err != nil {
-			return WorkloadStatus{}, err
-		}
-		switch {
-		case msg == "":
-		case strings.HasPrefix(msg, "unchecked: "):
-			st.Unchecked = append(st.Unchecked, strings.TrimPrefix(msg, "unchecked: "))
-		default:
-			st.NotReady = append(st.NotReady, msg)
-		}
-	}
-	slices.Sort(st.NotReady)
-	st.Ready = len(st.NotReady) == 0
-	return st, nil
-}
-
-// workloadNotReady returns "" when ready, else why not ("unchecked: …" for kinds it cannot judge).
-func (c *Client) workloadNotReady(ctx context.Context, ns, kind, name string) (string, error) {
-	apps := c.cs.AppsV1()
-	switch kind {
-	case "ReplicaSet":
-		rs, err := apps.ReplicaSets(ns).Get(ctx, name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			return "", nil // replaced (a rollout) or deleted: nothing to wait for
-		}
-		if err != nil {
-			return "", fmt.Errorf("get replicaset %s/%s: %w", ns, name, err)
-		}
-		if owner := metav1.GetControllerOf(rs); owner != nil && owner.Kind == "Deployment" {
-			return c.workloadNotReady(ctx, ns, "Deployment", owner.Name)
-		}
-		return replicasMsg("ReplicaSet", ns, name, rs.Generation, rs.Status.ObservedGeneration, rs.Spec.Replicas, rs.Status.AvailableReplicas), nil
-	case "Deployment":
-		d, err := apps.Deployments(ns).Get(ctx, name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			return "", nil
-		}
-		if err != nil {
-			return "", fmt.Errorf("get deployment %s/%s: %w", ns, name, err)
-		}
-		return replicasMsg("Deployment", ns, name, d.Generation, d.Status.ObservedGeneration, d.Spec.Replicas, d.Status.AvailableReplicas), nil
-	case "StatefulSet":
-		s, err := apps.StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			return "", nil
-		}
-		if err != nil {
-			return "", fmt.Errorf("get statefulset %s/%s: %w", ns, name, err)
-		}
-		return replicasMsg("StatefulSet", ns, name, s.Generation, s.Status.ObservedGeneration, s.Spec.Replicas, s.Status.AvailableReplicas), nil
-	default:
-		return fmt.Sprintf("unchecked: %s %s/%s", kind, ns, name), nil
-	}
-}
-
-func replicasMsg(kind, ns, name string, gen, observed int64, desired *int32, available int32) string {
-	want := int32(1)
-	if desired != nil {
-		want = *desired
-	}
-	if observed < gen {
-		return fmt.Sprintf("%s %s/%s: controller has not yet observed generation %d", kind, ns, name, gen)
-	}
-	if available < want {
-		return fmt.Sprintf("%s %s/%s: %d of %d replicas available", kind, ns, name, available, want)
-	}
-	return ""
 }

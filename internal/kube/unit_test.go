@@ -8,6 +8,7 @@ package kube
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -138,6 +139,13 @@ func TestClassify(t *testing.T) {
 		{"selected", corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "job"}}, Status: corev1.PodStatus{Phase: corev1.PodRunning}}, Selected, "", false},
 		{"replicaset", corev1.Pod{ObjectMeta: metav1.ObjectMeta{OwnerReferences: ctl("ReplicaSet")}}, Evictable, "", false},
 		{"terminating", corev1.Pod{ObjectMeta: metav1.ObjectMeta{DeletionTimestamp: &now}, Status: corev1.PodStatus{Phase: corev1.PodRunning}}, Evictable, "", true},
+		// Other tools' "leave this pod alone" annotations make a pod waited for, like a selected one.
+		{"karpenter do-not-disrupt", corev1.Pod{ObjectMeta: metav1.ObjectMeta{OwnerReferences: ctl("ReplicaSet"), Annotations: map[string]string{AnnotationDoNotDisrupt: "true"}}},
+			Selected, "karpenter.sh/do-not-disrupt=true", false},
+		{"autoscaler safe-to-evict false", corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{AnnotationSafeToEvict: "false"}}},
+			Selected, "cluster-autoscaler.kubernetes.io/safe-to-evict=false", false},
+		{"autoscaler safe-to-evict true", corev1.Pod{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{AnnotationSafeToEvict: "true"}}}, Evictable, "", false},
+		{"do-not-disrupt daemonset", corev1.Pod{ObjectMeta: metav1.ObjectMeta{OwnerReferences: ctl("DaemonSet"), Annotations: map[string]string{AnnotationDoNotDisrupt: "true"}}}, Ignored, "DaemonSet", false},
 	}
 	for _, c := range cases {
 		got := Classify(&c.pod, sel)
@@ -351,36 +359,62 @@ func TestWaitPodsChangeReturnsNotYetWhenBoundEnds(t *testing.T) {
 	}
 }
 
-func TestWorkloadsReadyPerKind(t *testing.T) {
+func TestWorkloadsComparedWithTheirAvailabilityBefore(t *testing.T) {
 	ctl := func(kind, name string) []metav1.OwnerReference {
 		return []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: kind, Name: name, UID: "u", Controller: ptr.To(true)}}
 	}
-	objs := []runtime.Object{
-		&appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "db", Generation: 2},
-			Spec: appsv1.StatefulSetSpec{Replicas: ptr.To[int32](3)}, Status: appsv1.StatefulSetStatus{ObservedGeneration: 2, AvailableReplicas: 2}},
+	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "db", Generation: 2},
+		Spec: appsv1.StatefulSetSpec{Replicas: ptr.To[int32](3)}, Status: appsv1.StatefulSetStatus{ObservedGeneration: 2, AvailableReplicas: 3}}
+	degraded := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "cache", Generation: 1},
+		Spec: appsv1.StatefulSetSpec{Replicas: ptr.To[int32](3)}, Status: appsv1.StatefulSetStatus{ObservedGeneration: 1, AvailableReplicas: 1}}
+	objs := []runtime.Object{sts, degraded,
 		&appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "solo", Generation: 1},
 			Spec: appsv1.ReplicaSetSpec{Replicas: ptr.To[int32](2)}, Status: appsv1.ReplicaSetStatus{ObservedGeneration: 1, AvailableReplicas: 2}},
 		&appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "web-1", OwnerReferences: ctl("Deployment", "web")},
 			Spec: appsv1.ReplicaSetSpec{Replicas: ptr.To[int32](1)}, Status: appsv1.ReplicaSetStatus{AvailableReplicas: 1}},
 		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "web", Generation: 5},
-			Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](1)}, Status: appsv1.DeploymentStatus{ObservedGeneration: 4, AvailableReplicas: 1}},
+			Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](1)}, Status: appsv1.DeploymentStatus{ObservedGeneration: 5, AvailableReplicas: 1}},
 	}
-	c := New(fake.NewClientset(objs...), WithRecorder(&fakeRecorder{}))
+	cs := fake.NewClientset(objs...)
+	c := New(cs, WithRecorder(&fakeRecorder{}))
+	ctx := context.Background()
 	pod := func(kind, name string) Pod {
-		return Pod{Namespace: "a", Name: name + "-x", Owner: &Owner{Kind: kind, Name: name}}
+		return Pod{Namespace: "a", Name: name + "-x", Class: Evictable, Owner: &Owner{Kind: kind, Name: name}}
 	}
-	st, err := c.WorkloadsReady(context.Background(), []Pod{
-		pod("StatefulSet", "db"), pod("StatefulSet", "db"), pod("ReplicaSet", "solo"), pod("ReplicaSet", "web-1"),
-		pod("Job", "batch"), pod("ReplicaSet", "gone"),
+	before, unchecked, err := c.WorkloadsOf(ctx, []Pod{
+		pod("StatefulSet", "db"), pod("StatefulSet", "db"), pod("StatefulSet", "cache"), pod("ReplicaSet", "solo"), pod("ReplicaSet", "web-1"),
+		pod("Job", "batch"), pod("ReplicaSet", "gone"), {Namespace: "a", Name: "bare", Class: Evictable},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{
-		"Deployment a/web: controller has not yet observed generation 5",
-		"StatefulSet a/db: 2 of 3 replicas available",
+	var got []string
+	for _, w := range before {
+		got = append(got, fmt.Sprintf("%s %d/%d", w, w.Available, w.Desired))
 	}
-	if st.Ready || !slices.Equal(st.NotReady, want) || !slices.Equal(st.Unchecked, []string{"Job a/batch"}) {
-		t.Errorf("WorkloadsReady = %+v\nwant not ready %q, unchecked [Job a/batch]", st, want)
+	want := []string{"Deployment a/web 1/1", "ReplicaSet a/solo 2/2", "StatefulSet a/cache 1/3", "StatefulSet a/db 3/3"}
+	if !slices.Equal(got, want) || !slices.Equal(unchecked, []string{"Job a/batch", "pod a/bare has no controller"}) {
+		t.Fatalf("WorkloadsOf = %q, unchecked %q; want %q and the Job and bare pod unchecked", got, unchecked, want)
+	}
+	// During the drain: db loses a replica, cache stays as degraded as it was, web gets a new generation.
+	sts.Status.AvailableReplicas = 2
+	if _, err := cs.AppsV1().StatefulSets("a").UpdateStatus(ctx, sts, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	dep, _ := cs.AppsV1().Deployments("a").Get(ctx, "web", metav1.GetOptions{})
+	dep.Generation = 6
+	if _, err := cs.AppsV1().Deployments("a").Update(ctx, dep, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.WorkloadsReady(ctx, before)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantNot := []string{
+		"Deployment a/web: controller has not yet observed generation 6",
+		"StatefulSet a/db: 2 of 3 replicas available (3 before the drain)",
+	}
+	if st.Ready || !slices.Equal(st.NotReady, wantNot) {
+		t.Errorf("WorkloadsReady = %+v\nwant not ready %q (cache was degraded before: not held against the drain)", st, wantNot)
 	}
 }
