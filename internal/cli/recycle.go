@@ -35,8 +35,10 @@ type requestFlags struct {
 	selector           string
 	namespaces         []string
 	maxWait            time.Duration
+	evictTimeout       time.Duration
 	onTimeout          string
 	evictOthers        bool
+	deleteUnmanaged    bool
 	replacementTimeout time.Duration
 	workloadTimeout    time.Duration
 	forceGrace         time.Duration
@@ -50,17 +52,19 @@ type requestFlags struct {
 func (f *requestFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.selector, "selector", "", "label selector of the pods to wait for (long-running jobs); they are never evicted before --max-wait")
 	fs.StringSliceVar(&f.namespaces, "namespace", nil, "namespaces of the pods to wait for (repeatable or comma-separated; default: all)")
-	fs.DurationVar(&f.maxWait, "max-wait", recycle.DefaultMaxWait, "how long to wait for the selected pods to finish")
-	fs.StringVar(&f.onTimeout, "on-timeout", string(recycle.OnTimeoutFail), "at --max-wait: fail (roll back), evict (PDB-aware), or force (delete with --force-grace)")
+	fs.DurationVar(&f.maxWait, "max-wait", recycle.DefaultMaxWait, "the drain's deadline for every pod on the node (from the drain's start): how long the selected pods may take to finish")
+	fs.DurationVar(&f.evictTimeout, "evict-timeout", 0, "an earlier deadline for the pods that are not selected (like kubectl drain --timeout); 0: none, --max-wait applies")
+	fs.StringVar(&f.onTimeout, "on-timeout", string(recycle.OnTimeoutFail), "what a deadline does to the pods still there: fail (roll back), evict (PDB-aware; roll back if still refused at --max-wait + --force-grace), or force (delete with --force-grace)")
 	fs.BoolVar(&f.evictOthers, "evict-others", true, "evict the pods that are not selected through the Eviction API (PDBs honoured)")
+	fs.BoolVar(&f.deleteUnmanaged, "delete-unmanaged", false, "evict pods that no controller recreates (refused otherwise, as kubectl drain does without --force)")
 	fs.DurationVar(&f.replacementTimeout, "replacement-timeout", recycle.DefaultReplacementTimeout, "how long to wait for the replacement node to be Ready before rolling back")
 	fs.DurationVar(&f.workloadTimeout, "workload-timeout", recycle.DefaultWorkloadTimeout, "how long moved workloads may take to be available again")
-	fs.DurationVar(&f.forceGrace, "force-grace", recycle.DefaultForceGrace, "grace period cap for --on-timeout force (at least 1s)")
+	fs.DurationVar(&f.forceGrace, "force-grace", recycle.DefaultForceGrace, "grace period cap for --on-timeout force (at least 1s); also how long past --max-wait terminating pods may hold the drain")
 	fs.StringVar(&f.retire, "retire", string(recycle.RetireTerminate), "what to do with the old instance: terminate, or stop (kept and tagged for forensics)")
 	fs.BoolVar(&f.noSurge, "no-surge", false, "for a group without headroom: drain first, then let the group replace the node")
 	fs.BoolVar(&f.allowRaiseMax, "allow-raise-max", false, "raise the group's MaxSize by one during the recycle when it has no headroom (restored afterwards)")
 	fs.StringToStringVar(&f.readyLabels, "ready-label", nil, "labels the replacement node must carry before it counts as ready (key=value, repeatable)")
-	fs.IntVar(&f.checkSeconds, "check-seconds", recycle.DefaultCheckSeconds, "how long one check may block on a watch before the state machine loops")
+	fs.IntVar(&f.checkSeconds, "check-seconds", recycle.DefaultCheckSeconds, "the longest one check may block on a watch before the state machine loops (checks return as soon as their condition holds; longer means fewer history events)")
 }
 
 // request is the recycle of target with these options (not validated yet).
@@ -71,6 +75,7 @@ func (f *requestFlags) request(target string) recycle.Request {
 	r.WorkloadTimeout, r.ForceGrace = recycle.Duration(f.workloadTimeout), recycle.Duration(f.forceGrace)
 	r.OnTimeout, r.Retire = recycle.OnTimeout(f.onTimeout), recycle.RetireMode(f.retire)
 	r.EvictOthers, r.NoSurge, r.AllowRaiseMax = f.evictOthers, f.noSurge, f.allowRaiseMax
+	r.EvictTimeout, r.DeleteUnmanaged = recycle.Duration(f.evictTimeout), f.deleteUnmanaged
 	r.ReadyLabels, r.CheckSeconds = f.readyLabels, f.checkSeconds
 	return r
 }
@@ -347,7 +352,12 @@ func printPlan(w io.Writer, req recycle.Request, t *recycle.Target) {
 	if req.Selector != "" || len(req.Namespaces) > 0 {
 		sel = fmt.Sprintf("pods matching %q in %s", req.Selector, nsList(req.Namespaces))
 	}
-	fmt.Fprintf(w, "  3. wait up to %s for %s, then %s; evict other pods: %v (PDBs honoured)\n", req.MaxWait, sel, req.OnTimeout, req.EvictOthers)
+	others := ""
+	if req.EvictTimeout > 0 {
+		others = fmt.Sprintf(", %s those still there after %s", req.OnTimeout, req.EvictTimeout)
+	}
+	fmt.Fprintf(w, "  3. label the node %s; wait up to %s for %s, then %s; evict other pods: %v (PDBs honoured%s)\n",
+		"node.kubernetes.io/exclude-from-external-load-balancers", req.MaxWait, sel, req.OnTimeout, req.EvictOthers, others)
 	fmt.Fprintf(w, "  4. wait up to %s for moved workloads to be available again\n", req.WorkloadTimeout)
 	fmt.Fprintf(w, "  5. detach %s (desired capacity back to %d), %s it, delete node %s\n", t.InstanceID, t.Desired, req.Retire, t.Node)
 }

@@ -260,6 +260,12 @@ func TestRecycleRefusesBadInput(t *testing.T) {
 			want: []string{"--check-seconds must be between 1 and 600", "got 0"}},
 		{name: "check-seconds too large", args: []string{n0, "--check-seconds", "601"},
 			want: []string{"--check-seconds must be between 1 and 600", "got 601"}},
+		{name: "evict-timeout longer than max-wait", args: []string{n0, "--max-wait", "1h", "--evict-timeout", "2h"},
+			want: []string{"--evict-timeout 2h0m0s is longer than --max-wait 1h0m0s"}},
+		{name: "evict-timeout with on-timeout evict", args: []string{n0, "--evict-timeout", "10m", "--on-timeout", "evict"},
+			want: []string{"--evict-timeout with --on-timeout evict would change nothing", "fail or force"}},
+		{name: "waits that outgrow the history budget", args: []string{n0, "--max-wait", "24h", "--check-seconds", "20"},
+			want: []string{"could write", "history events", "25,000", "raise --check-seconds to 180 or more", "lower --max-wait to"}},
 		{name: "evict-others not a bool", args: []string{n0, "--evict-others=maybe"},
 			want: []string{`invalid argument "maybe" for "--evict-others" flag`}},
 		{name: "output yaml", args: []string{n0, "-o", "yaml"},
@@ -306,6 +312,10 @@ func TestRecycleRefusesBadInput(t *testing.T) {
 			setup: func(t *testing.T) { createPlainNode(t, f, "stale-node", providerID(t, f, f.instances[0])) },
 			args:  []string{f.instances[0]},
 			want:  []string{f.instances[0], "stale-node", n0, "delete the stale Node objects", "nothing was changed"}},
+		{name: "pod without a controller on the node",
+			setup: func(t *testing.T) { barePod(t, f, n0, "loner") },
+			args:  []string{n0},
+			want:  []string{"have no controller", "default/loner", "--delete-unmanaged", "nothing was changed"}},
 		{name: "group with Launch suspended",
 			setup: func(t *testing.T) { suspend(t, f, "Launch") },
 			args:  []string{n0},
@@ -465,6 +475,28 @@ func TestExecutionCommandsRefuseAnUnknownExecution(t *testing.T) {
 
 // createPlainNode registers a Node without spec.providerID and waits until it is
 // Ready with no startup taint left, so that nothing but Recycler could change it.
+// barePod runs a pod without a controller on node until the test ends.
+func barePod(t *testing.T, f fixture, node, name string) {
+	t.Helper()
+	ctx := context.Background()
+	cs := f.env.Kube.Client
+	_, err := cs.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec:       corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "c", Image: "pause"}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		zero := int64(0)
+		_ = cs.CoreV1().Pods("default").Delete(context.Background(), name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
+		_ = wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+			_, err := cs.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{})
+			return err != nil, nil
+		})
+	})
+}
+
 func createPlainNode(t *testing.T, f fixture, name, providerID string) {
 	t.Helper()
 	ctx := context.Background()

@@ -20,10 +20,35 @@ import (
 
 func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
 
-// bound limits one "done yet?" check to checkSeconds on the injected clock, and to
-// deadline when it is set, so a check answers "not yet" instead of blocking long.
-func (t *Tasks) bound(ctx context.Context, checkSeconds int, deadline time.Time) (context.Context, context.CancelFunc) {
-	at := t.Clock.Now().Add(time.Duration(checkSeconds) * time.Second)
+// The loop period. Each wait of the workflow (replacement, drain, moved
+// workloads) is a Task → Choice → Wait(1 s) loop whose check blocks on a watch
+// and returns at once when its condition holds; so how long one check may block
+// changes no reaction time, only how often the loop goes round — and each round
+// writes 9 history events (Step Functions fails an execution outright at 25,000).
+// A check therefore blocks for a quarter of the time its wait has already
+// lasted, at least minCheck and at most the request's --check-seconds: early
+// rounds are short (fresh status while most waits end), a long wait settles at
+// the ceiling. docs/recycle.md has the arithmetic; HistoryEvents applies it.
+const (
+	minCheck    = 5 * time.Second
+	checkGrowth = 4 // a check blocks for waited/checkGrowth
+	// loopPause is the Wait state of each loop (Seconds: 1).
+	loopPause = time.Second
+)
+
+// CheckPeriod is how long one check may block after its wait has lasted waited,
+// with --check-seconds ceiling: waited/4, clamped to [min(5 s, ceiling), ceiling].
+func CheckPeriod(waited time.Duration, checkSeconds int) time.Duration {
+	ceiling := time.Duration(checkSeconds) * time.Second
+	return min(max(waited/checkGrowth, minCheck), ceiling)
+}
+
+// bound limits one "done yet?" check, of a wait that began at since, to
+// CheckPeriod on the injected clock, and to deadline when it is set, so a check
+// answers "not yet" instead of blocking long. The one place the loop's period is decided.
+func (t *Tasks) bound(ctx context.Context, checkSeconds int, since, deadline time.Time) (context.Context, context.CancelFunc) {
+	now := t.Clock.Now()
+	at := now.Add(CheckPeriod(now.Sub(since), checkSeconds))
 	if !deadline.IsZero() && deadline.Before(at) {
 		at = deadline
 	}
@@ -68,57 +93,6 @@ func firstOf(lists ...[]string) string {
 		}
 	}
 	return ""
-}
-
-// notTerminating returns the pods whose deletion has not started: the ones an
-// eviction can still be asked for.
-func notTerminating(pods []kube.Pod) []kube.Pod {
-	var out []kube.Pod
-	for _, p := range pods {
-		if !p.Terminating {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-func podNames(pods []kube.Pod) []string {
-	names := make([]string, 0, min(len(pods), maxListed))
-	for _, p := range pods {
-		if len(names) == maxListed {
-			break
-		}
-		names = append(names, p.Namespace+"/"+p.Name)
-	}
-	return names
-}
-
-// podAges names the pods with how long they have been running, for the progress view.
-func podAges(pods []kube.Pod, now time.Time) []string {
-	out := podNames(pods)
-	for i := range out {
-		if started := pods[i].Started; !started.IsZero() {
-			out[i] += fmt.Sprintf(" (running %s)", now.Sub(started).Truncate(time.Second))
-		}
-	}
-	return out
-}
-
-func earliest(a, b time.Time) time.Time {
-	if a.IsZero() || b.Before(a) {
-		return b
-	}
-	return a
-}
-
-func cloneDrain(d *DrainStatus) *DrainStatus {
-	c := *d
-	c.Evicted = append([]kube.Pod(nil), d.Evicted...)
-	c.Blocked = make(map[string]BlockInfo, len(d.Blocked))
-	for k, v := range d.Blocked {
-		c.Blocked[k] = v
-	}
-	return &c
 }
 
 // badInputIf names errors that mean "the request points at nothing usable" as

@@ -15,13 +15,14 @@ import (
 	"github.com/recycler/recycler/internal/cloud"
 )
 
-// OnTimeout says what Drain does with selected pods still running at max-wait.
+// OnTimeout says what a drain deadline does to the pods still standing at it
+// (docs/recycle.md, "Draining").
 type OnTimeout string
 
 const (
 	OnTimeoutFail  OnTimeout = "fail"  // roll back; the node stays in service
-	OnTimeoutEvict OnTimeout = "evict" // evict the remaining selected pods, PDBs honoured
-	OnTimeoutForce OnTimeout = "force" // delete them with a capped grace period
+	OnTimeoutEvict OnTimeout = "evict" // evict the remaining selected pods too, PDBs honoured; fail if still refused at the drain's end
+	OnTimeoutForce OnTimeout = "force" // delete what stands with a capped grace period (≥ 1 s), PDBs not consulted
 )
 
 // RetireMode says what happens to the old instance after it is detached.
@@ -44,9 +45,14 @@ type Request struct {
 	Selector   string   `json:"selector,omitempty"`
 	Namespaces []string `json:"namespaces,omitempty"`
 
-	MaxWait            Duration   `json:"maxWait"`
-	OnTimeout          OnTimeout  `json:"onTimeout"`
-	EvictOthers        bool       `json:"evictOthers"`
+	// MaxWait is the drain's deadline for every pod on the node, from the drain's
+	// start; EvictTimeout (0: none) an earlier one for the pods not waited for.
+	MaxWait      Duration  `json:"maxWait"`
+	EvictTimeout Duration  `json:"evictTimeout,omitempty"`
+	OnTimeout    OnTimeout `json:"onTimeout"`
+	EvictOthers  bool      `json:"evictOthers"`
+	// DeleteUnmanaged allows evicting pods without a controller (refused otherwise, as kubectl drain does).
+	DeleteUnmanaged    bool       `json:"deleteUnmanaged,omitempty"`
 	ReplacementTimeout Duration   `json:"replacementTimeout"`
 	WorkloadTimeout    Duration   `json:"workloadTimeout"`
 	ForceGrace         Duration   `json:"forceGrace"`
@@ -56,9 +62,11 @@ type Request struct {
 	// ReadyLabels must be on the replacement Node before it counts as ready.
 	ReadyLabels map[string]string `json:"readyLabels,omitempty"`
 
-	// CheckSeconds bounds how long one "done yet?" check may block on a watch before
-	// it answers "not yet"; the state machine then loops. Longer means fewer history
-	// events (Step Functions caps them at 25,000), shorter means quicker abort.
+	// CheckSeconds is the longest one "done yet?" check may block on a watch before
+	// it answers "not yet" and the state machine loops (CheckPeriod: a check blocks
+	// for a quarter of the time already waited, up to this). Checks return as soon
+	// as their condition holds, so it changes no reaction time; longer means fewer
+	// history events (see HistoryEvents), shorter a fresher `recycler status`.
 	CheckSeconds int `json:"checkSeconds"`
 
 	// LifecycleHook is set when an Auto Scaling lifecycle hook started this recycle:
@@ -95,7 +103,7 @@ const (
 	DefaultReplacementTimeout = 15 * time.Minute
 	DefaultWorkloadTimeout    = 10 * time.Minute
 	DefaultForceGrace         = 30 * time.Second
-	DefaultCheckSeconds       = 20
+	DefaultCheckSeconds       = 300
 )
 
 // NewRequest returns a request for target with every default filled in.
@@ -169,7 +177,19 @@ func (r Request) Validate() error {
 			bad("%s must be a positive duration such as 90m or 24h, got %s", flag, time.Duration(d))
 		}
 	}
-	positive("--max-wait", r.MaxWait)
+	if r.MaxWait <= 0 {
+		bad("--max-wait must be a positive duration such as 90m or 24h, got %s (it is the drain's deadline for every pod; there is no \"wait forever\")", time.Duration(r.MaxWait))
+	}
+	switch {
+	case r.EvictTimeout < 0:
+		bad("--evict-timeout must be 0 (none: --max-wait applies to every pod) or a positive duration, got %s", time.Duration(r.EvictTimeout))
+	case r.EvictTimeout > r.MaxWait && r.MaxWait > 0:
+		bad("--evict-timeout %s is longer than --max-wait %s, the drain's deadline for every pod: give a shorter one, or 0 for none", time.Duration(r.EvictTimeout), time.Duration(r.MaxWait))
+	case r.EvictTimeout > 0 && r.OnTimeout == OnTimeoutEvict:
+		bad("--evict-timeout with --on-timeout evict would change nothing (the other pods are evicted from the start, PDBs honoured): use --on-timeout fail or force, or drop --evict-timeout")
+	case r.EvictTimeout > 0 && !r.EvictOthers:
+		bad("--evict-timeout with --evict-others=false would change nothing (the other pods are not evicted): drop one of them")
+	}
 	positive("--replacement-timeout", r.ReplacementTimeout)
 	positive("--workload-timeout", r.WorkloadTimeout)
 	if time.Duration(r.ForceGrace) < time.Second {
@@ -185,7 +205,7 @@ func (r Request) Validate() error {
 	default:
 		bad("--retire %q is not one of terminate, stop", r.Retire)
 	}
-	if r.CheckSeconds < 1 || r.CheckSeconds > 600 {
+	if r.CheckSeconds < 1 || r.CheckSeconds > maxCheckSeconds {
 		bad("--check-seconds must be between 1 and 600 (seconds one check may wait before the state machine loops), got %d", r.CheckSeconds)
 	}
 	for k, v := range r.ReadyLabels {
@@ -198,6 +218,11 @@ func (r Request) Validate() error {
 	}
 	if h := r.LifecycleHook; h != nil && (h.Group == "" || h.Name == "") {
 		bad("lifecycleHook needs both group and name")
+	}
+	if len(errs) == 0 {
+		if err := r.checkHistoryBudget(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

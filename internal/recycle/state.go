@@ -63,18 +63,33 @@ type ReplacementStatus struct {
 	ReadyAt   time.Time `json:"readyAt,omitzero"`
 }
 
-// DrainStatus is Drain's result; it carries its deadline and eviction attempts from
-// one check to the next.
+// DrainStatus is Drain's result; it carries the drain's deadlines, its record of
+// the workloads it moves and its eviction attempts from one pass to the next.
 type DrainStatus struct {
-	Done       bool                 `json:"done"`
-	StartedAt  time.Time            `json:"startedAt"`
-	Deadline   time.Time            `json:"deadline"`
-	TimedOut   bool                 `json:"timedOut,omitempty"` // max-wait passed; OnTimeout applied
-	Selected   []string             `json:"selected,omitempty"` // selected pods still running (namespace/name)
-	Remaining  int                  `json:"remaining"`          // all live pods left (selected + evictable)
-	Evicted    []kube.Pod           `json:"evicted,omitempty"`  // pods this recycle evicted or deleted
-	Blocked    map[string]BlockInfo `json:"blocked,omitempty"`  // pod UID → latest PDB refusal
+	Done bool `json:"done"`
+	// Passes counts the passes so far; the first (1) only records and evicts nothing.
+	Passes    int       `json:"passes"`
+	StartedAt time.Time `json:"startedAt"`
+	// Deadline (--max-wait) is the drain's deadline for every pod on the node;
+	// OthersDeadline (--evict-timeout), when set, an earlier one for the pods that
+	// are not waited for; End (Deadline + --force-grace) is when the drain ends
+	// whatever stands. OnTimeout is what the deadlines do (docs/recycle.md).
+	Deadline       time.Time `json:"deadline"`
+	OthersDeadline time.Time `json:"othersDeadline,omitzero"`
+	End            time.Time `json:"end"`
+	OnTimeout      OnTimeout `json:"onTimeout,omitempty"`
+	TimedOut       bool      `json:"timedOut,omitempty"`       // Deadline passed; OnTimeout applied
+	OthersTimedOut bool      `json:"othersTimedOut,omitempty"` // OthersDeadline passed
+	Selected       []string  `json:"selected,omitempty"`       // selected pods still running (namespace/name and age)
+	Remaining      int       `json:"remaining"`                // pods still holding the node
+	// Workloads are the controllers of the pods the drain may move, with their
+	// availability when the drain started: what CheckWorkloads compares with.
+	Workloads  []kube.Workload      `json:"workloads,omitempty"`
+	Unchecked  []string             `json:"unchecked,omitempty"` // moved pods no controller of which can be checked
+	Evicted    []kube.Pod           `json:"evicted,omitempty"`   // pods this recycle evicted or deleted
+	Blocked    map[string]BlockInfo `json:"blocked,omitempty"`   // pod UID → latest PDB refusal
 	ForcedPods int                  `json:"forced,omitempty"`
+	Left       []string             `json:"left,omitempty"` // still terminating at End: left to the instance's end
 	DoneAt     time.Time            `json:"doneAt,omitzero"`
 	// HeartbeatAt is the last lifecycle-hook heartbeat a Drain call recorded.
 	HeartbeatAt time.Time `json:"heartbeatAt,omitzero"`
@@ -91,6 +106,7 @@ type BlockInfo struct {
 // WorkloadsStatus is CheckWorkloads' result.
 type WorkloadsStatus struct {
 	Done        bool      `json:"done"`
+	StartedAt   time.Time `json:"startedAt"`
 	Deadline    time.Time `json:"deadline"`
 	NotReady    []string  `json:"notReady,omitempty"`
 	HeartbeatAt time.Time `json:"heartbeatAt,omitzero"`

@@ -33,9 +33,12 @@ type Cluster interface {
 	WaitPodsChange(ctx context.Context, node string, sel kube.PodSelector, prev kube.PodSet) (kube.PodSet, bool, error)
 	Evict(ctx context.Context, pod kube.Pod, attempt int) error
 	ForceDelete(ctx context.Context, pod kube.Pod, maxGrace time.Duration) error
+	ExcludeFromLoadBalancers(ctx context.Context, node, executionID string) error
 	NodeReady(ctx context.Context, ref string, requiredLabels map[string]string) (bool, string, error)
 	WaitNodeReady(ctx context.Context, ref string, requiredLabels map[string]string) (bool, string, error)
-	WorkloadsReady(ctx context.Context, pods []kube.Pod) (kube.WorkloadStatus, error)
+	WorkloadsOf(ctx context.Context, pods []kube.Pod) ([]kube.Workload, []string, error)
+	WorkloadsReady(ctx context.Context, before []kube.Workload) (kube.WorkloadStatus, error)
+	WaitWorkloadsReady(ctx context.Context, before []kube.Workload) (kube.WorkloadStatus, error)
 	DeleteNode(ctx context.Context, name string) error
 	ProtectFromScaleDown(ctx context.Context, node string, protect bool) error
 }
@@ -134,6 +137,18 @@ func (t *Tasks) Resolve(ctx context.Context, s State) (*Target, error) {
 	}
 	if holder, ok := fencedBy(node); ok {
 		return nil, newError(ErrPrecondition, "node %s is already being recycled by execution %s: wait for it, or `recycler abort %s`", node.Name, holder, holder)
+	}
+	// Like kubectl drain: pods no controller recreates are refused before anything changes.
+	policy, err := req.DrainPolicy()
+	if err != nil {
+		return nil, err
+	}
+	pods, err := t.Cluster.PodsOnNode(ctx, node.Name, policy.Selector)
+	if err != nil {
+		return nil, fmt.Errorf("list pods on %s: %w", node.Name, err)
+	}
+	if err := policy.refuseUnmanaged(pods, node.Name, "would be evicted by this recycle"); err != nil {
+		return nil, &Error{Name: ErrPrecondition, Err: err}
 	}
 	inst, err := t.Cloud.Instance(ctx, pid.InstanceID)
 	if err != nil {
@@ -238,7 +253,8 @@ func (t *Tasks) checkReplacement(ctx context.Context, s State) (*ReplacementStat
 	}
 	deadline := s.Surge.Deadline
 	// Only the waiting is bounded; API calls use ctx so the bound never cuts one off.
-	bctx, cancel := t.bound(ctx, s.Request.CheckSeconds, deadline)
+	since := deadline.Add(-time.Duration(s.Request.ReplacementTimeout))
+	bctx, cancel := t.bound(ctx, s.Request.CheckSeconds, since, deadline)
 	defer cancel()
 	for {
 		st, err := t.replacementOnce(ctx, s)
@@ -306,140 +322,62 @@ func (t *Tasks) replacementOnce(ctx context.Context, s State) (*ReplacementStatu
 	return st, nil
 }
 
-// drain evicts the other pods (PDBs honoured) and waits for the selected ones, for
-// at most CheckSeconds per call; the state machine loops until Done.
+// drain drains the old node with the request's policy, one bounded pass per call;
+// the state machine loops until Done.
 func (t *Tasks) drain(ctx context.Context, execution string, s State) (*DrainStatus, error) {
 	tgt, err := needTarget(s)
 	if err != nil {
 		return nil, err
 	}
-	req := s.Request
-	sel, err := kube.NewPodSelector(req.Selector, req.Namespaces)
+	p, err := s.Request.DrainPolicy()
 	if err != nil {
-		return nil, newError(ErrBadInput, "%v", err)
-	}
-	now := t.Clock.Now().UTC()
-	st := s.Drain
-	if st == nil {
-		st = &DrainStatus{StartedAt: now, Deadline: hookDeadline(s, now.Add(time.Duration(req.MaxWait)))}
-	}
-	st = cloneDrain(st)
-	if st.HeartbeatAt, err = t.keepHookAlive(ctx, s, st.HeartbeatAt); err != nil {
 		return nil, err
 	}
-	// Only the waiting is bounded; API calls use ctx so the bound never cuts one off.
-	bctx, cancel := t.bound(ctx, checkSeconds(s), time.Time{})
-	defer cancel()
-
-	set, err := t.Cluster.PodsOnNode(ctx, tgt.Node, sel)
+	// A lifecycle hook started this recycle: keep it alive, check often enough for
+	// the next heartbeat, and end the drain before Auto Scaling ends the action.
+	var heartbeat time.Time
+	if s.Drain != nil {
+		heartbeat = s.Drain.HeartbeatAt
+	}
+	if heartbeat, err = t.keepHookAlive(ctx, s, heartbeat); err != nil {
+		return nil, err
+	}
+	p.CheckSeconds = checkSeconds(s)
+	if s.Target.Hook != nil {
+		p.NotAfter = hookDeadline(s, s.Target.Hook.GlobalDeadline)
+	}
+	st, err := t.DrainNode(ctx, execution, tgt.Node, p, s.Drain)
 	if err != nil {
-		return nil, fmt.Errorf("list pods on %s: %w", tgt.Node, err)
+		return nil, err
 	}
-	for {
-		now = t.Clock.Now().UTC()
-		if !st.TimedOut && !now.Before(st.Deadline) && len(set.Selected) > 0 {
-			if req.OnTimeout == OnTimeoutFail {
-				return nil, newError(ErrDrainTimeout, "%d selected pod(s) still running on %s after --max-wait %s: %v; the node goes back into service (use --on-timeout evict or force to go on instead)",
-					len(set.Selected), tgt.Node, req.MaxWait, podNames(set.Selected))
-			}
-			st.TimedOut = true
-		}
-		next, err := t.evictRound(ctx, tgt.Node, st, set, req)
-		if err != nil {
-			return nil, err
-		}
-		st.Selected = podAges(set.Selected, now)
-		st.Remaining = len(set.Selected)
-		if req.EvictOthers {
-			st.Remaining = set.Remaining()
-		}
-		if st.Remaining == 0 {
-			st.Done, st.DoneAt, st.Selected = true, now, nil
-			return st, nil
-		}
-		// Block until a pod changes, the next eviction retry is due, max-wait passes, or the bound ends.
-		wake := st.Deadline
-		if st.TimedOut || (!next.IsZero() && next.Before(wake)) {
-			wake = next
-		}
-		wctx, wcancel := t.until(bctx, wake)
-		cur, _, err := t.Cluster.WaitPodsChange(wctx, tgt.Node, sel, set)
-		wcancel()
-		if bctx.Err() != nil {
-			return st, nil // bound reached: "not yet"
-		}
-		if err != nil {
-			return nil, fmt.Errorf("watch pods on %s: %w", tgt.Node, err)
-		}
-		if cur.ResourceVersion != "" {
-			set = cur
-		}
-	}
+	st.HeartbeatAt = heartbeat
+	return st, nil
 }
 
-// evictRound asks once for every pod that may go now and returns when the earliest
-// blocked eviction may be retried (zero when none is blocked).
-func (t *Tasks) evictRound(ctx context.Context, node string, st *DrainStatus, set kube.PodSet, req Request) (time.Time, error) {
-	var todo []kube.Pod
-	if req.EvictOthers {
-		todo = append(todo, notTerminating(set.Evictable)...)
-	}
-	if st.TimedOut {
-		todo = append(todo, notTerminating(set.Selected)...)
-	}
-	now := t.Clock.Now()
-	var next time.Time
-	for _, p := range todo {
-		b, blocked := st.Blocked[string(p.UID)]
-		if blocked && now.Before(b.NotBefore) {
-			next = earliest(next, b.NotBefore)
-			continue
-		}
-		var err error
-		if st.TimedOut && req.OnTimeout == OnTimeoutForce && p.Class == kube.Selected {
-			err = t.Cluster.ForceDelete(ctx, p, time.Duration(req.ForceGrace))
-			if err == nil {
-				st.ForcedPods++
-			}
-		} else {
-			err = t.Cluster.Evict(ctx, p, b.Attempts)
-		}
-		var eb *kube.EvictionBlockedError
-		switch {
-		case errors.As(err, &eb):
-			info := BlockInfo{Pod: p.Namespace + "/" + p.Name, PDBs: eb.PDBs, Attempts: b.Attempts + 1, NotBefore: eb.NotBefore.UTC()}
-			if st.Blocked == nil {
-				st.Blocked = map[string]BlockInfo{}
-			}
-			st.Blocked[string(p.UID)] = info
-			next = earliest(next, info.NotBefore)
-		case err != nil:
-			return time.Time{}, fmt.Errorf("evict %s/%s from %s: %w", p.Namespace, p.Name, node, err)
-		default:
-			delete(st.Blocked, string(p.UID))
-			if len(st.Evicted) < maxListed*4 {
-				st.Evicted = append(st.Evicted, p)
-			}
-		}
-	}
-	return next, nil
-}
-
+// checkWorkloads answers "are the moved workloads back to their availability
+// before the drain?", blocking on a watch of the first that is not, for at most
+// the loop's period, so the answer comes as soon as they are.
 func (t *Tasks) checkWorkloads(ctx context.Context, s State) (*WorkloadsStatus, error) {
 	now := t.Clock.Now().UTC()
-	st := &WorkloadsStatus{Deadline: now.Add(time.Duration(s.Request.WorkloadTimeout))}
+	st := &WorkloadsStatus{StartedAt: now, Deadline: now.Add(time.Duration(s.Request.WorkloadTimeout))}
 	if s.Workloads != nil {
-		st.Deadline, st.HeartbeatAt = s.Workloads.Deadline, s.Workloads.HeartbeatAt
+		st.StartedAt, st.Deadline, st.HeartbeatAt = s.Workloads.StartedAt, s.Workloads.Deadline, s.Workloads.HeartbeatAt
 	}
 	var err error
 	if st.HeartbeatAt, err = t.keepHookAlive(ctx, s, st.HeartbeatAt); err != nil {
 		return nil, err
 	}
-	var evicted []kube.Pod
+	var before []kube.Workload
 	if s.Drain != nil {
-		evicted = s.Drain.Evicted
+		before = s.Drain.Workloads
 	}
-	ws, err := t.Cluster.WorkloadsReady(ctx, evicted)
+	bctx, cancel := t.bound(ctx, checkSeconds(s), st.StartedAt, st.Deadline)
+	defer cancel()
+	if _, err := t.Cluster.WaitWorkloadsReady(bctx, before); err != nil && bctx.Err() == nil {
+		return nil, fmt.Errorf("wait for moved workloads: %w", err)
+	}
+	// The answer comes from a read with the full context: the bound may have cut the wait's.
+	ws, err := t.Cluster.WorkloadsReady(ctx, before)
 	if err != nil {
 		return nil, fmt.Errorf("check moved workloads: %w", err)
 	}
@@ -448,8 +386,8 @@ func (t *Tasks) checkWorkloads(ctx context.Context, s State) (*WorkloadsStatus, 
 		return st, nil
 	}
 	st.NotReady = ws.NotReady
-	if !now.Before(st.Deadline) {
-		return nil, newError(ErrWorkloadTimeout, "moved workloads not available again within --workload-timeout %s: %v", s.Request.WorkloadTimeout, ws.NotReady)
+	if !t.Clock.Now().Before(st.Deadline) {
+		return nil, newError(ErrWorkloadTimeout, "moved workloads not back to their availability before the drain within --workload-timeout %s: %v", s.Request.WorkloadTimeout, ws.NotReady)
 	}
 	return st, nil
 }

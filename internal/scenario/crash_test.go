@@ -311,7 +311,7 @@ func (r *crashRig) run(t *testing.T, n int, plan []crashKill) *crashRun {
 	}
 	node, inst, before := r.pickNode(t)
 	db := filepath.Join(r.dir, fmt.Sprintf("run-%02d.db", n))
-	args := []string{"recycle", node, "--state", db, "--selector", crashSelectedLabel + "=true", "--namespace", crashNamespace, "--check-seconds", "2", "-o", "json"}
+	args := []string{"recycle", node, "--state", db, "--selector", crashSelectedLabel + "=true", "--namespace", crashNamespace, "-o", "json"}
 	if len(plan) > 0 && plan[0].raiseMax {
 		// No headroom: the surge must raise MaxSize by one and put it back afterwards.
 		orig := before.MaxSize

@@ -86,7 +86,6 @@ func (w *world) request(node string, maxWait time.Duration) recycle.Request {
 	r.Selector = sim.LabelComponent + "=" + sim.LongJobComponent
 	r.Namespaces = []string{sim.WorkloadNamespace}
 	r.MaxWait = recycle.Duration(maxWait)
-	r.CheckSeconds = 5
 	return r
 }
 
@@ -169,7 +168,9 @@ func TestRecycleWaitsForSelectedPodsMovesOthersWithPDBs(t *testing.T) {
 		return nil
 	}
 	started := time.Now()
-	out, err := w.h.Recycle(ctx, w.eng, w.request(node, 10*time.Minute), "happy", onEvent)
+	req := w.request(node, 10*time.Minute)
+	req.DeleteUnmanaged = true // the lookalike has no controller
+	out, err := w.h.Recycle(ctx, w.eng, req, "happy", onEvent)
 	if err != nil {
 		t.Fatal(err)
 	}
