@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
+	"k8s.io/utils/clock"
 
 	"github.com/recycler/recycler/internal/engine"
 	"github.com/recycler/recycler/internal/kube"
@@ -216,7 +217,7 @@ func runRecycle(ctx context.Context, f *recycleFlags, targets []string, stdin io
 			in.StateMachine, in.Definition = recycle.StateMachineName, mustDefinition()
 			in.OnAbort = &engine.Rollback{StateMachine: recycle.RollbackStateMachineName, Definition: recycle.RollbackDefinition()}
 		}
-		res, err := runOne(ctx, work, eng, p, in, stdin, stderr)
+		res, err := runOne(ctx, work, eng, p, in, drainPods(tasks.Cluster, p.req), stdin, stderr)
 		if err != nil {
 			return err
 		}
@@ -382,7 +383,7 @@ type result struct {
 	code        int
 }
 
-func runOne(ctx, work context.Context, eng executions, p plan, start engine.StartInput, stdin io.Reader, stderr io.Writer) (result, error) {
+func runOne(ctx, work context.Context, eng executions, p plan, start engine.StartInput, pods podWatch, stdin io.Reader, stderr io.Writer) (result, error) {
 	req := p.req
 	ex, err := eng.Start(work, start)
 	var exists *engine.ExistsError
@@ -412,6 +413,7 @@ func runOne(ctx, work context.Context, eng executions, p plan, start engine.Star
 	watched := make(chan error, 1)
 	go func() { watched <- eng.Watch(watchCtx, ex.ID, view.event) }()
 	defer stopWatch()
+	view.live(watchCtx, clock.RealClock{}, pods)
 
 	done := make(chan waited, 1)
 	go func() {

@@ -39,7 +39,7 @@ type Watch struct {
 	OldNode     string
 	Selector    labels.Selector // selected pods; nil = none
 	Namespaces  []string        // of selected pods; empty = all
-	MaxWait     time.Duration   // deadline for selected pods, from Start
+	MaxWait     time.Duration   // deadline for selected pods, from the drain's start (see DrainStarted)
 	Interval    time.Duration   // group sampling interval; default 200ms
 	ReadyLabels map[string]string
 }
@@ -60,7 +60,8 @@ type Sampler struct {
 	firstLeave  time.Time // first non-DaemonSet pod on the old node deleted
 	firstLeaveP string
 	replReady   time.Time // first Ready node of the group that was not there at Start
-	earlyKills  []string  // selected pods deleted before the deadline while running
+	kills       []kill    // selected pods deleted while running, judged against the deadline at Stop
+	drainStart  time.Time // when the drain began (DrainStarted); zero: it never did
 	pdbBreaches []string
 	initialNode map[string]bool
 	errs        []string       // distinct sampling errors, in order
@@ -68,6 +69,12 @@ type Sampler struct {
 
 	cancel context.CancelFunc
 	done   sync.WaitGroup
+}
+
+// kill is a selected pod deleted or evicted while it still ran.
+type kill struct {
+	pod string
+	at  time.Time
 }
 
 // Start begins sampling; call Stop to end it and get the report.
@@ -155,11 +162,9 @@ func (s *Sampler) pods(w watch.Interface) {
 			s.firstLeave, s.firstLeaveP = now, p.Namespace+"/"+p.Name
 		}
 		finished := p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
-		if s.selected(p) && !finished && now.Sub(s.start) < s.w.MaxWait {
-			name := p.Namespace + "/" + p.Name
-			if !slices.Contains(s.earlyKills, name) {
-				s.earlyKills = append(s.earlyKills, name)
-			}
+		name := p.Namespace + "/" + p.Name
+		if s.selected(p) && !finished && !slices.ContainsFunc(s.kills, func(k kill) bool { return k.pod == name }) {
+			s.kills = append(s.kills, kill{name, now})
 		}
 		s.mu.Unlock()
 	}
@@ -182,6 +187,29 @@ func (s *Sampler) nodes(w watch.Interface) {
 			s.mu.Unlock()
 		}
 	}
+}
+
+// DrainStarted tells the sampler when the drain began (the recycle records it in
+// its state, drain.startedAt): a selected pod's deadline is MaxWait from then.
+// Without it, no deadline has begun, and every selected pod killed is early.
+func (s *Sampler) DrainStarted(at time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.drainStart = at
+}
+
+// earlyKills names the selected pods killed before their deadline.
+func (s *Sampler) earlyKills() []string {
+	var out []string
+	for _, k := range s.kills {
+		switch {
+		case s.drainStart.IsZero():
+			out = append(out, k.pod+" (before the drain started)")
+		case k.at.Before(s.drainStart.Add(s.w.MaxWait)):
+			out = append(out, fmt.Sprintf("%s at +%s of the drain", k.pod, k.at.Sub(s.drainStart).Truncate(time.Millisecond)))
+		}
+	}
+	return out
 }
 
 func (s *Sampler) selected(p *corev1.Pod) bool {
@@ -362,9 +390,10 @@ func (s *Sampler) Stop(ctx context.Context) Report {
 		order.Measured = fmt.Sprintf("first pod (%s) left %s after the replacement was Ready", s.firstLeaveP, gap.Truncate(time.Millisecond))
 	}
 	r.Checks = append(r.Checks, order)
+	early := s.earlyKills()
 	r.Checks = append(r.Checks, Check{
-		Name: "2. no selected pod deleted or evicted before its deadline", OK: len(s.earlyKills) == 0,
-		Measured: fmt.Sprintf("%d early: %v", len(s.earlyKills), s.earlyKills),
+		Name: "2. no selected pod deleted or evicted before its deadline", OK: len(early) == 0,
+		Measured: fmt.Sprintf("%d early (deadline: %s from the drain's start): %v", len(early), s.w.MaxWait, early),
 	})
 	r.Checks = append(r.Checks, Check{
 		Name: "3. no eviction past a PodDisruptionBudget", OK: len(s.pdbBreaches) == 0,

@@ -379,12 +379,15 @@ func (r *crashRig) run(t *testing.T, n int, plan []crashKill) *crashRun {
 		}
 	}
 	run.elapsed = time.Since(start)
+	run.ex, run.hist = r.execution(t, db)
+	if st := recycle.StateFromHistory(run.hist); st.Drain != nil {
+		sampler.DrainStarted(st.Drain.StartedAt)
+	}
 	rep := sampler.Stop(ctx)
 	sampling = false
 	if !rep.OK() {
 		t.Errorf("run %d (kills %+v): invariants broken:\n%s", n, run.kills, rep)
 	}
-	run.ex, run.hist = r.execution(t, db)
 	if run.ex.ID == "" {
 		if len(run.kills) == 0 || run.kills[0].state != "(no execution)" {
 			t.Fatalf("run %d: no execution in %s", n, db)

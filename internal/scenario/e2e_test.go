@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -505,5 +506,49 @@ func TestSamplerFlagsViolations(t *testing.T) {
 	}
 	if failed["1a"] {
 		t.Errorf("check 1a failed although no node went away")
+	}
+}
+
+// A selected pod's deadline runs from the drain's start, not from when the
+// sampler (or the recycle) started: with a replacement that boots longer than
+// --max-wait, a selected pod killed as the drain begins is still early. Before,
+// the sampler measured from its own start and called that kill on time.
+func TestSamplerMeasuresDeadlinesFromTheDrainStart(t *testing.T) {
+	const boot, maxWait = 10 * time.Second, 8 * time.Second
+	w := newWorld(t, boot, 10*time.Minute)
+	ctx := context.Background()
+	node := w.longJobNode(t)
+	killed := make(chan string, 1)
+	onEvent := func(ev engine.Event) error {
+		var d struct {
+			Name string `json:"name"`
+		}
+		if ev.Type != "TaskStateEntered" || json.Unmarshal(ev.Details, &d) != nil || d.Name != "Drain" || len(killed) > 0 {
+			return nil
+		}
+		// Someone deletes a selected pod the moment the drain begins.
+		pods, err := w.env.Kube.Client.CoreV1().Pods(sim.WorkloadNamespace).List(ctx, metav1.ListOptions{
+			LabelSelector: sim.LabelComponent + "=" + sim.LongJobComponent, FieldSelector: "spec.nodeName=" + node})
+		if err != nil || len(pods.Items) == 0 {
+			killed <- ""
+			return nil
+		}
+		p := pods.Items[0]
+		killed <- p.Namespace + "/" + p.Name
+		return w.env.Kube.Client.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{})
+	}
+	out, err := w.h.Recycle(ctx, w.eng, w.request(node, maxWait), "sampler-deadline", onEvent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := <-killed
+	if victim == "" {
+		t.Fatal("no selected pod to kill when the drain began")
+	}
+	t.Logf("killed %s as the drain began; recycle %s\n%s", victim, out.Execution.Status, out.Report)
+	for _, c := range out.Report.Checks {
+		if strings.HasPrefix(c.Name, "2.") && (c.OK || !strings.Contains(c.Measured, victim)) {
+			t.Errorf("check %q = ok %v (%s); want it to flag %s, killed %s before its deadline", c.Name, c.OK, c.Measured, victim, maxWait)
+		}
 	}
 }

@@ -76,8 +76,9 @@ func newFleetWorld(t *testing.T, opts sim.UpOptions) *fleetWorld {
 }
 
 func (w *fleetWorld) options(groups ...string) rollout.Options {
+	// The default loop period: a check's first rounds are 5 s anyway, and a
+	// 24-hour --max-wait with 5-second checks would outgrow the history budget.
 	req := recycle.NewRequest("")
-	req.CheckSeconds = 5
 	return rollout.Options{
 		Selection:   rollout.Selection{Groups: groups, All: true},
 		Settings:    rollout.Settings{MaxUnhealthy: rollout.Amount{N: 20, Percent: true}, OnFailure: rollout.OnFailurePause, PauseTimeout: recycle.Duration(time.Hour), CheckSeconds: 1},

@@ -166,7 +166,14 @@ func (h *Harness) Recycle(ctx context.Context, eng Executions, req recycle.Reque
 			return out, fmt.Errorf("wait for rollback %s: %w", fin.RollbackID, err)
 		}
 	}
+	if out.History, err = eng.History(ctx, ex.ID); err != nil {
+		sampler.Stop(ctx)
+		return out, err
+	}
+	// A selected pod's deadline runs from the drain's start, as the recycle recorded it.
+	if st := recycle.StateFromHistory(out.History); st.Drain != nil {
+		sampler.DrainStarted(st.Drain.StartedAt)
+	}
 	out.Report = sampler.Stop(ctx)
-	out.History, err = eng.History(ctx, ex.ID)
-	return out, err
+	return out, nil
 }
