@@ -119,7 +119,7 @@ func TestRolloutPausedExitsThenResumeFinishes(t *testing.T) {
 		t.Fatal(err)
 	}
 	sel := fmt.Sprintf("topology.kubernetes.io/zone in (%s,%s)", nodes[0].AZ, nodes[1].AZ)
-	res := runCLI(t, "rollout", "--state", state, "--group", f.group, "--nodes", sel, "--all", "--replacement-timeout", "4s", "--check-seconds", "2", "-o", "json")
+	res := runCLI(t, "rollout", "--state", state, "--group", f.group, "--nodes", sel, "--all", "--replacement-timeout", "4s", "-o", "json")
 	if res.code != ExitNeedsPerson {
 		t.Fatalf("rollout: exit %d, want %d (paused)\nstdout: %s\nstderr: %s", res.code, ExitNeedsPerson, res.stdout, res.stderr)
 	}

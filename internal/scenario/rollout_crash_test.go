@@ -120,7 +120,7 @@ func TestRolloutCrashAndResumeEndsLikeUninterrupted(t *testing.T) {
 			return -1, out.String()
 		}
 	}
-	rolloutArgs := []string{"rollout", "--group", group, "--all", "--max-in-flight", "2", "--fence-batch", "--check-seconds", "2", "--recheck-seconds", "1",
+	rolloutArgs := []string{"rollout", "--group", group, "--all", "--max-in-flight", "2", "--fence-batch", "--recheck-seconds", "1",
 		"--selector", sim.LabelComponent + "=" + sim.LongJobComponent, "--namespace", sim.WorkloadNamespace}
 	rng := rand.New(rand.NewPCG(seed, seed))
 	killed, hits := 0, map[string]int{}
