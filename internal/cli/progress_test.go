@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,22 +15,11 @@ import (
 	"github.com/recycler/recycler/internal/recycle"
 )
 
-// syncBuffer is a bytes.Buffer safe for the redraw goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+// text reads what the view wrote, under the writer's lock (the redraw goroutine writes too).
+func text(l *lockedWriter, b *bytes.Buffer) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return b.String()
 }
 
 // On a terminal the status line is redrawn every second between events: the step,
@@ -40,7 +28,8 @@ func (s *syncBuffer) String() string {
 func TestLiveLineRedrawnEverySecondFromWatches(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
 	clk := clocktesting.NewFakeClock(t0)
-	out := &syncBuffer{}
+	var buf bytes.Buffer
+	out := &lockedWriter{w: &buf}
 	view := newProgress(out, true)
 	watched := make(chan string, 1)
 	started := t0.Add(-time.Hour)
@@ -74,16 +63,16 @@ func TestLiveLineRedrawnEverySecondFromWatches(t *testing.T) {
 	ev(time.Second, "TaskScheduled", map[string]any{"parameters": map[string]string{"task": recycle.TaskDrain}})
 	ev(2*time.Second, "TaskSucceeded", map[string]any{"output": drain})
 	// Nothing happens for a while; the line keeps moving.
-	before := strings.Count(out.String(), "\r\033[K")
+	before := strings.Count(text(out, &buf), "\r\033[K")
 	for range 3 {
 		clk.Step(time.Second)
 		deadline := time.Now().Add(10 * time.Second)
-		for strings.Count(out.String(), "\r\033[K") == before && time.Now().Before(deadline) {
+		for strings.Count(text(out, &buf), "\r\033[K") == before && time.Now().Before(deadline) {
 			time.Sleep(5 * time.Millisecond)
 		}
-		before = strings.Count(out.String(), "\r\033[K")
+		before = strings.Count(text(out, &buf), "\r\033[K")
 	}
-	text := out.String()
+	text := text(out, &buf)
 	last := text[strings.LastIndex(text, "\r\033[K"):]
 	t.Logf("live line: %q", last)
 	for _, want := range []string{"Drain (2s)", "waiting for 1 pod(s): airflow/worker-1 (running 1h0m3s)", "shop/web-1 blocked by PDB web", "in 1h59m57s: every pod still there is deleted (max-wait)"} {

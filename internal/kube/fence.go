@@ -123,19 +123,9 @@ func (c *Client) Unfence(ctx context.Context, node, executionID string) error {
 	var did []string
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		did = nil
-		n, err := c.NodeByName(ctx, node)
-		if err != nil {
+		n, rec, ok, err := c.ourFence(ctx, node, executionID)
+		if err != nil || !ok {
 			return err
-		}
-		rec, ok, err := fenceRecord(n)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return nil
-		}
-		if rec.ExecutionID != executionID {
-			return &NodeHeldError{Node: node, HeldBy: rec.ExecutionID, Since: rec.At, ExecutionID: executionID}
 		}
 		spec := map[string]any{}
 		if rec.TaintAdded {
@@ -185,19 +175,12 @@ func (c *Client) ExcludeFromLoadBalancers(ctx context.Context, node, executionID
 	added := false
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		added = false
-		n, err := c.NodeByName(ctx, node)
-		if err != nil {
-			return err
-		}
-		rec, ok, err := fenceRecord(n)
+		n, rec, ok, err := c.ourFence(ctx, node, executionID)
 		if err != nil {
 			return err
 		}
 		if !ok {
 			return fmt.Errorf("node %s: %w", node, ErrNotFenced)
-		}
-		if rec.ExecutionID != executionID {
-			return &NodeHeldError{Node: node, HeldBy: rec.ExecutionID, Since: rec.At, ExecutionID: executionID}
 		}
 		if _, has := n.Labels[corev1.LabelNodeExcludeBalancers]; has {
 			return nil // ours already, or someone else's: either way nothing to do
@@ -213,6 +196,23 @@ func (c *Client) ExcludeFromLoadBalancers(ctx context.Context, node, executionID
 			fmt.Sprintf("Recycler execution %s labelled the node %s before draining it", executionID, corev1.LabelNodeExcludeBalancers), nil)
 	}
 	return nil
+}
+
+// ourFence reads node and its fence record (ok false: none). A record of
+// another execution is a *NodeHeldError.
+func (c *Client) ourFence(ctx context.Context, node, executionID string) (*corev1.Node, FenceRecord, bool, error) {
+	n, err := c.NodeByName(ctx, node)
+	if err != nil {
+		return nil, FenceRecord{}, false, err
+	}
+	rec, ok, err := fenceRecord(n)
+	if err != nil || !ok {
+		return n, rec, false, err
+	}
+	if rec.ExecutionID != executionID {
+		return n, rec, true, &NodeHeldError{Node: node, HeldBy: rec.ExecutionID, Since: rec.At, ExecutionID: executionID}
+	}
+	return n, rec, true, nil
 }
 
 // FencedNodes lists the nodes carrying Recycler's fence annotation (from the API
