@@ -135,7 +135,8 @@ func TestRecycleOnStepFunctions(t *testing.T) {
 	}
 	victim := nodes.Items[0].Name
 	req := recycle.NewRequest(victim)
-	req.Selector, req.Namespaces, req.MaxWait, req.CheckSeconds = sim.LabelComponent+"=forever", []string{sim.WorkloadNamespace}, recycle.Duration(time.Hour), 5
+	// The default loop period: a 1-hour wait in 5-second checks would outgrow the history budget.
+	req.Selector, req.Namespaces, req.MaxWait = sim.LabelComponent+"=forever", []string{sim.WorkloadNamespace}, recycle.Duration(time.Hour)
 	pinForever(t, env, victim)
 	input, _ := json.Marshal(recycle.State{Request: req})
 	ex, err := c.Start(ctx, engine.StartInput{Name: "abort-me", Input: input})

@@ -13,15 +13,20 @@ const HistoryBudget = 5000
 
 // History events per state, as both engines write them: a Task state is
 // Entered, Scheduled, Started, Succeeded, Exited; a Choice and a Wait are
-// Entered and Exited; a retried attempt adds Failed, Scheduled, Started.
+// Entered and Exited; a retry (ASL's MaxAttempts counts retries) adds Failed,
+// Scheduled, Started.
 const (
 	eventsTask  = 5
 	eventsPass  = eventsTask + 2 + 2 // one round of a wait loop: check, Choice, Wait
 	eventsRetry = 3
+	// taskRetries and rollbackRetries are the Retry MaxAttempts of the definition
+	// (TestBudgetFollowsTheDefinition keeps them in step).
+	taskRetries     = 25
+	rollbackRetries = 25 + 3
 	// The states outside the loops, worst path: ExecutionStarted, Resolve, Fence,
-	// SurgeOrNot, Surge, Retire or Rollback, the end state, the execution's end;
-	// plus every retry their Retry allows (8 attempts each, the Rollback 20 + 3).
-	eventsFixed = 1 + 4*eventsTask + 2 + 2 + 1 + (4*7+19+2)*eventsRetry
+	// SurgeOrNot, Surge, Retire failing into Rollback, the end state, the
+	// execution's end; each of those Tasks retried as often as its Retry allows.
+	eventsFixed = 1 + 5*eventsTask + 2 + 2 + 1 + (4*taskRetries+rollbackRetries)*eventsRetry
 )
 
 // LoopPasses is the most rounds a wait loop makes when it lasts wait and each

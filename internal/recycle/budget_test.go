@@ -1,10 +1,39 @@
 package recycle
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 )
+
+// The worst case counts every retry the definition allows: it must not allow more.
+func TestBudgetFollowsTheDefinition(t *testing.T) {
+	var def struct {
+		States map[string]struct {
+			Type  string `json:"Type"`
+			Retry []struct {
+				MaxAttempts int `json:"MaxAttempts"`
+			} `json:"Retry"`
+		} `json:"States"`
+	}
+	if err := json.Unmarshal(mustDef(t, ""), &def); err != nil {
+		t.Fatal(err)
+	}
+	for name, st := range def.States {
+		n := 0
+		for _, r := range st.Retry {
+			n += r.MaxAttempts
+		}
+		want := taskRetries
+		if name == "Rollback" {
+			want = rollbackRetries
+		}
+		if st.Type == "Task" && n > want {
+			t.Errorf("state %s retries up to %d times; HistoryEvents counts %d", name, n, want)
+		}
+	}
+}
 
 // A 24-hour drain fits the history budget at the default loop period, while the
 // early checks stay short; the period never exceeds --check-seconds.
@@ -35,7 +64,7 @@ func TestLoopPeriodGrowsWithTheWait(t *testing.T) {
 	// Today's loop of 20-second checks is refused for 24 hours, saying what fits.
 	r.CheckSeconds = 20
 	err := r.Validate()
-	for _, want := range []string{"--max-wait 24h0m0s with --check-seconds 20 could write 38", "more than the 5000", "raise --check-seconds to 180 or more", "lower --max-wait to 2h"} {
+	for _, want := range []string{"--max-wait 24h0m0s with --check-seconds 20 could write 38", "more than the 5000", "raise --check-seconds to 191 or more", "lower --max-wait to 2h"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("--check-seconds 20 for 24h: %v; want it to say %q", err, want)
 		}

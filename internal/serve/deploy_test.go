@@ -322,7 +322,7 @@ func TestRBACIsExactlyWhatServeUses(t *testing.T) {
 	url := f.queue("rbac-events")
 	t.Setenv("KUBECONFIG", kubeconfig)
 	s := f.startServe("recycler-rbac", "--lease-namespace", "recycler", "--sqs-queue-url", url,
-		"--selector", "app=job", "--namespace", ns, "--max-wait", "5s", "--on-timeout", "force", "--check-seconds", "2")
+		"--selector", "app=job", "--namespace", ns, "--max-wait", "5s", "--on-timeout", "force")
 	f.send(url, alarmEvent("5a2b1f0e-0000-4000-8000-0000000000cc", instances[0], "ALARM"))
 	f.eventually(2*time.Minute, "eviction blocked by the PDB", func() bool {
 		return metric(s.metrics, fmt.Sprintf(`recycler_evictions_blocked{pdb="%s/web"}`, ns)) == "1"
