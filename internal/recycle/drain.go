@@ -102,6 +102,13 @@ func (t *Tasks) DrainNode(ctx context.Context, execution, node string, p DrainPo
 			st.Left = podNames(p.left(set, st, now))
 			return st, nil
 		}
+		// The drain's first refusal by a budget: answer now, so the status (and
+		// `recycler status`, the metrics) names the budget at once rather than at
+		// the bound. Once per drain, so it costs one round, not one per pod.
+		if !st.Refused && len(st.Blocked) > 0 {
+			st.Refused = true
+			return st, nil
+		}
 		// Block until a pod changes, the next eviction retry or deadline comes, or
 		// the pass's bound ends. Only instants after now count: one already passed
 		// was acted on above.

@@ -84,13 +84,16 @@ type DrainStatus struct {
 	Remaining      int       `json:"remaining"`                // pods still holding the node
 	// Workloads are the controllers of the pods the drain may move, with their
 	// availability when the drain started: what CheckWorkloads compares with.
-	Workloads  []kube.Workload      `json:"workloads,omitempty"`
-	Unchecked  []string             `json:"unchecked,omitempty"` // moved pods no controller of which can be checked
-	Evicted    []kube.Pod           `json:"evicted,omitempty"`   // pods this recycle evicted or deleted
-	Blocked    map[string]BlockInfo `json:"blocked,omitempty"`   // pod UID → latest PDB refusal
-	ForcedPods int                  `json:"forced,omitempty"`
-	Left       []string             `json:"left,omitempty"` // still terminating at End: left to the instance's end
-	DoneAt     time.Time            `json:"doneAt,omitzero"`
+	Workloads []kube.Workload      `json:"workloads,omitempty"`
+	Unchecked []string             `json:"unchecked,omitempty"` // moved pods no controller of which can be checked
+	Evicted   []kube.Pod           `json:"evicted,omitempty"`   // pods this recycle evicted or deleted
+	Blocked   map[string]BlockInfo `json:"blocked,omitempty"`   // pod UID → latest PDB refusal
+	// Refused: a budget has refused an eviction in this drain (the pass that
+	// first saw it returned at once, so the status named the budget).
+	Refused    bool      `json:"refused,omitempty"`
+	ForcedPods int       `json:"forced,omitempty"`
+	Left       []string  `json:"left,omitempty"` // still terminating at End: left to the instance's end
+	DoneAt     time.Time `json:"doneAt,omitzero"`
 	// HeartbeatAt is the last lifecycle-hook heartbeat a Drain call recorded.
 	HeartbeatAt time.Time `json:"heartbeatAt,omitzero"`
 }

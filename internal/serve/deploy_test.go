@@ -263,14 +263,17 @@ func rbacWorkloads(t *testing.T, f *fixture, ns, target string) {
 		return corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
 			Spec: corev1.PodSpec{Affinity: affinity, TerminationGracePeriodSeconds: ptr.To[int64](1), Containers: []corev1.Container{{Name: "c", Image: "registry.k8s.io/pause:3.10"}}}}
 	}
+	// minReadySeconds keep both moved workloads short of available for a while after
+	// the drain, so the moved-workloads check watches each (the StatefulSet longer:
+	// its pod moved first, at the drain's start).
 	if _, err := f.kube.Client.AppsV1().Deployments(ns).Create(f.ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web"},
-		Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](1), Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}, Template: podSpec()}}, metav1.CreateOptions{}); err != nil {
+		Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](1), MinReadySeconds: 10, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}, Template: podSpec()}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	sts := podSpec()
 	sts.Labels = map[string]string{"app": "db"}
 	if _, err := f.kube.Client.AppsV1().StatefulSets(ns).Create(f.ctx, &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "db"},
-		Spec: appsv1.StatefulSetSpec{Replicas: ptr.To[int32](1), Selector: &metav1.LabelSelector{MatchLabels: sts.Labels}, Template: sts}}, metav1.CreateOptions{}); err != nil {
+		Spec: appsv1.StatefulSetSpec{Replicas: ptr.To[int32](1), MinReadySeconds: 30, Selector: &metav1.LabelSelector{MatchLabels: sts.Labels}, Template: sts}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	// A budget that blocks the web pod's eviction until the test relaxes it.
@@ -293,10 +296,17 @@ func rbacWorkloads(t *testing.T, f *fixture, ns, target string) {
 		}
 		return err == nil && running == 3
 	})
+	// Available before the drain, as the drain records them.
+	f.eventually(2*time.Minute, "web and db available", func() bool {
+		d, err1 := f.kube.Client.AppsV1().Deployments(ns).Get(f.ctx, "web", metav1.GetOptions{})
+		st, err2 := f.kube.Client.AppsV1().StatefulSets(ns).Get(f.ctx, "db", metav1.GetOptions{})
+		return err1 == nil && err2 == nil && d.Status.AvailableReplicas == 1 && st.Status.AvailableReplicas == 1
+	})
 }
 
 // unexercised: granted, called by the code, but not reachable on this test bed.
 var unexercised = map[access]string{
+	{"apps", "replicasets", "watch"}: "a drain watches a moved workload that is not back yet, by kind: here a Deployment and a StatefulSet; no standalone ReplicaSet moves in this test",
 	{"", "nodes", "delete"}: "Retire deletes a Node that outlives its instance (a stopped one under the AWS cloud controller); the simulator removes Nodes itself at stop/terminate, so DeleteNode finds none (internal/kube's TestDeleteNodeOnlyFencedNodes calls it)",
 }
 
