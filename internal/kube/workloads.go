@@ -117,11 +117,11 @@ func (c *Client) WaitWorkloadsReady(ctx context.Context, before []Workload) (Wor
 	var last WorkloadStatus
 	for {
 		st, err := c.WorkloadsReady(ctx, before)
-		if ctx.Err() != nil {
-			return last, nil // the read may have been cut: the last full answer stands
+		if err != nil {
+			return last, ctxOr(ctx, err) // cut by ctx: the last full answer stands
 		}
-		if err != nil || st.Ready {
-			return st, err
+		if st.Ready {
+			return st, nil
 		}
 		last = st
 		for _, w := range before {

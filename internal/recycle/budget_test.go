@@ -84,7 +84,7 @@ func TestDrainDeadlineFlagsAreValidated(t *testing.T) {
 		edit func(*Request)
 		want string // "" = valid
 	}{
-		{"evict-timeout none", func(r *Request) {}, ""},
+		{"evict-timeout none", func(*Request) {}, ""},
 		{"evict-timeout shorter with force", func(r *Request) { r.EvictTimeout, r.OnTimeout = Duration(10*time.Minute), OnTimeoutForce }, ""},
 		{"evict-timeout equal to max-wait", func(r *Request) { r.EvictTimeout = r.MaxWait }, ""},
 		{"evict-timeout longer", func(r *Request) { r.EvictTimeout = Duration(2 * time.Hour) }, "--evict-timeout 2h0m0s is longer than --max-wait 1h0m0s"},

@@ -323,7 +323,7 @@ func (t *Tasks) evictRound(ctx context.Context, node string, st *DrainStatus, se
 		switch {
 		case asked[pod.UID]:
 			continue
-		case pod.Terminating && !(force && pod.DeleteAt.After(now.Add(p.ForceGrace))):
+		case pod.Terminating && (!force || !pod.DeleteAt.After(now.Add(p.ForceGrace))):
 			continue // on its way; a forced deadline only shortens a longer grace
 		}
 		b, blocked := st.Blocked[string(pod.UID)]

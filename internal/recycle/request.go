@@ -177,19 +177,7 @@ func (r Request) Validate() error {
 			bad("%s must be a positive duration such as 90m or 24h, got %s", flag, time.Duration(d))
 		}
 	}
-	if r.MaxWait <= 0 {
-		bad("--max-wait must be a positive duration such as 90m or 24h, got %s (it is the drain's deadline for every pod; there is no \"wait forever\")", time.Duration(r.MaxWait))
-	}
-	switch {
-	case r.EvictTimeout < 0:
-		bad("--evict-timeout must be 0 (none: --max-wait applies to every pod) or a positive duration, got %s", time.Duration(r.EvictTimeout))
-	case r.EvictTimeout > r.MaxWait && r.MaxWait > 0:
-		bad("--evict-timeout %s is longer than --max-wait %s, the drain's deadline for every pod: give a shorter one, or 0 for none", time.Duration(r.EvictTimeout), time.Duration(r.MaxWait))
-	case r.EvictTimeout > 0 && r.OnTimeout == OnTimeoutEvict:
-		bad("--evict-timeout with --on-timeout evict would change nothing (the other pods are evicted from the start, PDBs honoured): use --on-timeout fail or force, or drop --evict-timeout")
-	case r.EvictTimeout > 0 && !r.EvictOthers:
-		bad("--evict-timeout with --evict-others=false would change nothing (the other pods are not evicted): drop one of them")
-	}
+	errs = append(errs, r.validateDrain()...)
 	positive("--replacement-timeout", r.ReplacementTimeout)
 	positive("--workload-timeout", r.WorkloadTimeout)
 	if time.Duration(r.ForceGrace) < time.Second {
@@ -219,12 +207,37 @@ func (r Request) Validate() error {
 	if h := r.LifecycleHook; h != nil && (h.Group == "" || h.Name == "") {
 		bad("lifecycleHook needs both group and name")
 	}
+	return r.withBudget(errs)
+}
+
+// withBudget checks the history budget of a request whose fields are valid.
+func (r Request) withBudget(errs []error) error {
 	if len(errs) == 0 {
 		if err := r.checkHistoryBudget(); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// validateDrain checks the drain's deadlines (docs/recycle.md, "Draining").
+func (r Request) validateDrain() []error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if r.MaxWait <= 0 {
+		bad("--max-wait must be a positive duration such as 90m or 24h, got %s (it is the drain's deadline for every pod; there is no \"wait forever\")", time.Duration(r.MaxWait))
+	}
+	switch {
+	case r.EvictTimeout < 0:
+		bad("--evict-timeout must be 0 (none: --max-wait applies to every pod) or a positive duration, got %s", time.Duration(r.EvictTimeout))
+	case r.EvictTimeout > r.MaxWait && r.MaxWait > 0:
+		bad("--evict-timeout %s is longer than --max-wait %s, the drain's deadline for every pod: give a shorter one, or 0 for none", time.Duration(r.EvictTimeout), time.Duration(r.MaxWait))
+	case r.EvictTimeout > 0 && r.OnTimeout == OnTimeoutEvict:
+		bad("--evict-timeout with --on-timeout evict would change nothing (the other pods are evicted from the start, PDBs honoured): use --on-timeout fail or force, or drop --evict-timeout")
+	case r.EvictTimeout > 0 && !r.EvictOthers:
+		bad("--evict-timeout with --evict-others=false would change nothing (the other pods are not evicted): drop one of them")
+	}
+	return errs
 }
 
 // Duration is a time.Duration that reads and writes Go duration strings ("90m") in

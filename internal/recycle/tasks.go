@@ -135,20 +135,8 @@ func (t *Tasks) Resolve(ctx context.Context, s State) (*Target, error) {
 	if err != nil {
 		return nil, newError(ErrBadInput, "node %s: %v", node.Name, err)
 	}
-	if holder, ok := fencedBy(node); ok {
-		return nil, newError(ErrPrecondition, "node %s is already being recycled by execution %s: wait for it, or `recycler abort %s`", node.Name, holder, holder)
-	}
-	// Like kubectl drain: pods no controller recreates are refused before anything changes.
-	policy, err := req.DrainPolicy()
-	if err != nil {
+	if err := t.checkNode(ctx, node, req); err != nil {
 		return nil, err
-	}
-	pods, err := t.Cluster.PodsOnNode(ctx, node.Name, policy.Selector)
-	if err != nil {
-		return nil, fmt.Errorf("list pods on %s: %w", node.Name, err)
-	}
-	if err := policy.refuseUnmanaged(pods, node.Name, "would be evicted by this recycle"); err != nil {
-		return nil, &Error{Name: ErrPrecondition, Err: err}
 	}
 	inst, err := t.Cloud.Instance(ctx, pid.InstanceID)
 	if err != nil {
@@ -193,6 +181,27 @@ func (t *Tasks) Resolve(ctx context.Context, s State) (*Target, error) {
 		}
 	}
 	return tgt, nil
+}
+
+// checkNode refuses a node another recycle holds and, like kubectl drain, pods no
+// controller recreates that the drain would evict: before anything changes.
+func (t *Tasks) checkNode(ctx context.Context, n *corev1.Node, req Request) error {
+	if holder, ok := fencedBy(n); ok {
+		return newError(ErrPrecondition, "node %s is already being recycled by execution %s: wait for it, or `recycler abort %s`", n.Name, holder, holder)
+	}
+	node := n.Name
+	policy, err := req.DrainPolicy()
+	if err != nil {
+		return err
+	}
+	pods, err := t.Cluster.PodsOnNode(ctx, node, policy.Selector)
+	if err != nil {
+		return fmt.Errorf("list pods on %s: %w", node, err)
+	}
+	if err := policy.refuseUnmanaged(pods, node, "would be evicted by this recycle"); err != nil {
+		return &Error{Name: ErrPrecondition, Err: err}
+	}
+	return nil
 }
 
 // processLaunch is the Auto Scaling process that starts new instances.

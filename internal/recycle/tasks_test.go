@@ -22,6 +22,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -114,8 +115,11 @@ func (w *world) node(suffix string) string {
 	w.t.Cleanup(func() { _ = w.env.DeleteNode(context.Background(), name) })
 	w.waitFor("node "+name+" Ready", func(ctx context.Context) (bool, error) {
 		n, err := w.cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return false, nil // not yet visible
+		}
 		if err != nil {
-			return false, nil
+			return false, err
 		}
 		ready, _ := kube.NodeIsReady(n, nil)
 		for _, taint := range n.Spec.Taints {
@@ -183,7 +187,7 @@ func (w *world) deployment(app string, replicas int32, minAvailable *int32, podA
 	w.waitFor(app+" pods running on the old node", func(ctx context.Context) (bool, error) {
 		pods, err := w.cs.CoreV1().Pods(w.ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + app})
 		if err != nil {
-			return false, nil
+			return false, err
 		}
 		n := 0
 		for _, p := range pods.Items {

@@ -523,13 +523,18 @@ func TestSamplerMeasuresDeadlinesFromTheDrainStart(t *testing.T) {
 		var d struct {
 			Name string `json:"name"`
 		}
-		if ev.Type != "TaskStateEntered" || json.Unmarshal(ev.Details, &d) != nil || d.Name != "Drain" || len(killed) > 0 {
+		_ = json.Unmarshal(ev.Details, &d)
+		if ev.Type != "TaskStateEntered" || d.Name != "Drain" || len(killed) > 0 {
 			return nil
 		}
 		// Someone deletes a selected pod the moment the drain begins.
 		pods, err := w.env.Kube.Client.CoreV1().Pods(sim.WorkloadNamespace).List(ctx, metav1.ListOptions{
 			LabelSelector: sim.LabelComponent + "=" + sim.LongJobComponent, FieldSelector: "spec.nodeName=" + node})
-		if err != nil || len(pods.Items) == 0 {
+		if err != nil {
+			killed <- ""
+			return err
+		}
+		if len(pods.Items) == 0 {
 			killed <- ""
 			return nil
 		}
