@@ -265,7 +265,7 @@ func TestRecycleRefusesBadInput(t *testing.T) {
 		{name: "evict-timeout with on-timeout evict", args: []string{n0, "--evict-timeout", "10m", "--on-timeout", "evict"},
 			want: []string{"--evict-timeout with --on-timeout evict would change nothing", "fail or force"}},
 		{name: "waits that outgrow the history budget", args: []string{n0, "--max-wait", "24h", "--check-seconds", "20"},
-			want: []string{"could write", "history events", "25,000", "raise --check-seconds to 180 or more", "lower --max-wait to"}},
+			want: []string{"could write", "history events", "25,000", "raise --check-seconds to 191 or more", "lower --max-wait to"}},
 		{name: "evict-others not a bool", args: []string{n0, "--evict-others=maybe"},
 			want: []string{`invalid argument "maybe" for "--evict-others" flag`}},
 		{name: "output yaml", args: []string{n0, "-o", "yaml"},

@@ -307,7 +307,7 @@ func rbacWorkloads(t *testing.T, f *fixture, ns, target string) {
 // unexercised: granted, called by the code, but not reachable on this test bed.
 var unexercised = map[access]string{
 	{"apps", "replicasets", "watch"}: "a drain watches a moved workload that is not back yet, by kind: here a Deployment and a StatefulSet; no standalone ReplicaSet moves in this test",
-	{"", "nodes", "delete"}: "Retire deletes a Node that outlives its instance (a stopped one under the AWS cloud controller); the simulator removes Nodes itself at stop/terminate, so DeleteNode finds none (internal/kube's TestDeleteNodeOnlyFencedNodes calls it)",
+	{"", "nodes", "delete"}:          "Retire deletes a Node that outlives its instance (a stopped one under the AWS cloud controller); the simulator removes Nodes itself at stop/terminate, so DeleteNode finds none (internal/kube's TestDeleteNodeOnlyFencedNodes calls it)",
 }
 
 // The RBAC of deploy/kubernetes equals what serve really calls: serve runs as the
