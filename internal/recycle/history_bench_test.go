@@ -283,6 +283,14 @@ func (c *blockedCluster) WaitPodsChange(ctx context.Context, _ string, _ kube.Po
 
 func (c *blockedCluster) Evict(context.Context, kube.Pod, int) error { return nil }
 
+// The drain's first pass records the workloads it moves (none: only a selected pod)
+// and labels the node out of the load balancers.
+func (c *blockedCluster) WorkloadsOf(context.Context, []kube.Pod) ([]kube.Workload, []string, error) {
+	return nil, nil, nil
+}
+
+func (c *blockedCluster) ExcludeFromLoadBalancers(context.Context, string, string) error { return nil }
+
 func (c *blockedCluster) NodeReady(context.Context, string, map[string]string) (bool, string, error) {
 	return true, "", nil
 }
