@@ -116,19 +116,20 @@ func rolloutName(now time.Time) string {
 // running, or the user interrupts; then it reports and returns the exit code.
 func followRollout(ctx, work context.Context, eng *engine.Engine, id, output string, stdin io.Reader, stdout, stderr io.Writer) error {
 	view := &rolloutView{w: stderr, tty: isTerminal(stderr)}
-	tick := time.NewTicker(500 * time.Millisecond)
-	defer tick.Stop()
 	done := make(chan struct{})
 	go func() {
 		_, _ = eng.Wait(work, id)
 		close(done)
 	}()
 	for {
-		p, err := rollout.ReadProgress(work, eng, id, time.Now())
+		began := time.Now()
+		p, err := rollout.ReadProgress(work, eng, id, began)
 		if err != nil {
 			return err
 		}
 		view.draw(p)
+		// Reading a big rollout's history costs CPU the rollout needs: look less often then.
+		pause := max(500*time.Millisecond, 10*time.Since(began))
 		switch {
 		case p.Execution.Status.Done():
 			return reportRollout(work, eng, p, output, stdout, stderr)
@@ -142,7 +143,7 @@ func followRollout(ctx, work context.Context, eng *engine.Engine, id, output str
 		}
 		select {
 		case <-done:
-		case <-tick.C:
+		case <-time.After(pause):
 		case <-ctx.Done():
 			return interruptedRollout(work, eng, id, output, stdin, stdout, stderr)
 		}
