@@ -34,7 +34,8 @@ func fleetTasks(t *recycle.Tasks) *rollout.Tasks {
 	ft := &rollout.Tasks{Recycle: t, Clock: t.Clock}
 	ft.Cloud, _ = t.Cloud.(rollout.Cloud)
 	if kc, ok := t.Cluster.(*kube.Client); ok {
-		ft.Cluster = kc
+		// The gate looks at every node of a group before each recycle: from a cache.
+		ft.Cluster = kc.NewNodeCache()
 	}
 	return ft
 }
@@ -116,16 +117,34 @@ func rolloutName(now time.Time) string {
 // running, or the user interrupts; then it reports and returns the exit code.
 func followRollout(ctx, work context.Context, eng *engine.Engine, id, output string, stdin io.Reader, stdout, stderr io.Writer) error {
 	view := &rolloutView{w: stderr, tty: isTerminal(stderr)}
-	done := make(chan struct{})
+	ex, err := eng.Describe(work, id)
+	if err != nil {
+		return err
+	}
+	tr, err := rollout.NewTracker(ex)
+	if err != nil {
+		return err
+	}
+	// Each history event is read once: the watch feeds the tracker as events commit.
+	wctx, stopWatch := context.WithCancel(work)
+	defer stopWatch()
+	watched := make(chan struct{})
 	go func() {
-		_, _ = eng.Wait(work, id)
-		close(done)
+		defer close(watched)
+		_ = eng.Watch(wctx, id, tr.Event)
 	}()
+	ended := (<-chan struct{})(watched)
 	for {
 		began := time.Now()
-		p, err := rollout.ReadProgress(work, eng, id, began)
+		p, err := tr.Snapshot(wctx, eng, eng, began)
 		if err != nil {
 			return err
+		}
+		if p.Execution.Status.Done() {
+			<-watched // every event folded
+			if p, err = tr.Snapshot(wctx, eng, eng, time.Now()); err != nil {
+				return err
+			}
 		}
 		view.draw(p)
 		// Reading a big rollout's history costs CPU the rollout needs: look less often then.
@@ -142,7 +161,8 @@ func followRollout(ctx, work context.Context, eng *engine.Engine, id, output str
 			return exitError{code: ExitNeedsPerson, msg: msg}
 		}
 		select {
-		case <-done:
+		case <-ended:
+			ended = nil // the watch is over: from now on only the timer paces the view
 		case <-time.After(pause):
 		case <-ctx.Done():
 			return interruptedRollout(work, eng, id, output, stdin, stdout, stderr)

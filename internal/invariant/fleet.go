@@ -42,8 +42,10 @@ type Fleet struct {
 	peakZone    map[string]int
 	orderErrors []string
 
-	cancel context.CancelFunc
-	done   sync.WaitGroup
+	cancel   context.CancelFunc
+	done     sync.WaitGroup
+	stopOnce sync.Once
+	report   FleetReport
 }
 
 // FleetWatch says what to watch: the groups, and the selected pods (as in Watch).
@@ -219,8 +221,14 @@ func (r FleetReport) String() string {
 	return b.String()
 }
 
-// Stop ends sampling and returns the report.
+// Stop ends sampling and returns the report; calling it again returns the same report
+// (so a test can also stop it in a cleanup, on every path).
 func (f *Fleet) Stop(ctx context.Context) FleetReport {
+	f.stopOnce.Do(func() { f.report = f.stop(ctx) })
+	return f.report
+}
+
+func (f *Fleet) stop(ctx context.Context) FleetReport {
 	w := f.w
 	f.cancel()
 	f.done.Wait()

@@ -3,9 +3,15 @@ package kube_test
 import (
 	"context"
 	"errors"
+	"net/http"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/recycler/recycler/internal/kube"
 	"github.com/recycler/recycler/internal/testenv"
@@ -89,3 +95,105 @@ func TestBatchCordonAndFenceUndoOnlyTheirOwn(t *testing.T) {
 		t.Errorf("Nodes: %d, %v", len(nodes), err)
 	}
 }
+
+func TestNodeCacheFollowsTheCluster(t *testing.T) {
+	env := testenv.Shared(t)
+	ctx := context.Background()
+	cs, lists := countingClient(t, env)
+	c := kube.New(cs)
+	nc := c.NewNodeCache()
+	defer nc.Close()
+	id := instanceID(t)
+	n := newNode(t, env, "cached", testenv.NodeSpec{ProviderID: "aws:///us-east-1a/" + id, Labels: map[string]string{"fleet-test": "yes"}})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got, err := nc.Nodes(ctx, "fleet-test=yes")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) == 1 && got[0].Name == n.Name {
+			if len(got[0].ManagedFields) != 0 {
+				t.Error("cached nodes keep their managedFields")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the cache never showed node %s: %v", n.Name, got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The client behind the cache finds the node by instance from the cache's index.
+	before := lists.Load()
+	if got, err := c.NodeByInstanceID(ctx, id); err != nil || got.Name != n.Name {
+		t.Fatalf("NodeByInstanceID: %v %v", got, err)
+	}
+	if d := lists.Load() - before; d != 0 {
+		t.Errorf("NodeByInstanceID with a node cache listed the nodes %d time(s)", d)
+	}
+	if err := nc.CordonForBatch(ctx, n.Name, "rollout-c"); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		got, err := nc.Nodes(ctx, "fleet-test=yes")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) == 1 && got[0].Spec.Unschedulable {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the cache never saw the cordon")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := nc.UncordonForBatch(ctx, n.Name, "rollout-c"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A node found by WaitNodeReady for an instance is remembered: looking the instance
+// up again (as the recycle does right after) is one GET, not a LIST of every node.
+func TestWaitNodeReadyRemembersTheInstancesNode(t *testing.T) {
+	env := testenv.Shared(t)
+	ctx := context.Background()
+	cs, lists := countingClient(t, env)
+	c := kube.New(cs)
+	id := instanceID(t)
+	newNode(t, env, "remembered", testenv.NodeSpec{ProviderID: "aws:///us-east-1a/" + id})
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if ready, why, err := c.WaitNodeReady(wctx, id, nil); err != nil || !ready {
+		t.Fatalf("WaitNodeReady: %v %s %v", ready, why, err)
+	}
+	before := lists.Load()
+	if _, err := c.NodeByInstanceID(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if n := lists.Load() - before; n != 0 {
+		t.Errorf("NodeByInstanceID after WaitNodeReady listed the nodes %d time(s), want a GET", n)
+	}
+}
+
+// countingClient is a clientset that counts the LISTs of Nodes it sends.
+func countingClient(t *testing.T, env *testenv.Env) (kubernetes.Interface, *atomic.Int64) {
+	t.Helper()
+	lists := &atomic.Int64{}
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/nodes") && r.URL.Query().Get("watch") != "true" {
+				lists.Add(1)
+			}
+			return rt.RoundTrip(r)
+		})
+	})
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs, lists
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

@@ -20,8 +20,9 @@ type Client struct {
 	backoff  Backoff
 
 	mu       sync.Mutex
-	byID     map[string]string    // instance ID -> node name, a hint verified on use
-	nodeUIDs map[string]types.UID // node name -> UID, for Event references
+	byID     map[string]string              // instance ID -> node name, a hint verified on use
+	nodeUIDs map[string]types.UID           // node name -> UID, for Event references
+	lookup   func(instanceID string) string // set by a NodeCache: its index, "" = unknown
 }
 
 // Option configures a Client.

@@ -67,9 +67,19 @@ func (c *Client) NodeByInstanceID(ctx context.Context, instanceID string) (*core
 		return nil, err
 	}
 	c.mu.Lock()
-	hint := c.byID[instanceID]
+	hints := []string{c.byID[instanceID]}
+	lookup := c.lookup
 	c.mu.Unlock()
-	if hint != "" {
+	if lookup != nil {
+		// A node cache (NodeCache) knows the name without a request; still verified by a GET.
+		if name := lookup(instanceID); name != hints[0] {
+			hints = append(hints, name)
+		}
+	}
+	for _, hint := range hints {
+		if hint == "" {
+			continue
+		}
 		n, err := c.cs.CoreV1().Nodes().Get(ctx, hint, metav1.GetOptions{})
 		if err == nil && instanceOf(n) == instanceID {
 			c.rememberNode(n.Name, n.UID)

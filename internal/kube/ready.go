@@ -83,7 +83,17 @@ func (c *Client) WaitNodeReady(ctx context.Context, ref string, requiredLabels m
 		}
 		match = func(n *corev1.Node) bool { return instanceOf(n) == pid.InstanceID }
 	case cloud.IsInstanceID(ref):
-		match = func(n *corev1.Node) bool { return instanceOf(n) == ref || n.Name == ref }
+		match = func(n *corev1.Node) bool {
+			if instanceOf(n) == ref {
+				// The watch found the instance's node: the next lookup by instance (NodeReady,
+				// ResolveNode) is one GET instead of a LIST of every node.
+				c.mu.Lock()
+				c.byID[ref] = n.Name
+				c.mu.Unlock()
+				return true
+			}
+			return n.Name == ref
+		}
 	default:
 		if err := validateNodeName(ref); err != nil {
 			return false, "", err

@@ -4,8 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/recycler/recycler/internal/engine"
@@ -70,115 +71,277 @@ type Reader interface {
 // IsRollout reports whether ex is a rollout execution.
 func IsRollout(ex engine.Execution) bool { return ex.StateMachine == StateMachineName }
 
-// ReadProgress reads a rollout's progress: its history (gate decisions, outcomes)
-// and its children (status, current step). now is for the ETA.
+// Watcher streams an execution's events (engine.Engine.Watch).
+type Watcher interface {
+	Watch(ctx context.Context, id string, fn func(engine.Event) error) error
+}
+
+// ReadProgress reads a rollout's progress once: its history (gate decisions, the
+// recycles' results, outcomes) and its running recycles (current step). now is for
+// the ETA.
 func ReadProgress(ctx context.Context, r Reader, id string, now time.Time) (*Progress, error) {
 	ex, err := r.Describe(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	if !IsRollout(ex) {
-		return nil, fmt.Errorf("execution %s is a %s, not a rollout", id, ex.StateMachine)
-	}
-	var in Input
-	if err := json.Unmarshal(ex.Input, &in); err != nil {
-		return nil, fmt.Errorf("rollout %s input: %w", id, err)
-	}
-	p := &Progress{Execution: ex}
-	index := map[string]int{}
-	slots := 0
-	for _, g := range in.Groups {
-		slots += g.MaxInFlight
-		for _, it := range g.Items {
-			index[it.InstanceID] = len(p.Nodes)
-			p.Nodes = append(p.Nodes, NodeProgress{InstanceID: it.InstanceID, Node: it.Node, Group: g.Name, AZ: it.AZ, State: NodeQueued})
-		}
-	}
-	if in.Rollout.MaxSurge > 0 {
-		slots = min(slots, in.Rollout.MaxSurge)
+	tr, err := NewTracker(ex)
+	if err != nil {
+		return nil, err
 	}
 	hist, err := r.History(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	var why string
 	for _, ev := range hist {
-		var d struct {
-			Name   string          `json:"name"`
-			Output json.RawMessage `json:"output"`
+		_ = tr.Event(ev)
+	}
+	return tr.Snapshot(ctx, r, nil, now)
+}
+
+// Tracker folds a rollout's history events, one at a time, into its progress, so a
+// live view reads each event once (Engine.Watch feeding Event) instead of the whole
+// history at every refresh.
+type Tracker struct {
+	mu       sync.Mutex
+	ex       engine.Execution
+	nodes    []NodeProgress
+	index    map[string]int // instance id → node
+	slots    int
+	why      string
+	took     []time.Duration
+	steps    map[string]string // running recycle id → its current step
+	followed map[string]bool
+}
+
+// NewTracker starts tracking the rollout ex (its input names the nodes).
+func NewTracker(ex engine.Execution) (*Tracker, error) {
+	if !IsRollout(ex) {
+		return nil, fmt.Errorf("execution %s is a %s, not a rollout", ex.ID, ex.StateMachine)
+	}
+	var in Input
+	if err := json.Unmarshal(ex.Input, &in); err != nil {
+		return nil, fmt.Errorf("rollout %s input: %w", ex.ID, err)
+	}
+	t := &Tracker{ex: ex, index: map[string]int{}, steps: map[string]string{}, followed: map[string]bool{}}
+	for _, g := range in.Groups {
+		t.slots += g.MaxInFlight
+		for _, it := range g.Items {
+			t.index[it.InstanceID] = len(t.nodes)
+			t.nodes = append(t.nodes, NodeProgress{InstanceID: it.InstanceID, Node: it.Node, Group: g.Name, AZ: it.AZ, State: NodeQueued})
 		}
-		if json.Unmarshal(ev.Details, &d) != nil || len(d.Output) == 0 {
-			continue
+	}
+	if in.Rollout.MaxSurge > 0 {
+		t.slots = min(t.slots, in.Rollout.MaxSurge)
+	}
+	return t, nil
+}
+
+// Event folds one event of the rollout's history.
+func (t *Tracker) Event(ev engine.Event) error {
+	var d struct {
+		Output json.RawMessage `json:"output"`
+		Cause  string          `json:"cause"`
+	}
+	if ev.Type != "TaskSucceeded" && ev.Type != "TaskFailed" && ev.Type != "PassStateExited" {
+		return nil
+	}
+	if json.Unmarshal(ev.Details, &d) != nil {
+		return nil
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch ev.Type {
+	case "TaskSucceeded":
+		var g GateResult
+		if json.Unmarshal(d.Output, &g) == nil && g.Decision != "" {
+			t.gate(g)
+			return nil
 		}
-		switch ev.Type {
-		case "TaskSucceeded":
-			var g GateResult
-			if json.Unmarshal(d.Output, &g) != nil || g.Decision == "" {
-				continue
+		var so syncOutput
+		if json.Unmarshal(d.Output, &so) == nil {
+			t.recycled(so)
+		}
+	case "TaskFailed":
+		// The cause is the child's description (after "States.TaskFailed: " as the
+		// engine records it).
+		var so syncOutput
+		if i := strings.IndexByte(d.Cause, '{'); i >= 0 && json.Unmarshal([]byte(d.Cause[i:]), &so) == nil {
+			t.recycled(so)
+		}
+	case "PassStateExited":
+		var o struct {
+			InstanceID string `json:"instanceId"`
+			Outcome    string `json:"outcome"`
+			Reason     string `json:"reason"`
+		}
+		if json.Unmarshal(d.Output, &o) != nil || o.Outcome == "" {
+			return nil
+		}
+		if i, ok := t.index[o.InstanceID]; ok {
+			n := &t.nodes[i]
+			if n.State != NodeFailed {
+				n.State = o.Outcome
 			}
-			i, ok := index[g.InstanceID]
-			if !ok || final(p.Nodes[i].State) {
-				continue
+			if n.Ended.IsZero() {
+				n.Ended = ev.Timestamp
 			}
-			n := &p.Nodes[i]
-			n.Reason = g.Reason
-			switch g.Decision {
-			case DecisionWait:
-				n.State, why = NodeWaiting, g.Reason
-			case DecisionPaused:
-				n.State, why = NodePaused, g.Reason
-			case DecisionGo:
-				n.State = NodeRunning
-			}
-		case "PassStateExited":
-			var o struct {
-				InstanceID string `json:"instanceId"`
-				Outcome    string `json:"outcome"`
-				Reason     string `json:"reason"`
-			}
-			if json.Unmarshal(d.Output, &o) != nil || o.Outcome == "" {
-				continue
-			}
-			if i, ok := index[o.InstanceID]; ok {
-				p.Nodes[i].State, p.Nodes[i].Ended = o.Outcome, ev.Timestamp
-				if o.Reason != "" {
-					p.Nodes[i].Reason = o.Reason
-				}
+			if o.Reason != "" && n.State != NodeFailed {
+				n.Reason = o.Reason
 			}
 		}
 	}
-	children, err := r.List(ctx, engine.ListFilter{StateMachine: recycle.StateMachineName})
+	return nil
+}
+
+func (t *Tracker) gate(g GateResult) {
+	i, ok := t.index[g.InstanceID]
+	if !ok || final(t.nodes[i].State) {
+		return
+	}
+	n := &t.nodes[i]
+	n.Reason = g.Reason
+	switch g.Decision {
+	case DecisionWait:
+		n.State, t.why = NodeWaiting, g.Reason
+	case DecisionPaused:
+		n.State, t.why = NodePaused, g.Reason
+	case DecisionGo:
+		n.State = NodeRunning
+	}
+}
+
+// recycled records a child recycle's end, from the rollout's own Recycle task.
+func (t *Tracker) recycled(so syncOutput) {
+	i, ok := t.index[strings.TrimPrefix(so.Name, t.ex.Name+"-")]
+	if !ok || !strings.HasPrefix(so.Name, childPrefix(t.ex.Name)) {
+		return
+	}
+	t.ended(&t.nodes[i], so.ExecutionArn, engine.Status(so.Status), so.Error, so.Cause, so.StartDate, so.StopDate)
+}
+
+func (t *Tracker) ended(n *NodeProgress, id string, status engine.Status, errName, cause string, start, stop time.Time) {
+	n.Execution, n.Started, n.Step = id, start, ""
+	delete(t.steps, id)
+	if status == engine.StatusSucceeded {
+		if n.State != NodeReplaced {
+			t.took = append(t.took, stop.Sub(start))
+		}
+		n.State, n.Ended = NodeReplaced, stop
+		return
+	}
+	n.State, n.Ended = NodeFailed, stop
+	n.Reason = fmt.Sprintf("%s %s: %s", status, errName, firstLine(cause))
+}
+
+// Snapshot returns the progress now: the folded history plus the rollout's status,
+// its running recycles (with their current step: followed through w when given, else
+// read from their histories) and its pauses.
+func (t *Tracker) Snapshot(ctx context.Context, r Reader, w Watcher, now time.Time) (*Progress, error) {
+	ex, err := r.Describe(ctx, t.ex.ID)
 	if err != nil {
 		return nil, err
 	}
-	var took []time.Duration
-	for _, c := range children {
-		i, ok := index[strings.TrimPrefix(c.Name, ex.Name+"-")]
-		if !ok || !strings.HasPrefix(c.Name, childPrefix(ex.Name)) {
-			continue
-		}
-		n := &p.Nodes[i]
-		n.Execution, n.Started = c.ID, c.StartTime
-		switch {
-		case c.Status == engine.StatusRunning:
-			n.State, n.Step = NodeRunning, currentStep(ctx, r, c.ID)
-		case c.Status == engine.StatusSucceeded:
-			n.State, n.Ended = NodeReplaced, c.StopTime
-			took = append(took, c.StopTime.Sub(c.StartTime))
-		case !final(n.State) || n.State == NodeRunning:
-			n.State, n.Ended = NodeFailed, c.StopTime
-			n.Reason = fmt.Sprintf("%s %s: %s", c.Status, c.Error, firstLine(c.Cause))
-		}
+	running, err := r.List(ctx, engine.ListFilter{StateMachine: recycle.StateMachineName, Status: engine.StatusRunning})
+	if err != nil {
+		return nil, err
 	}
 	pauses, err := r.List(ctx, engine.ListFilter{StateMachine: PauseStateMachineName, Status: engine.StatusRunning})
 	if err != nil {
 		return nil, err
+	}
+	t.mu.Lock()
+	runningNow := map[int]bool{}
+	var unread []string
+	for _, c := range running {
+		i, ok := t.index[strings.TrimPrefix(c.Name, t.ex.Name+"-")]
+		if !ok || !strings.HasPrefix(c.Name, childPrefix(t.ex.Name)) || final(t.nodes[i].State) {
+			continue
+		}
+		runningNow[i] = true
+		n := &t.nodes[i]
+		n.State, n.Execution, n.Started = NodeRunning, c.ID, c.StartTime
+		switch {
+		case w != nil && !t.followed[c.ID]:
+			t.followed[c.ID] = true
+			go t.follow(ctx, w, c.ID)
+		case w == nil:
+			unread = append(unread, c.ID)
+		}
+		n.Step = t.steps[c.ID]
+	}
+	stale := false
+	for i, n := range t.nodes {
+		if n.State == NodeRunning && !runningNow[i] {
+			stale = true // its recycle ended, or was stopped, and the rollout has not recorded it yet
+		}
+	}
+	t.mu.Unlock()
+	for _, id := range unread {
+		step := currentStep(ctx, r, id)
+		t.mu.Lock()
+		t.steps[id] = step
+		t.mu.Unlock()
+	}
+	if stale {
+		if err := t.settle(ctx, r, runningNow); err != nil {
+			return nil, err
+		}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := &Progress{Execution: ex, Nodes: slices.Clone(t.nodes)}
+	for i := range p.Nodes {
+		if runningNow[i] {
+			p.Nodes[i].Step = t.steps[p.Nodes[i].Execution]
+		}
 	}
 	for _, pe := range pauses {
 		if strings.HasPrefix(pe.Name, pausePrefix(ex.Name)) {
 			p.Pauses = append(p.Pauses, pe)
 		}
 	}
+	t.summarize(p, now)
+	return p, nil
+}
+
+// settle reads the end of recycles the rollout's history does not show (stopped by
+// an abort, or ended a moment ago).
+func (t *Tracker) settle(ctx context.Context, r Reader, runningNow map[int]bool) error {
+	all, err := r.List(ctx, engine.ListFilter{StateMachine: recycle.StateMachineName})
+	if err != nil {
+		return err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, c := range all {
+		i, ok := t.index[strings.TrimPrefix(c.Name, t.ex.Name+"-")]
+		if !ok || !strings.HasPrefix(c.Name, childPrefix(t.ex.Name)) || runningNow[i] || !c.Status.Done() || final(t.nodes[i].State) {
+			continue
+		}
+		t.ended(&t.nodes[i], c.ID, c.Status, c.Error, c.Cause, c.StartTime, c.StopTime)
+	}
+	return nil
+}
+
+// follow keeps a running recycle's current step up to date until it ends.
+func (t *Tracker) follow(ctx context.Context, w Watcher, id string) {
+	_ = w.Watch(ctx, id, func(ev engine.Event) error {
+		if !strings.HasSuffix(ev.Type, "StateEntered") {
+			return nil
+		}
+		var d struct {
+			Name string `json:"name"`
+		}
+		if json.Unmarshal(ev.Details, &d) == nil {
+			t.mu.Lock()
+			t.steps[id] = recycle.StepOf(d.Name)
+			t.mu.Unlock()
+		}
+		return nil
+	})
+}
+
+func (t *Tracker) summarize(p *Progress, now time.Time) {
 	s := &p.Summary
 	for _, n := range p.Nodes {
 		switch n.State {
@@ -196,21 +359,20 @@ func ReadProgress(ctx context.Context, r Reader, id string, now time.Time) (*Pro
 			s.Queued++
 		}
 	}
-	s.Paused = len(p.Pauses) > 0 && ex.Status == engine.StatusRunning
+	s.Paused = len(p.Pauses) > 0 && p.Execution.Status == engine.StatusRunning
 	if s.Paused {
 		var pin PauseInput
 		_ = json.Unmarshal(p.Pauses[0].Input, &pin)
 		s.Why = pin.Reason
 	} else if s.Waiting > 0 {
-		s.Why = why
+		s.Why = t.why
 	}
-	if len(took) > 0 && s.Left() > 0 && ex.Status == engine.StatusRunning {
-		sort.Slice(took, func(i, j int) bool { return took[i] < took[j] })
-		per := took[len(took)/2]
-		rounds := (s.Left() + max(1, slots) - 1) / max(1, slots)
-		s.ETA = now.Add(time.Duration(rounds) * per)
+	if len(t.took) > 0 && s.Left() > 0 && p.Execution.Status == engine.StatusRunning {
+		took := slices.Clone(t.took)
+		slices.Sort(took)
+		rounds := (s.Left() + max(1, t.slots) - 1) / max(1, t.slots)
+		s.ETA = now.Add(time.Duration(rounds) * took[len(took)/2])
 	}
-	return p, nil
 }
 
 func final(state string) bool {

@@ -11,9 +11,20 @@ import (
 )
 
 // Fleet returns the rollout's tasks over the harness's own (counted) clients, the
-// way the CLI wires them.
+// way the CLI wires them (Nodes from a cache). Close stops the cache.
 func (h *Harness) Fleet() *rollout.Tasks {
-	return &rollout.Tasks{Cloud: h.Provider, Cluster: h.Tasks.Cluster.(*kube.Client), Clock: h.Clock, Recycle: h.Tasks}
+	h.fleetOnce.Do(func() {
+		h.nodes = h.Tasks.Cluster.(*kube.Client).NewNodeCache()
+		h.fleet = &rollout.Tasks{Cloud: h.Provider, Cluster: h.nodes, Clock: h.Clock, Recycle: h.Tasks}
+	})
+	return h.fleet
+}
+
+// Close stops what the harness started (the node cache of Fleet).
+func (h *Harness) Close() {
+	if h.nodes != nil {
+		h.nodes.Close()
+	}
 }
 
 // OpenFleetEngine opens an engine at path that runs rollouts and recycles with the

@@ -80,6 +80,7 @@ func TestRolloutCrashAndResumeEndsLikeUninterrupted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { sampler.Stop(context.Background()) })
 
 	state := filepath.Join(dir, "state.db")
 	vars := os.Environ()

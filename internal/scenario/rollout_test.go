@@ -61,6 +61,7 @@ func newFleetWorld(t *testing.T, opts sim.UpOptions) *fleetWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(h.Close)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	eng, ft, err := h.OpenFleetEngine(ctx, filepath.Join(t.TempDir(), "state.db"), log)
 	if err != nil {
@@ -192,6 +193,7 @@ func TestRollout30NodesThreeAtATime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { sampler.Stop(context.Background()) })
 	p, ex := w.start(t, o, "rollout-30")
 	if p.Candidates() != 30 || p.Groups[0].MaxInFlight != 3 || p.Groups[0].Batches != 10 {
 		t.Fatalf("plan: %d candidates, %d at a time, %d batches; want 30, 3, 10", p.Candidates(), p.Groups[0].MaxInFlight, p.Groups[0].Batches)
@@ -400,6 +402,7 @@ func TestRolloutPausesOnAFailureUntilResumed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { sampler.Stop(context.Background()) })
 	_, ex := w.start(t, o, "rollout-pause")
 	paused := w.until(t, ex.ID, 2*time.Minute, "paused after the failure", func(p *rollout.Progress) bool { return p.Summary.Paused && p.Summary.Running == 0 })
 	failed := paused.Nodes[0]

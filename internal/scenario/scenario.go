@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	"github.com/recycler/recycler/internal/invariant"
 	"github.com/recycler/recycler/internal/kube"
 	"github.com/recycler/recycler/internal/recycle"
+	"github.com/recycler/recycler/internal/rollout"
 	"github.com/recycler/recycler/internal/sim"
 )
 
@@ -36,6 +38,10 @@ type Harness struct {
 	Observer  *awscloud.Provider   // the sampler's, not counted with the recycle
 	KubeCalls *atomic.Int64
 	Clock     clock.WithTicker
+
+	fleetOnce sync.Once
+	fleet     *rollout.Tasks
+	nodes     *kube.NodeCache
 }
 
 // New wires task functions to env through the same clients `recycler recycle` uses.
