@@ -137,7 +137,9 @@ func (s *stateFlags) kubeClient(ctx context.Context, awsCfg aws.Config) (kuberne
 		return nil, err
 	}
 	// Drains issue many evictions; client-go's default 5 QPS would dominate a recycle's time.
-	rc.QPS, rc.Burst = 50, 100
+	// A rollout runs up to hundreds of recycles at once (~20 requests each); the API
+	// server's priority and fairness, not a client-side bucket, should pace them.
+	rc.QPS, rc.Burst = 300, 600
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)

@@ -33,9 +33,14 @@ const engineWorkers = 512
 func fleetTasks(t *recycle.Tasks) *rollout.Tasks {
 	ft := &rollout.Tasks{Recycle: t, Clock: t.Clock}
 	ft.Cloud, _ = t.Cloud.(rollout.Cloud)
-	if kc, ok := t.Cluster.(*kube.Client); ok {
-		// The gate looks at every node of a group before each recycle: from a cache.
-		ft.Cluster = kc.NewNodeCache()
+	// The gate looks at every node of a group before each recycle, and every recycle
+	// waits for its replacement's node: both from one cache of the Nodes.
+	switch c := t.Cluster.(type) {
+	case *kube.NodeCache:
+		ft.Cluster = c
+	case *kube.Client:
+		nc := c.NewNodeCache()
+		t.Cluster, ft.Cluster = nc, nc
 	}
 	return ft
 }

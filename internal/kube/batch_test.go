@@ -3,6 +3,7 @@ package kube_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -197,3 +198,32 @@ func countingClient(t *testing.T, env *testenv.Env) (kubernetes.Interface, *atom
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// Waiting for an instance's node from the cache: it returns as soon as the node that
+// registers later is Ready, and says why not when the wait ends first.
+func TestNodeCacheWaitsForAnInstancesNode(t *testing.T) {
+	env := testenv.Shared(t)
+	ctx := context.Background()
+	nc := kube.New(env.Client).NewNodeCache()
+	defer nc.Close()
+	id := instanceID(t)
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if ready, why, err := nc.WaitNodeReady(short, id, nil); err != nil || ready || !strings.Contains(why, "no node for "+id) {
+		t.Fatalf("before the node exists: %v %q %v", ready, why, err)
+	}
+	done := make(chan string, 1)
+	go func() {
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		ready, why, err := nc.WaitNodeReady(wctx, "aws:///us-east-1a/"+id, nil)
+		done <- fmt.Sprintf("%v %s %v", ready, why, err)
+	}()
+	n := newNode(t, env, "later", testenv.NodeSpec{ProviderID: "aws:///us-east-1a/" + id})
+	if got := <-done; !strings.HasPrefix(got, "true node "+n.Name+" is Ready") {
+		t.Errorf("WaitNodeReady = %s", got)
+	}
+	if _, _, err := nc.WaitNodeReady(ctx, "Bad_Name", nil); err == nil {
+		t.Error("a malformed node name was accepted")
+	}
+}

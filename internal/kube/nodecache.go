@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -27,6 +28,7 @@ type NodeCache struct {
 
 	mu       sync.Mutex
 	informer cache.SharedIndexInformer
+	changed  chan struct{} // closed (and replaced) whenever a cached Node changes
 }
 
 // NewNodeCache wraps c; the informer starts on the first Nodes call. Close stops it.
@@ -34,7 +36,7 @@ type NodeCache struct {
 // by a GET) instead of listing every node: every recycle of a rollout does that for
 // its replacement.
 func (c *Client) NewNodeCache() *NodeCache {
-	nc := &NodeCache{Client: c, stop: make(chan struct{})}
+	nc := &NodeCache{Client: c, stop: make(chan struct{}), changed: make(chan struct{})}
 	c.mu.Lock()
 	c.lookup = nc.instanceNode
 	c.mu.Unlock()
@@ -66,28 +68,8 @@ func (nc *NodeCache) instanceNode(id string) string {
 // complete LIST has arrived. They share their maps and slices with the cache (which
 // replaces objects, never changes them): read them, do not modify them.
 func (nc *NodeCache) Nodes(ctx context.Context, selector string) ([]corev1.Node, error) {
-	nc.once.Do(func() {
-		f := informers.NewSharedInformerFactoryWithOptions(nc.cs, 0, informers.WithTransform(func(obj any) (any, error) {
-			if a, err := meta.Accessor(obj); err == nil {
-				a.SetManagedFields(nil)
-			}
-			return obj, nil
-		}))
-		inf := f.Core().V1().Nodes()
-		_ = inf.Informer().AddIndexers(cache.Indexers{instanceIndex: func(obj any) ([]string, error) {
-			if n, ok := obj.(*corev1.Node); ok && instanceOf(n) != "" {
-				return []string{instanceOf(n)}, nil
-			}
-			return nil, nil
-		}})
-		nc.lister, nc.synced = inf.Lister(), inf.Informer().HasSynced
-		nc.mu.Lock()
-		nc.informer = inf.Informer()
-		nc.mu.Unlock()
-		f.Start(nc.stop)
-	})
-	if !cache.WaitForCacheSync(ctx.Done(), nc.synced) {
-		return nil, fmt.Errorf("list nodes: the node cache did not sync: %w", context.Cause(ctx))
+	if err := nc.sync(ctx); err != nil {
+		return nil, err
 	}
 	sel, err := labels.Parse(selector)
 	if err != nil {
@@ -102,6 +84,102 @@ func (nc *NodeCache) Nodes(ctx context.Context, selector string) ([]corev1.Node,
 		out[i] = *n
 	}
 	return out, nil
+}
+
+// WaitNodeReady is Client.WaitNodeReady answered from the cache: it returns as soon as
+// the node named by ref (name, instance ID or provider ID) is Ready with the labels,
+// or when ctx ends (false and the last reason). Many recycles waiting at once share
+// the cache's one watch instead of a LIST and a watch of every node each.
+func (nc *NodeCache) WaitNodeReady(ctx context.Context, ref string, requiredLabels map[string]string) (bool, string, error) {
+	var find func() *corev1.Node
+	switch {
+	case strings.Contains(ref, "://"):
+		pid, err := ParseProviderID(ref)
+		if err != nil {
+			return false, "", err
+		}
+		find = func() *corev1.Node { return nc.byInstance(pid.InstanceID) }
+	case instanceIDRE.MatchString(ref):
+		find = func() *corev1.Node { return nc.byInstance(ref) }
+	default:
+		if err := validateNodeName(ref); err != nil {
+			return false, "", err
+		}
+		find = func() *corev1.Node {
+			n, err := nc.lister.Get(ref)
+			if err != nil {
+				return nil
+			}
+			return n
+		}
+	}
+	if err := nc.sync(ctx); err != nil {
+		return false, "", fmt.Errorf("wait for node %s: %w", ref, err)
+	}
+	why := fmt.Sprintf("no node for %s has registered", ref)
+	for {
+		nc.mu.Lock()
+		changed := nc.changed
+		nc.mu.Unlock()
+		if n := find(); n != nil {
+			ready, reason := NodeIsReady(n, requiredLabels)
+			if ready {
+				return true, reason, nil
+			}
+			why = reason
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return false, why, nil
+		}
+	}
+}
+
+func (nc *NodeCache) byInstance(id string) *corev1.Node {
+	objs, err := nc.informer.GetIndexer().ByIndex(instanceIndex, id)
+	if err != nil || len(objs) != 1 {
+		return nil
+	}
+	n, _ := objs[0].(*corev1.Node)
+	return n
+}
+
+// sync starts the informer once and waits for its first complete LIST.
+func (nc *NodeCache) sync(ctx context.Context) error {
+	nc.once.Do(func() {
+		f := informers.NewSharedInformerFactoryWithOptions(nc.cs, 0, informers.WithTransform(func(obj any) (any, error) {
+			if a, err := meta.Accessor(obj); err == nil {
+				a.SetManagedFields(nil)
+			}
+			return obj, nil
+		}))
+		inf := f.Core().V1().Nodes()
+		_ = inf.Informer().AddIndexers(cache.Indexers{instanceIndex: func(obj any) ([]string, error) {
+			if n, ok := obj.(*corev1.Node); ok && instanceOf(n) != "" {
+				return []string{instanceOf(n)}, nil
+			}
+			return nil, nil
+		}})
+		notify := func(any) {
+			nc.mu.Lock()
+			close(nc.changed)
+			nc.changed = make(chan struct{})
+			nc.mu.Unlock()
+		}
+		_, _ = inf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc: notify, DeleteFunc: notify, UpdateFunc: func(_, n any) { notify(n) },
+		})
+		nc.lister, nc.synced = inf.Lister(), inf.Informer().HasSynced
+		nc.mu.Lock()
+		nc.informer = inf.Informer()
+		nc.mu.Unlock()
+		f.Start(nc.stop)
+	})
+	if !cache.WaitForCacheSync(ctx.Done(), nc.synced) {
+		return fmt.Errorf("the node cache did not sync: %w", context.Cause(ctx))
+	}
+	return nil
 }
 
 // Close stops the informer.

@@ -288,7 +288,8 @@ func (t *Tasks) groupState(ctx context.Context, name string, now time.Time) (gro
 	for i := range nodes {
 		if id, err := kube.InstanceID(&nodes[i]); err == nil {
 			if _, member := gs.byID[id]; member {
-				gs.nodes[id] = &nodes[i]
+				n := nodes[i] // the members only: the cached view must not keep the whole fleet alive
+				gs.nodes[id] = &n
 			}
 		}
 	}

@@ -194,8 +194,8 @@ func (o Options) Validate() error {
 	if _, err := window.ParseAll(o.Windows); err != nil {
 		bad("--window: %v", err)
 	}
-	if o.PauseTimeout < Duration(time.Minute) {
-		bad("--pause-timeout must be at least 1m, got %s", o.PauseTimeout)
+	if o.PauseTimeout < Duration(time.Second) {
+		bad("--pause-timeout must be at least 1s, got %s", o.PauseTimeout)
 	}
 	if o.CheckSeconds < 1 || o.CheckSeconds > 3600 {
 		bad("--check-seconds must be between 1 and 3600, got %d", o.CheckSeconds)

@@ -7,14 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	stdlog "log"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"os/exec"
 	"path"
@@ -852,25 +848,7 @@ func (r *crashRig) subprocessEnv(t *testing.T) []string {
 // first kills the process. It stops with the test.
 func startKubeProxy(t *testing.T, cfg *rest.Config, delay time.Duration, calls *callSwitch) string {
 	t.Helper()
-	tr, err := rest.TransportFor(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	target, err := url.Parse(cfg.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(&httputil.ReverseProxy{
-		Rewrite:       func(pr *httputil.ProxyRequest) { pr.SetURL(target) },
-		Transport:     kubeHop{tr: tr, delay: delay, calls: calls},
-		FlushInterval: -1, // watches stream
-		ErrorLog:      stdlog.New(io.Discard, "", 0),
-	})
-	t.Cleanup(func() {
-		srv.CloseClientConnections()
-		srv.Close()
-	})
-	return srv.URL
+	return serveKube(t, cfg, func(tr http.RoundTripper) http.RoundTripper { return kubeHop{tr: tr, delay: delay, calls: calls} })
 }
 
 type kubeHop struct {

@@ -15,6 +15,7 @@ import (
 func (h *Harness) Fleet() *rollout.Tasks {
 	h.fleetOnce.Do(func() {
 		h.nodes = h.Tasks.Cluster.(*kube.Client).NewNodeCache()
+		h.Tasks.Cluster = h.nodes
 		h.fleet = &rollout.Tasks{Cloud: h.Provider, Cluster: h.nodes, Clock: h.Clock, Recycle: h.Tasks}
 	})
 	return h.fleet

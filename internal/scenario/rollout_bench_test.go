@@ -30,6 +30,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
 
+	"github.com/recycler/recycler/internal/scenario"
 	"github.com/recycler/recycler/internal/sim"
 	"github.com/recycler/recycler/internal/testenv"
 )
@@ -111,7 +112,7 @@ func benchRollout(b *testing.B, bin, dir string, groups, nodes, k int, boot, dra
 		b.Fatal(err)
 	}
 	var kubeReqs atomic.Int64
-	proxy := countingKubeProxy(b, env.Kube.Config, &kubeReqs)
+	proxy := serveKube(b, env.Kube.Config, func(rt http.RoundTripper) http.RoundTripper { return scenario.Counting(rt, &kubeReqs) })
 	kubeconfig := filepath.Join(dir, "kubeconfig")
 	cfg := clientcmdapi.NewConfig()
 	cfg.Clusters["sim"] = &clientcmdapi.Cluster{Server: proxy}
@@ -226,37 +227,27 @@ func waitRunning(ctx context.Context, cs kubernetes.Interface, ns string, atLeas
 	}
 }
 
-// countingKubeProxy serves the API server over plain HTTP on loopback and counts
-// the requests that pass (a watch is one request however long it streams).
-func countingKubeProxy(b *testing.B, cfg *rest.Config, n *atomic.Int64) string {
-	b.Helper()
+// serveKube serves the API server over plain HTTP on loopback (authenticating to it
+// with cfg), every request through wrap's round tripper; it stops with the test.
+func serveKube(tb testing.TB, cfg *rest.Config, wrap func(http.RoundTripper) http.RoundTripper) string {
+	tb.Helper()
 	tr, err := rest.TransportFor(cfg)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	target, err := url.Parse(cfg.Host)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	srv := httptest.NewServer(&httputil.ReverseProxy{
 		Rewrite:       func(pr *httputil.ProxyRequest) { pr.SetURL(target) },
-		Transport:     countingRT{tr, n},
-		FlushInterval: -1,
+		Transport:     wrap(tr),
+		FlushInterval: -1, // watches stream
 		ErrorLog:      stdlog.New(io.Discard, "", 0),
 	})
-	b.Cleanup(func() {
+	tb.Cleanup(func() {
 		srv.CloseClientConnections()
 		srv.Close()
 	})
 	return srv.URL
-}
-
-type countingRT struct {
-	rt http.RoundTripper
-	n  *atomic.Int64
-}
-
-func (c countingRT) RoundTrip(r *http.Request) (*http.Response, error) {
-	c.n.Add(1)
-	return c.rt.RoundTrip(r)
 }

@@ -512,3 +512,64 @@ func TestRolloutAbortRollsBackWhatRuns(t *testing.T) {
 		time.Sleep(250 * time.Millisecond)
 	}
 }
+
+// Nothing starts outside the maintenance windows: the gate holds every node with the
+// next opening as its reason.
+func TestRolloutStartsNothingOutsideTheWindows(t *testing.T) {
+	w := newFleetWorld(t, sim.UpOptions{Nodes: 2, BootDelay: time.Second, Workloads: "none"})
+	ctx := context.Background()
+	o := w.options(w.env.Groups[0])
+	// Open one hour a week, on a day that is not today (UTC).
+	other := time.Now().UTC().Add(48 * time.Hour).Weekday().String()[:3]
+	o.Windows = []string{other + " 03:00-04:00 UTC"}
+	o.MaxInFlight = rollout.Amount{N: 2}
+	_, ex := w.start(t, o, "rollout-window")
+	held := w.until(t, ex.ID, time.Minute, "held outside the window", func(p *rollout.Progress) bool {
+		return p.Summary.Waiting == 2 && strings.Contains(p.Summary.Why, "outside the maintenance windows")
+	})
+	if !strings.Contains(held.Summary.Why, other+" 03:00-04:00 UTC") || !strings.Contains(held.Summary.Why, "next opens") {
+		t.Errorf("hold reason %q does not name the window and its next opening", held.Summary.Why)
+	}
+	time.Sleep(2 * time.Second)
+	recycles, err := w.eng.List(ctx, engine.ListFilter{StateMachine: recycle.StateMachineName})
+	if err != nil || len(recycles) != 0 {
+		t.Errorf("%d recycles started outside the window (%v)", len(recycles), err)
+	}
+	if _, err := w.eng.Stop(ctx, ex.ID, recycle.ErrAborted, "test done"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A health hold longer than --pause-timeout becomes a pause for a person; after the
+// node recovers, a resume finishes the rollout.
+func TestRolloutHoldBecomesAPauseAfterThePauseTimeout(t *testing.T) {
+	w := newFleetWorld(t, sim.UpOptions{Nodes: 3, BootDelay: time.Second, Workloads: "none"})
+	ctx := context.Background()
+	name := w.env.Groups[0]
+	o := w.options(name)
+	o.MaxUnhealthy, o.PauseTimeout = rollout.Amount{N: 0}, recycle.Duration(4*time.Second)
+	nodes, err := w.env.Kube.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sick := nodes.Items[0].Name
+	setReady(t, w.env, sick, false)
+	_, ex := w.start(t, o, "rollout-hold-pause")
+	paused := w.until(t, ex.ID, time.Minute, "paused after holding", func(p *rollout.Progress) bool { return p.Summary.Paused })
+	if !strings.Contains(paused.Summary.Why, "held longer than --pause-timeout 4s") || !strings.Contains(paused.Summary.Why, sick+" NotReady") {
+		t.Errorf("pause reason %q", paused.Summary.Why)
+	}
+	if paused.Summary.Replaced+paused.Summary.Running != 0 {
+		t.Fatalf("a recycle started while the group was over its budget:\n%s", nodesText(paused))
+	}
+	setReady(t, w.env, sick, true)
+	for _, pe := range paused.Pauses {
+		if _, err := w.eng.Stop(ctx, pe.ID, rollout.ErrResumed, "resumed by the test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pr := w.wait(t, ex.ID, 3*time.Minute)
+	if pr.Execution.Status != engine.StatusSucceeded || pr.Summary.Replaced != 3 {
+		t.Fatalf("after the resume: %s %+v\n%s", pr.Execution.Status, pr.Summary, nodesText(pr))
+	}
+}

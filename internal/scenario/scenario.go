@@ -79,6 +79,9 @@ func providerFor(ctx context.Context, env *sim.Environment, clk clock.PassiveClo
 	return p, nil
 }
 
+// Counting wraps rt so that every request adds one to n (a watch counts once).
+func Counting(rt http.RoundTripper, n *atomic.Int64) http.RoundTripper { return countingRT{rt, n} }
+
 type countingRT struct {
 	rt http.RoundTripper
 	n  *atomic.Int64
