@@ -12,6 +12,8 @@ import (
 	"k8s.io/client-go/informers"
 	listersv1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/recycler/recycler/internal/cloud"
 )
 
 // NodeCache is a Client whose Nodes come from memory: one LIST and one WATCH of all
@@ -99,7 +101,7 @@ func (nc *NodeCache) WaitNodeReady(ctx context.Context, ref string, requiredLabe
 			return false, "", err
 		}
 		find = func() *corev1.Node { return nc.byInstance(pid.InstanceID) }
-	case instanceIDRE.MatchString(ref):
+	case cloud.IsInstanceID(ref):
 		find = func() *corev1.Node { return nc.byInstance(ref) }
 	default:
 		if err := validateNodeName(ref); err != nil {
