@@ -138,6 +138,9 @@ func (s *Server) autoscalingOps() map[string]func(form) (any, *apiError) {
 		"DeleteLifecycleHook":                 s.deleteLifecycleHook,
 		"RecordLifecycleActionHeartbeat":      s.recordLifecycleActionHeartbeat,
 		"CompleteLifecycleAction":             s.completeLifecycleAction,
+		"SetInstanceProtection":               s.setInstanceProtection,
+		"CreateOrUpdateTags":                  s.createOrUpdateTags,
+		"DeleteTags":                          s.deleteGroupTags,
 	}
 }
 
@@ -258,6 +261,11 @@ func (s *Server) applyGroupSpec(g *group, f form, create bool) *apiError {
 			return validation("At least one Availability Zone or VPC Subnet is required.")
 		}
 		azs = append([]string(nil), s.opts.Zones...) // subnets are not modelled: one per zone
+	}
+	if create {
+		s.desiredChangedLocked(g, desired, fmt.Sprintf("At %s a user request created an AutoScalingGroup changing the desired capacity from 0 to %d.", s.clock.Now().UTC().Format(causeTime), desired))
+	} else {
+		s.desiredChangedLocked(g, desired, fmt.Sprintf("At %s a user request update of AutoScalingGroup constraints to min: %d, max: %d, desired: %d changing the desired capacity from %d to %d.", s.clock.Now().UTC().Format(causeTime), min, max, desired, g.Desired, desired))
 	}
 	g.Min, g.Max, g.Desired = min, max, desired
 	if lt != nil {
@@ -570,6 +578,7 @@ func (s *Server) setDesiredCapacity(f form) (any, *apiError) {
 	if n < g.Min {
 		return nil, validation("New SetDesiredCapacity value %d is below min value %d for the AutoScalingGroup.", n, g.Min)
 	}
+	s.desiredChangedLocked(g, n, fmt.Sprintf("At %s a user request explicitly set group desired capacity changing the desired capacity from %d to %d.", s.clock.Now().UTC().Format(causeTime), g.Desired, n))
 	g.Desired = n
 	return nil, nil
 }
@@ -597,8 +606,7 @@ func (s *Server) enterStandby(f form) (any, *apiError) {
 	return s.moveInstances(f, move{
 		verb: "place into standby", from: []string{lcInService}, fromText: "InService",
 		needDecrement: true, describe: "Moving EC2 instance to Standby: ", happened: "was moved to standby",
-		answer: "InProgress", progress: 50,
-		apply: func(_ *group, inst *instance) { inst.Lifecycle = lcStandby },
+		answer: "InProgress", progress: 50, through: lcEnteringStandby,
 	})
 }
 
@@ -606,8 +614,7 @@ func (s *Server) exitStandby(f form) (any, *apiError) {
 	return s.moveInstances(f, move{
 		verb: "exit standby", from: []string{lcStandby}, fromText: "Standby", grow: true,
 		describe: "Moving EC2 instance out of Standby: ", happened: "was moved out of standby",
-		answer: "PreInService", progress: 30,
-		apply: func(_ *group, inst *instance) { inst.Lifecycle = lcInService },
+		answer: "PreInService", progress: 30, through: lcPending,
 	})
 }
 
@@ -618,17 +625,15 @@ func (s *Server) detachInstances(f form) (any, *apiError) {
 	return s.moveInstances(f, move{
 		verb: "detach", from: []string{lcInService, lcStandby}, fromText: "InService or Standby",
 		needDecrement: true, describe: "Detaching EC2 instance: ", happened: "was detached",
-		answer: "InProgress", progress: 50,
-		apply: func(g *group, inst *instance) {
-			g.removeInstance(inst.ID)
-			inst.Group, inst.Lifecycle = "", ""
-		},
+		answer: "InProgress", progress: 50, through: lcDetaching,
 	})
 }
 
 // move describes one of the user-requested instance moves that share AWS's rules:
 // every instance must be in an allowed state, desired capacity moves by the number
 // of instances within [MinSize, MaxSize], and one activity is recorded per instance.
+// The instance passes through a transient state (through) for the transition delay;
+// its activity stays InProgress until then (see finishTransitionLocked).
 type move struct {
 	verb          string   // in the size refusal: "To <verb> N instances, …"
 	from          []string // allowed lifecycle states
@@ -639,7 +644,7 @@ type move struct {
 	happened      string   // activity cause: "instance i-… <happened> in response to a user request"
 	answer        string   // the activity's StatusCode in the call's answer
 	progress      int
-	apply         func(*group, *instance)
+	through       string // the transient lifecycle state
 }
 
 func (s *Server) moveInstances(f form, m move) (any, *apiError) {
@@ -686,12 +691,18 @@ func (s *Server) moveInstances(f form, m move) (any, *apiError) {
 			cause += fmt.Sprintf(", increasing the capacity from %d to %d", before, g.Desired)
 		}
 		a := s.newActivityLocked(g, now, m.describe+inst.ID, cause+".", inst.AZ)
-		a.Status, a.End, a.Progress = "Successful", now, 100
-		// The returned activity shows the call as it was accepted, not as it ended.
+		// The returned activity shows the call as it was accepted.
 		x := xAct(a)
-		x.StatusCode, x.Progress, x.EndTime = m.answer, m.progress, ""
+		x.StatusCode, x.Progress = m.answer, m.progress
 		res.Activities = append(res.Activities, x)
-		m.apply(g, inst)
+		if countsTowardCapacity(inst.Lifecycle) && !m.grow && !decrement {
+			// The instance leaves the counted capacity: the group launches its
+			// replacement, and that launch's cause names this request.
+			g.triggers = append(g.triggers, cause+".")
+		}
+		inst.activity = a
+		inst.Lifecycle = m.through
+		inst.lifecycleAt = now.Add(s.transitionDelayLocked(m.through))
 	}
 	return res, nil
 }
@@ -729,9 +740,101 @@ func (s *Server) terminateInstanceInAutoScalingGroup(f form) (any, *apiError) {
 		cause += fmt.Sprintf(", shrinking the capacity from %d to %d", before, g.Desired)
 	}
 	a := s.startTerminateLocked(g, inst, now, cause+".")
+	if !decrement && counted {
+		g.triggers = append(g.triggers, a.Cause) // the group replaces it
+	}
 	return struct {
 		Activity xActivity `xml:"Activity"`
 	}{xAct(a)}, nil
+}
+
+// setInstanceProtection sets ProtectedFromScaleIn: scale-in (and AZRebalance) skip
+// protected instances; an explicit TerminateInstanceInAutoScalingGroup does not.
+func (s *Server) setInstanceProtection(f form) (any, *apiError) {
+	g, err := s.groupLocked(f.str("AutoScalingGroupName"))
+	if err != nil {
+		return nil, err
+	}
+	protect, ok := f.boolOpt("ProtectedFromScaleIn")
+	if !ok {
+		return nil, validation("1 validation error detected: Value null at 'protectedFromScaleIn' failed to satisfy constraint: Member must not be null")
+	}
+	ids := f.members("InstanceIds")
+	if len(ids) > 50 {
+		return nil, validation("The number of instance ids that may be passed in is limited to 50")
+	}
+	insts, err := s.memberInstancesLocked(g, ids)
+	if err != nil {
+		return nil, err
+	}
+	for _, inst := range insts {
+		if strings.HasPrefix(inst.Lifecycle, lcTerminating) || inst.Lifecycle == lcDetaching {
+			return nil, validation("The instance %s is not in a valid state for this operation: %s.", inst.ID, inst.Lifecycle)
+		}
+	}
+	for _, inst := range insts {
+		inst.Protected = protect
+	}
+	return emptyResult{}, nil
+}
+
+// groupTagsLocked validates the Tags.member.N of CreateOrUpdateTags/DeleteTags:
+// every one names an existing group (ResourceType auto-scaling-group) and a key.
+func (s *Server) groupTagsLocked(f form) ([]*group, []asgTag, *apiError) {
+	var groups []*group
+	var tags []asgTag
+	for _, t := range f.memberStructs("Tags") {
+		if rt := t.str("ResourceType"); rt != "" && rt != "auto-scaling-group" {
+			return nil, nil, validation("Invalid resource type: %s", rt)
+		}
+		g, err := s.groupLocked(t.str("ResourceId"))
+		if err != nil {
+			return nil, nil, err
+		}
+		key := t.str("Key")
+		if key == "" || len(key) > 128 {
+			return nil, nil, validation("1 validation error detected: Value at 'tags.member.key' failed to satisfy constraint: Member must have length between 1 and 128")
+		}
+		if strings.HasPrefix(key, "aws:") {
+			return nil, nil, validation("Tag keys starting with 'aws:' are reserved for internal use")
+		}
+		p, _ := t.boolOpt("PropagateAtLaunch")
+		groups = append(groups, g)
+		tags = append(tags, asgTag{Key: key, Value: t.str("Value"), PropagateAtLaunch: p})
+	}
+	if len(tags) == 0 {
+		return nil, nil, validation("1 validation error detected: Value null at 'tags' failed to satisfy constraint: Member must not be null")
+	}
+	return groups, tags, nil
+}
+
+func (s *Server) createOrUpdateTags(f form) (any, *apiError) {
+	groups, tags, err := s.groupTagsLocked(f)
+	if err != nil {
+		return nil, err
+	}
+	for i, g := range groups { // a refused call changes nothing: check first
+		if len(g.Tags) >= 50 && !slices.ContainsFunc(g.Tags, func(t asgTag) bool { return t.Key == tags[i].Key }) {
+			return nil, &apiError{Status: 400, Code: "LimitExceeded", Message: "The quota of 50 tags per Auto Scaling group has been reached."}
+		}
+	}
+	for i, g := range groups {
+		g.Tags = append(slices.DeleteFunc(g.Tags, func(t asgTag) bool { return t.Key == tags[i].Key }), tags[i])
+	}
+	return nil, nil
+}
+
+func (s *Server) deleteGroupTags(f form) (any, *apiError) {
+	groups, tags, err := s.groupTagsLocked(f)
+	if err != nil {
+		return nil, err
+	}
+	for i, g := range groups {
+		g.Tags = slices.DeleteFunc(g.Tags, func(t asgTag) bool {
+			return t.Key == tags[i].Key && (tags[i].Value == "" || t.Value == tags[i].Value)
+		})
+	}
+	return nil, nil
 }
 
 func (s *Server) suspendProcesses(f form) (any, *apiError) {

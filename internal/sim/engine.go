@@ -83,6 +83,7 @@ func (s *Server) nextDeadlineLocked() time.Time {
 		}
 	}
 	for _, inst := range s.instances {
+		consider(inst.lifecycleAt)
 		switch inst.State {
 		case ec2Pending, ec2Stopping, ec2ShuttingDown:
 			consider(inst.StateAt)
@@ -174,6 +175,10 @@ func (s *Server) stepInstanceLocked(inst *instance, now time.Time) bool {
 	if g == nil {
 		return changed
 	}
+	if !inst.lifecycleAt.IsZero() && !now.Before(inst.lifecycleAt) {
+		s.finishTransitionLocked(g, inst)
+		changed = true
+	}
 	// Health checks: an EC2 instance that is not running is unhealthy; Standby and
 	// lifecycle-wait instances are not health checked.
 	if inst.Lifecycle == lcInService && inst.State != ec2Running && inst.State != ec2Pending && inst.Health == "Healthy" {
@@ -181,7 +186,8 @@ func (s *Server) stepInstanceLocked(inst *instance, now time.Time) bool {
 		changed = true
 	}
 	if inst.Lifecycle == lcInService && inst.Health == "Unhealthy" && !g.suspended("ReplaceUnhealthy") {
-		s.startTerminateLocked(g, inst, now, fmt.Sprintf("At %s an instance was taken out of service in response to an EC2 instance status checks failure.", now.UTC().Format(causeTime)))
+		a := s.startTerminateLocked(g, inst, now, fmt.Sprintf("At %s an instance was taken out of service in response to an EC2 instance status checks failure.", now.UTC().Format(causeTime)))
+		g.triggers = append(g.triggers, a.Cause)
 		changed = true
 	}
 	if (inst.Lifecycle == lcTerminating || inst.Lifecycle == lcTerminatingProceed) && inst.State == ec2Terminated {
@@ -192,6 +198,33 @@ func (s *Server) stepInstanceLocked(inst *instance, now time.Time) bool {
 		changed = true
 	}
 	return changed
+}
+
+// finishTransitionLocked ends the transient state a user request started, at the
+// moment it was due: EnteringStandby → Standby, Pending (after ExitStandby) →
+// InService (Pending:Wait under launch hooks), Detaching → out of the group.
+func (s *Server) finishTransitionLocked(g *group, inst *instance) {
+	at := inst.lifecycleAt
+	inst.lifecycleAt = time.Time{}
+	switch inst.Lifecycle {
+	case lcEnteringStandby:
+		inst.Lifecycle = lcStandby
+		s.finishActivityLocked(inst, at, "Successful", "")
+	case lcPending:
+		s.launchedLocked(g, inst, at)
+	case lcDetaching:
+		s.finishActivityLocked(inst, at, "Successful", "")
+		g.removeInstance(inst.ID)
+		inst.Group, inst.Lifecycle = "", ""
+	}
+}
+
+// desiredChangedLocked records why the group will launch when desired capacity
+// rises from g.Desired to n: each launch's cause will start with cause.
+func (s *Server) desiredChangedLocked(g *group, n int, cause string) {
+	for range n - g.Desired {
+		g.triggers = append(g.triggers, cause)
+	}
 }
 
 // launchedLocked: the instance finished booting.
@@ -271,6 +304,11 @@ func (s *Server) deregisterLocked(inst *instance) {
 // startTerminateLocked takes a group member out of service and terminates it,
 // through Terminating:Wait when the group has termination lifecycle hooks.
 func (s *Server) startTerminateLocked(g *group, inst *instance, now time.Time, cause string) *activity {
+	if !inst.lifecycleAt.IsZero() {
+		// Terminated in the middle of a standby or detach: that request ends here.
+		inst.lifecycleAt = time.Time{}
+		s.finishActivityLocked(inst, now, "Cancelled", "The instance was taken out of service before the request completed.")
+	}
 	act := s.newActivityLocked(g, now, "Terminating EC2 instance: "+inst.ID, cause, inst.AZ)
 	inst.activity = act
 	hooks := g.hooksFor(transitionTerminating)
@@ -361,13 +399,20 @@ func (s *Server) reconcileGroupLocked(g *group, now time.Time) bool {
 		from := len(counted)
 		for n := from; n < g.Desired; n++ {
 			cause := fmt.Sprintf("At %s an instance was started in response to a difference between desired and actual capacity, increasing the capacity from %d to %d.", now.UTC().Format(causeTime), from, g.Desired)
+			if len(g.triggers) > 0 {
+				cause = g.triggers[0] + " " + cause
+			}
 			if !s.launchLocked(g, now, cause, false) {
 				g.NextLaunchTry = now.Add(launchRetryDelay)
 				return true
 			}
+			if len(g.triggers) > 0 {
+				g.triggers = g.triggers[1:]
+			}
 		}
 		return true
 	case len(counted) > g.Desired:
+		g.triggers = nil
 		if g.suspended("Terminate") {
 			return false
 		}
@@ -386,6 +431,7 @@ func (s *Server) reconcileGroupLocked(g *group, now time.Time) bool {
 		}
 		return true
 	default:
+		g.triggers = nil
 		for _, inst := range counted {
 			inst.rebalance = false
 			if inst.Lifecycle != lcInService {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"slices"
 	"time"
 )
 
@@ -25,6 +26,13 @@ type Faults struct {
 	// ContentionRate in [0,1]: share of mutating Auto Scaling calls answered
 	// ResourceContention (HTTP 500) — "you already have a pending update".
 	ContentionRate float64 `json:"contentionRate"`
+	// LostAnswers: the next N calls of an operation ("DetachInstances") take
+	// effect, but their answer is lost on the way back: the client sees a 500
+	// InternalFailure and (the SDK) asks again. Counts decrease as they are used.
+	LostAnswers map[string]int `json:"lostAnswers,omitempty"`
+	// TransitionDelays override Options.TransitionDelay per transient state:
+	// "EnteringStandby", "Pending" (after ExitStandby), "Detaching".
+	TransitionDelays map[string]Duration `json:"transitionDelays,omitempty"`
 	// RateLimits: token buckets per service ("autoscaling", "ec2"), like AWS's
 	// per-account request limits; calls over the limit are throttled. Refill uses the
 	// injected clock.
@@ -97,6 +105,16 @@ func (f Faults) validate() error {
 	if f.FailLaunches < 0 || f.NeverReadyNext < 0 || f.BootDelay < 0 {
 		return fmt.Errorf("failLaunches, neverReadyNext and bootDelay must not be negative")
 	}
+	for op, n := range f.LostAnswers {
+		if n < 0 {
+			return fmt.Errorf("lostAnswers[%s] must not be negative", op)
+		}
+	}
+	for state, d := range f.TransitionDelays {
+		if !slices.Contains(transientStates, state) || d < 0 {
+			return fmt.Errorf("transitionDelays[%s]: want one of %v with a duration ≥ 0", state, transientStates)
+		}
+	}
 	for svc, l := range f.RateLimits {
 		if svc != "autoscaling" && svc != "ec2" && svc != "sts" {
 			return fmt.Errorf("rateLimits: unknown service %q (use autoscaling, ec2 or sts)", svc)
@@ -114,6 +132,8 @@ func (s *Server) SetFaults(f Faults) error {
 		return fmt.Errorf("set faults: %w", err)
 	}
 	f.RateLimits = maps.Clone(f.RateLimits)
+	f.TransitionDelays = maps.Clone(f.TransitionDelays)
+	f.LostAnswers = maps.Clone(f.LostAnswers)
 	s.mu.Lock()
 	s.faults = f
 	s.buckets = map[string]*bucket{}
@@ -128,6 +148,8 @@ func (s *Server) Faults() Faults {
 	defer s.mu.Unlock()
 	f := s.faults
 	f.RateLimits = maps.Clone(f.RateLimits)
+	f.TransitionDelays = maps.Clone(f.TransitionDelays)
+	f.LostAnswers = maps.Clone(f.LostAnswers)
 	return f
 }
 
@@ -136,6 +158,21 @@ func (s *Server) bootDelayLocked() time.Duration {
 		return time.Duration(s.faults.BootDelay)
 	}
 	return s.opts.BootDelay
+}
+
+// defaultTransitionDelay is how long a transient state lasts by default: long
+// enough for a test to meet it, short enough not to slow a demo.
+const defaultTransitionDelay = 300 * time.Millisecond
+
+// transientStates are the lifecycle states a user request passes through.
+var transientStates = []string{lcEnteringStandby, lcPending, lcDetaching}
+
+// transitionDelayLocked is how long the transient state lasts from now.
+func (s *Server) transitionDelayLocked(state string) time.Duration {
+	if d, ok := s.faults.TransitionDelays[state]; ok {
+		return time.Duration(d)
+	}
+	return s.opts.TransitionDelay
 }
 
 // launchFailsLocked draws whether the next launch fails.

@@ -13,6 +13,8 @@ const (
 	lcPendingWait        = "Pending:Wait"
 	lcInService          = "InService"
 	lcStandby            = "Standby"
+	lcEnteringStandby    = "EnteringStandby"
+	lcDetaching          = "Detaching"
 	lcTerminating        = "Terminating"
 	lcTerminatingWait    = "Terminating:Wait"
 	lcTerminatingProceed = "Terminating:Proceed"
@@ -113,6 +115,10 @@ type instance struct {
 	NeverReady                    bool
 	registered                    bool
 	rebalance                     bool
+
+	// lifecycleAt ends a transient lifecycle state a user request started
+	// (EnteringStandby, Pending after ExitStandby, Detaching).
+	lifecycleAt time.Time
 }
 
 func (i *instance) sortedTags() []tag {
@@ -162,6 +168,11 @@ type group struct {
 	Deleting            bool
 	NextLaunchTry       time.Time
 	Activities          []*activity // newest first
+
+	// triggers are the causes of the capacity the group still has to launch (a
+	// standby without decrement, a raised desired capacity, an unhealthy instance):
+	// each launch's cause starts with the one it answers, as AWS chains them.
+	triggers []string
 }
 
 // template returns the launch template reference instances are launched from.

@@ -37,9 +37,16 @@ func TestStandbyReplacementDetachTerminateKeepsCapacity(t *testing.T) {
 	if err != nil || len(out.Activities) != 1 || !strings.Contains(aws.ToString(out.Activities[0].Description), "Moving EC2 instance to Standby: "+old) {
 		t.Fatalf("EnterStandby: %v %+v", err, out)
 	}
+	// AWS holds the instance in EnteringStandby while it leaves its target groups;
+	// the replacement launches at once.
 	g = h.group("ng")
-	if aws.ToInt32(g.DesiredCapacity) != 3 || len(byState(g, astypes.LifecycleStateStandby)) != 1 || len(byState(g, astypes.LifecycleStatePending)) != 1 {
-		t.Fatalf("after standby without decrement: desired %d, instances %+v", aws.ToInt32(g.DesiredCapacity), g.Instances)
+	if aws.ToInt32(g.DesiredCapacity) != 3 || len(byState(g, astypes.LifecycleStateEnteringStandby)) != 1 || len(byState(g, astypes.LifecycleStatePending)) != 1 {
+		t.Fatalf("right after standby without decrement: desired %d, instances %+v", aws.ToInt32(g.DesiredCapacity), g.Instances)
+	}
+	h.step(defaultTransitionDelay)
+	g = h.group("ng")
+	if len(byState(g, astypes.LifecycleStateStandby)) != 1 || len(byState(g, astypes.LifecycleStateEnteringStandby)) != 0 {
+		t.Fatalf("%s after standby: instances %+v, want the old one in Standby", defaultTransitionDelay, g.Instances)
 	}
 	replacement := byState(g, astypes.LifecycleStatePending)[0]
 	var oldAZ string
@@ -69,6 +76,11 @@ func TestStandbyReplacementDetachTerminateKeepsCapacity(t *testing.T) {
 	if _, err := h.asg.DetachInstances(h.ctx, &autoscaling.DetachInstancesInput{AutoScalingGroupName: aws.String("ng"), InstanceIds: []string{old}, ShouldDecrementDesiredCapacity: aws.Bool(false)}); err != nil {
 		t.Fatalf("DetachInstances of a Standby instance: %v", err)
 	}
+	g = h.group("ng")
+	if aws.ToInt32(g.DesiredCapacity) != 3 || len(byState(g, astypes.LifecycleStateDetaching)) != 1 || h.inService("ng") != 3 {
+		t.Fatalf("right after detach: desired %d, %+v; want the old one Detaching", aws.ToInt32(g.DesiredCapacity), g.Instances)
+	}
+	h.step(defaultTransitionDelay)
 	g = h.group("ng")
 	if aws.ToInt32(g.DesiredCapacity) != 3 || len(g.Instances) != 3 || h.inService("ng") != 3 {
 		t.Fatalf("after detach: desired %d, %+v", aws.ToInt32(g.DesiredCapacity), g.Instances)
@@ -101,19 +113,29 @@ func TestExitStandbyIncrementsDesiredAndRespectsMaxSize(t *testing.T) {
 	if _, err := h.asg.EnterStandby(h.ctx, &autoscaling.EnterStandbyInput{AutoScalingGroupName: aws.String("ng"), InstanceIds: ids[:1], ShouldDecrementDesiredCapacity: aws.Bool(true)}); err != nil {
 		t.Fatal(err)
 	}
+	// Still EnteringStandby: AWS refuses to exit a standby that is not complete.
+	_, err := h.asg.ExitStandby(h.ctx, &autoscaling.ExitStandbyInput{AutoScalingGroupName: aws.String("ng"), InstanceIds: ids[:1]})
+	wantAPIError(t, err, "ValidationError", "is not in Standby")
+	h.step(defaultTransitionDelay)
 	g = h.group("ng")
 	if aws.ToInt32(g.DesiredCapacity) != 1 || len(byState(g, astypes.LifecycleStatePending)) != 0 {
 		t.Fatalf("standby with decrement: desired %d, %+v", aws.ToInt32(g.DesiredCapacity), g.Instances)
 	}
 	// Decrementing below MinSize is refused.
-	_, err := h.asg.EnterStandby(h.ctx, &autoscaling.EnterStandbyInput{AutoScalingGroupName: aws.String("ng"), InstanceIds: ids[1:2], ShouldDecrementDesiredCapacity: aws.Bool(true)})
+	_, err = h.asg.EnterStandby(h.ctx, &autoscaling.EnterStandbyInput{AutoScalingGroupName: aws.String("ng"), InstanceIds: ids[1:2], ShouldDecrementDesiredCapacity: aws.Bool(true)})
 	wantAPIError(t, err, "ValidationError", "min-size=1")
 
 	if _, err := h.asg.ExitStandby(h.ctx, &autoscaling.ExitStandbyInput{AutoScalingGroupName: aws.String("ng"), InstanceIds: ids[:1]}); err != nil {
 		t.Fatal(err)
 	}
+	// Back through Pending (counted at once, so nothing else launches), then InService.
 	g = h.group("ng")
-	if aws.ToInt32(g.DesiredCapacity) != 2 || h.inService("ng") != 2 {
+	if aws.ToInt32(g.DesiredCapacity) != 2 || h.inService("ng") != 1 || len(byState(g, astypes.LifecycleStatePending)) != 1 {
+		t.Fatalf("right after ExitStandby: desired %d, %+v; want one Pending", aws.ToInt32(g.DesiredCapacity), g.Instances)
+	}
+	h.step(defaultTransitionDelay)
+	g = h.group("ng")
+	if aws.ToInt32(g.DesiredCapacity) != 2 || h.inService("ng") != 2 || len(g.Instances) != 2 {
 		t.Fatalf("ExitStandby: desired %d, %+v", aws.ToInt32(g.DesiredCapacity), g.Instances)
 	}
 
@@ -126,6 +148,7 @@ func TestExitStandbyIncrementsDesiredAndRespectsMaxSize(t *testing.T) {
 	if _, err := h.asg.EnterStandby(h.ctx, &autoscaling.EnterStandbyInput{AutoScalingGroupName: aws.String("ng"), InstanceIds: ids[:1], ShouldDecrementDesiredCapacity: aws.Bool(false)}); err != nil {
 		t.Fatal(err)
 	}
+	h.step(defaultTransitionDelay)
 	_, err = h.asg.ExitStandby(h.ctx, &autoscaling.ExitStandbyInput{AutoScalingGroupName: aws.String("ng"), InstanceIds: ids[:1]})
 	wantAPIError(t, err, "ValidationError", "max-size=3")
 	if g = h.group("ng"); aws.ToInt32(g.DesiredCapacity) != 3 || len(byState(g, astypes.LifecycleStateStandby)) != 1 {

@@ -52,6 +52,11 @@ type Options struct {
 	BootDelay time.Duration
 	// StateDelay: duration of EC2 stopping/shutting-down/pending-after-start. Default 2s.
 	StateDelay time.Duration
+	// TransitionDelay: how long the Auto Scaling states a user request passes
+	// through last: EnteringStandby, Pending after ExitStandby, Detaching (AWS holds
+	// them while the instance leaves or joins its load balancers). Default 300ms;
+	// Faults.TransitionDelays overrides it per state.
+	TransitionDelay time.Duration
 	Nodes      NodeRegistry
 	Logger     *slog.Logger
 	Faults     Faults
@@ -118,6 +123,9 @@ func New(opts Options) *Server {
 	if opts.StateDelay == 0 {
 		opts.StateDelay = 2 * time.Second
 	}
+	if opts.TransitionDelay == 0 {
+		opts.TransitionDelay = defaultTransitionDelay
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -143,6 +151,8 @@ func New(opts Options) *Server {
 	srv.faults.RateLimits = maps.Clone(opts.Faults.RateLimits)
 	srv.identities = map[string]Identity{AccessKeyID: srv.defaultIdentity()}
 	srv.clusters = map[string]*cluster{}
+	srv.faults.TransitionDelays = maps.Clone(opts.Faults.TransitionDelays)
+	srv.faults.LostAnswers = maps.Clone(opts.Faults.LostAnswers)
 	srv.svcs = srv.services()
 	return srv
 }
@@ -360,6 +370,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.advanceLocked()
 		result, aerr = handler(in)
 		s.advanceLocked()
+		if aerr == nil && s.faults.LostAnswers[op] > 0 {
+			// It happened; the client will never hear so.
+			s.faults.LostAnswers[op]--
+			s.calls["fault:lost"]++
+			aerr = svc.proto.internal()
+		}
 	}
 	// A client that hangs up must not lose a Node change.
 	_ = s.unlockAndApply(context.WithoutCancel(r.Context()))
