@@ -40,6 +40,13 @@ type Describer interface {
 }
 
 // Surger adds capacity before an instance is taken away, and undoes it.
+//
+// Every change is recorded on the object it changes before the call that makes it
+// (see the Tag* constants): the old instance carries who surged it and when, the
+// group carries an AZRebalance suspension or a MaxSize raise of ours, the
+// replacement carries whose it is and its protection before. A retry, a resume
+// after a crash, and a rollback from the cloud alone (the state file lost) read
+// those records, and undo only what they name.
 type Surger interface {
 	// Surge makes the group launch one replacement per instance while the old ones
 	// keep running: EnterStandby without decrementing desired capacity (chunks of
@@ -49,29 +56,47 @@ type Surger interface {
 	// opts.AllowRaiseMax (then MaxSize is raised and the old value recorded). It
 	// suspends AZRebalance while instances are in standby (recording whether it did).
 	//
-	// Errors: ErrValidation (malformed ids, instance Pending/Detaching/Terminating),
-	// ErrNotInGroup (an instance is not in this group), ErrNotFound (no group / no
-	// instance), ErrNoHeadroom. Already done (instances already in Standby): success,
-	// with an equivalent record; no second replacement is requested. A failure before
-	// any instance entered standby undoes this call's MaxSize raise and AZRebalance
-	// suspension; after that, the returned (partial) record is what Rollback needs.
-	// The desired+1 path cannot tell a repeat from a new request: a repeated Surge
-	// after a lost SetDesiredCapacity answer asks for a second instance.
+	// Errors: ErrValidation (malformed ids, no execution id, instance
+	// Pending/Detaching/Terminating), ErrNotInGroup (an instance is not in this
+	// group), ErrNotFound (no group / no instance), ErrNoHeadroom. Already done
+	// (instances already in Standby or EnteringStandby): success, with an equivalent
+	// record; no second replacement is requested. A failure before any instance
+	// entered standby undoes this call's MaxSize raise and AZRebalance suspension;
+	// after that, the returned (partial) record is what Rollback needs. The desired+1
+	// path cannot tell a repeat from a new request: a repeated Surge after a lost
+	// SetDesiredCapacity answer asks for a second instance.
 	Surge(ctx context.Context, group string, instanceIDs []string, opts SurgeOptions) (SurgeRecord, error)
-	// FindReplacement checks once for the replacements of a surge: instances not in
-	// rec.Snapshot. Ready when there are at least len(rec.Instances) new InService
-	// instances; otherwise Pending lists the new ones still on their way. Returns a
-	// *LaunchFailedError (ErrLaunchFailed) when a scaling activity of the group
-	// started after the surge has failed, so the caller does not wait for nothing.
-	// Read-only.
+	// FindReplacement checks once for the replacements of a surge: the instances
+	// whose launch the surge caused. Those are rec.Replacements once known; before,
+	// the group's launch activities since the surge that name a surged instance as
+	// their cause, or — by elimination, only when that is unambiguous — the new
+	// instances no other cause (a desired-capacity change, a health replacement,
+	// another instance's standby) accounts for. Ready when there are at least
+	// len(rec.Instances) of them InService; otherwise Pending lists those still on
+	// their way and Ambiguous says why a new instance could not be told apart.
+	// Returns a *LaunchFailedError (ErrLaunchFailed) when the surge's launch failed,
+	// so the caller does not wait for nothing. Read-only.
 	FindReplacement(ctx context.Context, rec SurgeRecord) (Replacement, error)
-	// Rollback undoes a surge: ExitStandby for instances still in Standby, terminates
-	// surplus replacements with decrement until desired capacity is back at
-	// rec.DesiredBefore, restores MaxSize if Surge raised it, resumes AZRebalance if
-	// Surge suspended it and no instance of the group is left in Standby.
-	// Idempotent: a rolled-back (or never applied) surge returns nil. A group that is
-	// gone returns nil too (nothing left to undo).
-	Rollback(ctx context.Context, rec SurgeRecord) error
+	// ClaimReplacement marks ids as the replacements of rec (tags TagReplacementFor,
+	// TagExecution and TagProtectedBefore) and protects them from scale-in, so
+	// neither the group nor a cluster autoscaler's scale-in takes them while the
+	// recycle needs them. Retire and Rollback restore the protection they had.
+	// Idempotent.
+	ClaimReplacement(ctx context.Context, rec SurgeRecord, ids []string) error
+	// Rollback undoes a surge, as far as the records on the instances and the group
+	// say it happened: ExitStandby for the surged instances this execution put in
+	// standby, then — unless rec.KeepReplacements — the replacements this surge
+	// caused are terminated with decrement (or, when none was launched, desired
+	// capacity is given back), MaxSize is restored if the surge raised it,
+	// AZRebalance resumed if the surge suspended it and no instance is left in
+	// standby, and the replacements' scale-in protection restored. An instance the
+	// autoscaler or anybody else launched is never touched.
+	//
+	// Done is false while an instance is between two states (EnteringStandby, or
+	// Pending after ExitStandby): call again; Waiting says what for. Idempotent: a
+	// rolled-back (or never applied) surge returns Done. A group that is gone is
+	// Done too (nothing left to undo).
+	Rollback(ctx context.Context, rec SurgeRecord) (RollbackResult, error)
 }
 
 // Retirer takes an old instance away for good.
@@ -81,16 +106,20 @@ type Retirer interface {
 	// count Standby instances in desired capacity, and decrementing would terminate
 	// another instance) — then terminates it (RetireTerminate) or stops it and tags it
 	// recycler/retired-at and recycler/execution (RetireStop). With opts.Surge set it
-	// also restores MaxSize and resumes AZRebalance as Rollback would.
+	// also restores MaxSize, AZRebalance and the replacements' protection as
+	// Rollback would. The detach is recorded on the instance first (TagExecution,
+	// TagDetachedAt), so a retry after a detach whose answer was lost goes on to
+	// terminate it.
 	//
-	// Idempotent: an instance already detached, stopped, terminated or gone returns a
-	// result with AlreadyDone set and no error. So does an instance the group is
-	// terminating itself (Terminating, or Terminating:Wait under a lifecycle hook: the
-	// caller completes the lifecycle action with CONTINUE to let it go).
-	// ErrValidation for a malformed id, an unknown mode, or a state AWS refuses
-	// (Pending, EnteringStandby). ErrNotInGroup when the instance is running in no
-	// group and opts.Surge does not name it: Retire never terminates an instance it
-	// cannot tell was a group member.
+	// Idempotent: an instance already detached (by this execution), stopped,
+	// terminated or gone returns a result with AlreadyDone set and no error. So does
+	// an instance the group is terminating itself (Terminating, or Terminating:Wait
+	// under a lifecycle hook: the caller completes the lifecycle action with CONTINUE
+	// to let it go). A *NotYetError (ErrNotYet) while the instance is EnteringStandby,
+	// Pending or Detaching. ErrValidation for a malformed id, an unknown mode or no
+	// execution id. ErrNotInGroup when the instance is running in no group and
+	// neither this execution's detach record nor opts.Surge names it: Retire never
+	// terminates an instance it cannot tell was a group member.
 	Retire(ctx context.Context, instanceID string, opts RetireOptions) (RetireResult, error)
 }
 
@@ -142,10 +171,41 @@ const (
 // Process names for suspend/resume.
 const ProcessAZRebalance = "AZRebalance"
 
-// Tags Retire writes on a stopped instance.
+// Records of what Recycler did, written on the object before the call that does
+// it. Instance tags (EC2):
 const (
-	TagRetiredAt = "recycler/retired-at"
+	// TagExecution names the execution acting on an instance (the old one, or a
+	// replacement it claimed).
 	TagExecution = "recycler/execution"
+	// TagStandbyAt: when this execution asked EnterStandby for the old instance.
+	TagStandbyAt = "recycler/standby-at"
+	// TagDesiredRaisedAt: when this execution raised desired capacity by one for an
+	// instance standby does not apply to (Terminating:Wait under a lifecycle hook).
+	TagDesiredRaisedAt = "recycler/desired-raised-at"
+	// TagExitStandbyAt: when its rollback asked ExitStandby.
+	TagExitStandbyAt = "recycler/exit-standby-at"
+	// TagDesiredReturned: the desired capacity a rollback set because the surge's
+	// replacement never launched (the +1 of ExitStandby given back).
+	TagDesiredReturned = "recycler/desired-returned"
+	// TagDetachedAt: when Retire asked DetachInstances.
+	TagDetachedAt = "recycler/detached-at"
+	// TagRetiredAt: when Retire stopped the instance (--retire stop).
+	TagRetiredAt = "recycler/retired-at"
+	// TagReplacementFor, on a replacement: the old instance it replaces.
+	TagReplacementFor = "recycler/replacement-for"
+	// TagProtectedBefore, on a replacement: its ProtectedFromScaleIn before the claim.
+	TagProtectedBefore = "recycler/protected-before"
+	// TagTerminatedAt, on a replacement: when a rollback asked to terminate it.
+	TagTerminatedAt = "recycler/terminated-at"
+)
+
+// Group tags (Auto Scaling, not propagated at launch):
+const (
+	// TagSuspendedAZRebalance: AZRebalance is suspended by Recycler (execution@time);
+	// the last recycle to leave standby resumes it.
+	TagSuspendedAZRebalance = "recycler/suspended-azrebalance"
+	// TagMaxRaised: "before:after" of a MaxSize Recycler raised.
+	TagMaxRaised = "recycler/max-raised"
 )
 
 // LaunchTemplate names a launch template and a version. Version is what was
@@ -184,13 +244,14 @@ type Instance struct {
 
 // GroupInstance is an instance as the group lists it.
 type GroupInstance struct {
-	ID                  string          `json:"id"`
-	AZ                  string          `json:"az"`
-	Lifecycle           string          `json:"lifecycle"`
-	Health              string          `json:"health"`
-	InstanceType        string          `json:"instanceType"`
-	LaunchTemplate      *LaunchTemplate `json:"launchTemplate"`
-	LaunchConfiguration string          `json:"launchConfiguration"`
+	ID                   string          `json:"id"`
+	AZ                   string          `json:"az"`
+	Lifecycle            string          `json:"lifecycle"`
+	Health               string          `json:"health"`
+	InstanceType         string          `json:"instanceType"`
+	LaunchTemplate       *LaunchTemplate `json:"launchTemplate"`
+	LaunchConfiguration  string          `json:"launchConfiguration"`
+	ProtectedFromScaleIn bool            `json:"protectedFromScaleIn,omitempty"`
 }
 
 // Override is one entry of a mixed-instances policy: an instance type, optionally
@@ -230,6 +291,8 @@ type Group struct {
 	SuspendedProcesses  []string        `json:"suspendedProcesses"`
 	LifecycleHooks      []LifecycleHook `json:"lifecycleHooks"`
 	AZs                 []string        `json:"azs"`
+	// Tags of the group itself (Recycler's records among them).
+	Tags map[string]string `json:"tags,omitempty"`
 }
 
 // Suspended reports whether process is suspended on the group.
@@ -286,6 +349,8 @@ const (
 
 // SurgeOptions tune Surge.
 type SurgeOptions struct {
+	// ExecutionID names the execution in the records Surge writes (required).
+	ExecutionID string `json:"executionId"`
 	// AllowRaiseMax lets Surge raise MaxSize when the group has no headroom; the old
 	// value is recorded and restored by Rollback / Retire(opts.Surge).
 	AllowRaiseMax bool `json:"allowRaiseMax"`
@@ -300,8 +365,10 @@ type SurgedInstance struct {
 // SurgeRecord is everything needed to find the replacement and to undo the surge.
 // It is plain data (JSON-friendly) so a workflow can persist it between steps.
 type SurgeRecord struct {
-	Group     string           `json:"group"`
-	Instances []SurgedInstance `json:"instances"`
+	Group string `json:"group"`
+	// ExecutionID is the execution that surged (its records on the cloud objects).
+	ExecutionID string           `json:"executionId,omitempty"`
+	Instances   []SurgedInstance `json:"instances"`
 	// Snapshot: ids of every instance of the group before the surge. A replacement
 	// is an instance not in this list.
 	Snapshot []string `json:"snapshot"`
@@ -325,6 +392,9 @@ type SurgeRecord struct {
 	// higher per instance (and a raised MaxSize raised), because terminating a
 	// replacement would kill its pods without eviction.
 	KeepReplacements bool `json:"keepReplacements,omitempty"`
+	// Replacements are the replacement ids once FindReplacement found them (the
+	// caller fills them in, so later checks and the rollback need no search).
+	Replacements []string `json:"replacements,omitempty"`
 }
 
 // IDs returns the ids of the surged instances.
@@ -344,6 +414,25 @@ type Replacement struct {
 	InService []string `json:"inService"`
 	// Pending are new instances still launching (Pending, Pending:Wait, …).
 	Pending []string `json:"pending"`
+	// Ambiguous, when set, says why new instances could not be told apart from
+	// launches of other causes; they are not taken for the replacement.
+	Ambiguous string `json:"ambiguous,omitempty"`
+}
+
+// RollbackResult reports one Rollback call.
+type RollbackResult struct {
+	// Done: nothing is left to undo (or to wait for).
+	Done bool `json:"done"`
+	// Waiting says what a call that is not Done waits for.
+	Waiting string `json:"waiting,omitempty"`
+	// ExitedStandby: surged instances taken out of standby (this call or before).
+	ExitedStandby []string `json:"exitedStandby,omitempty"`
+	// Terminated: replacements terminated with decrement (this call or before).
+	Terminated []string `json:"terminated,omitempty"`
+	// Kept: replacements kept (KeepReplacements).
+	Kept []string `json:"kept,omitempty"`
+	// Notes explain what was left as it is, in words.
+	Notes []string `json:"notes,omitempty"`
 }
 
 // RetireMode says what happens to a retired instance after it is detached.
@@ -357,7 +446,7 @@ const (
 // RetireOptions tune Retire.
 type RetireOptions struct {
 	Mode RetireMode `json:"mode"` // default RetireTerminate
-	// ExecutionID is written to the recycler/execution tag of a stopped instance.
+	// ExecutionID names the execution in the records Retire writes (required).
 	ExecutionID string `json:"executionId"`
 	// Surge, when set, is the surge this retirement completes: MaxSize is restored and
 	// AZRebalance resumed as recorded there.

@@ -55,6 +55,7 @@ func TestErrorClasses(t *testing.T) {
 		{fmt.Errorf("x: %w", cloud.ErrNotInGroup), "NotInGroup", false},
 		{fmt.Errorf("x: %w", lf), "LaunchFailed", false},
 		{fmt.Errorf("x: %w", cloud.ErrThrottled), "Throttled", true},
+		{fmt.Errorf("x: %w", &cloud.NotYetError{InstanceID: "i-0123abcd", State: "EnteringStandby", Waiting: "wait for Standby"}), "NotYet", true},
 		{fmt.Errorf("x: %w", &cloud.RetryableError{Err: errors.New("503")}), "Retryable", true},
 		{errors.New("boom"), "Unknown", false},
 	} {

@@ -26,7 +26,26 @@ var (
 	// ErrThrottled: the cloud refused for rate reasons even after the client's own
 	// retries. Retryable later.
 	ErrThrottled = errors.New("throttled")
+	// ErrNotYet: an instance is between two states (EnteringStandby, Pending:*,
+	// Detaching) and the call needs the state after it. Not a failure: call again
+	// shortly. See NotYetError.
+	ErrNotYet = errors.New("not yet")
 )
+
+// NotYetError says which instance is in which in-between state, and what the call
+// waits for. errors.Is(err, ErrNotYet) is true.
+type NotYetError struct {
+	InstanceID string
+	State      string // the lifecycle state it is in now
+	Waiting    string // what the caller waits for, in words
+}
+
+func (e *NotYetError) Error() string {
+	return fmt.Sprintf("instance %s is %s: %s", e.InstanceID, e.State, e.Waiting)
+}
+
+// Is makes errors.Is(err, ErrNotYet) work.
+func (e *NotYetError) Is(target error) bool { return target == ErrNotYet }
 
 // LaunchFailedError carries the failed scaling activity, whose StatusMessage says why
 // (capacity, quota, bad AMI, …). errors.Is(err, ErrLaunchFailed) is true.
@@ -62,7 +81,7 @@ func IsRetryable(err error) bool {
 			return false
 		}
 	}
-	if errors.Is(err, ErrThrottled) {
+	if errors.Is(err, ErrThrottled) || errors.Is(err, ErrNotYet) {
 		return true
 	}
 	var r *RetryableError
@@ -71,7 +90,7 @@ func IsRetryable(err error) bool {
 
 // ErrorName is the stable name of err's class, for workflow Retry/Catch matching and
 // metrics labels: "NotFound", "Validation", "NoHeadroom", "NotInGroup", "LaunchFailed",
-// "Throttled", "Retryable", or "Unknown".
+// "Throttled", "NotYet", "Retryable", or "Unknown".
 func ErrorName(err error) string {
 	switch {
 	case err == nil:
@@ -88,6 +107,8 @@ func ErrorName(err error) string {
 		return "LaunchFailed"
 	case errors.Is(err, ErrThrottled):
 		return "Throttled"
+	case errors.Is(err, ErrNotYet):
+		return "NotYet"
 	case IsRetryable(err):
 		return "Retryable"
 	}

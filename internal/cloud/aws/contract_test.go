@@ -197,6 +197,32 @@ func suspend(tb testing.TB, asg *autoscaling.Client, group, process string) {
 	}
 }
 
+func (e *simEnv) SetDesired(tb testing.TB, group string, desired int) {
+	if _, err := e.asg.SetDesiredCapacity(context.Background(), &autoscaling.SetDesiredCapacityInput{
+		AutoScalingGroupName: &group, DesiredCapacity: sdkaws.Int32(int32(desired)),
+	}); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func (e *simEnv) TransitionDelay(tb testing.TB, state string, d time.Duration) {
+	e.faults(tb, func(f *sim.Faults) {
+		if f.TransitionDelays == nil {
+			f.TransitionDelays = map[string]sim.Duration{}
+		}
+		f.TransitionDelays[state] = sim.Duration(d)
+	})
+}
+
+func (e *simEnv) LoseAnswers(tb testing.TB, operation string, n int) {
+	e.faults(tb, func(f *sim.Faults) {
+		if f.LostAnswers == nil {
+			f.LostAnswers = map[string]int{}
+		}
+		f.LostAnswers[operation] = n
+	})
+}
+
 func (e *simEnv) Calls() int64 { return e.prov.Metrics().TotalCalls() }
 
 func TestContract(t *testing.T) {

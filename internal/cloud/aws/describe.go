@@ -308,15 +308,22 @@ func toGroup(g asgtypes.AutoScalingGroup) cloud.Group {
 	for _, sp := range g.SuspendedProcesses {
 		out.SuspendedProcesses = append(out.SuspendedProcesses, sdkaws.ToString(sp.ProcessName))
 	}
+	for _, t := range g.Tags {
+		if out.Tags == nil {
+			out.Tags = map[string]string{}
+		}
+		out.Tags[sdkaws.ToString(t.Key)] = sdkaws.ToString(t.Value)
+	}
 	for _, in := range g.Instances {
 		out.Instances = append(out.Instances, cloud.GroupInstance{
-			ID:                  sdkaws.ToString(in.InstanceId),
-			AZ:                  sdkaws.ToString(in.AvailabilityZone),
-			Lifecycle:           string(in.LifecycleState),
-			Health:              sdkaws.ToString(in.HealthStatus),
-			InstanceType:        sdkaws.ToString(in.InstanceType),
-			LaunchTemplate:      toLaunchTemplate(in.LaunchTemplate),
-			LaunchConfiguration: sdkaws.ToString(in.LaunchConfigurationName),
+			ID:                   sdkaws.ToString(in.InstanceId),
+			AZ:                   sdkaws.ToString(in.AvailabilityZone),
+			Lifecycle:            string(in.LifecycleState),
+			Health:               sdkaws.ToString(in.HealthStatus),
+			InstanceType:         sdkaws.ToString(in.InstanceType),
+			LaunchTemplate:       toLaunchTemplate(in.LaunchTemplate),
+			LaunchConfiguration:  sdkaws.ToString(in.LaunchConfigurationName),
+			ProtectedFromScaleIn: sdkaws.ToBool(in.ProtectedFromScaleIn),
 		})
 	}
 	return out

@@ -1,8 +1,10 @@
 package aws_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -32,9 +34,11 @@ import (
 // motoSkips are the contract cases moto cannot answer as AWS documents; each is
 // recorded with its source in docs/aws-semantics.md ("moto").
 var motoSkips = map[string]string{
-	"LaunchFailureReported": "moto cannot fail a launch (no fault injection) and DescribeScalingActivities always answers an empty list",
-	"SurgeIsIdempotent":     "moto launches an instance InService at once (AWS: Pending while it boots), so a repeated Surge sees the replacement as an old instance; the workflow passes Resolve's snapshot instead (recycle.Tasks.surge)",
-	"LifecycleHookPath":     "moto keeps no lifecycle actions: a terminate hook does not hold the instance in Terminating:Wait, and RecordLifecycleActionHeartbeat/CompleteLifecycleAction are not implemented",
+	"LaunchFailureReported":               "moto cannot fail a launch (no fault injection) and DescribeScalingActivities always answers an empty list",
+	"SurgeIsIdempotent":                   "moto launches an instance InService at once (AWS: Pending while it boots), so a repeated Surge sees the replacement as an old instance; the workflow passes Resolve's snapshot instead (recycle.Tasks.surge)",
+	"LifecycleHookPath":                   "moto keeps no lifecycle actions: a terminate hook does not hold the instance in Terminating:Wait, and RecordLifecycleActionHeartbeat/CompleteLifecycleAction are not implemented",
+	"LostAnswersAreNotRepeated":           "moto puts a Standby instance in Standby again (AWS refuses: not InService), so the SDK's retry of an EnterStandby whose answer was lost launches a second replacement",
+	"AutoscalerLaunchIsNotTheReplacement": "DescribeScalingActivities always answers an empty list, so the replacement can only be found by elimination, which an autoscaler's launch makes ambiguous (the recycle then waits and rolls back rather than guess)",
 }
 
 // TestContractMoto runs the cloud contract suite against moto, an AWS
@@ -154,6 +158,20 @@ func (e *motoEnv) NewTemplateVersion(tb testing.TB, group string) {
 
 func (e *motoEnv) Suspend(tb testing.TB, group, process string) { suspend(tb, e.asg, group, process) }
 
+func (e *motoEnv) SetDesired(tb testing.TB, group string, desired int) {
+	if _, err := e.asg.SetDesiredCapacity(context.Background(), &autoscaling.SetDesiredCapacityInput{
+		AutoScalingGroupName: &group, DesiredCapacity: sdkaws.Int32(int32(desired)),
+	}); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func (e *motoEnv) TransitionDelay(tb testing.TB, state string, _ time.Duration) {
+	tb.Skipf("moto: instances never pass through %s (every move completes at once)", state)
+}
+
+func (e *motoEnv) LoseAnswers(_ testing.TB, operation string, n int) { e.proxy.Lose(operation, n) }
+
 func (e *motoEnv) Calls() int64 { return e.prov.Metrics().TotalCalls() }
 
 // throttlingProxy forwards to moto and refuses a share of the calls with the
@@ -165,6 +183,7 @@ type throttlingProxy struct {
 	mu     sync.Mutex
 	rate   float64
 	rnd    *rand.Rand
+	lose   map[string]int // Action → answers still to lose
 }
 
 func newThrottlingProxy(tb testing.TB, target string) *throttlingProxy {
@@ -179,6 +198,14 @@ func newThrottlingProxy(tb testing.TB, target string) *throttlingProxy {
 			writeThrottle(w, r)
 			return
 		}
+		if p.losing(r) {
+			// The call reaches moto and takes effect; its answer is lost.
+			rp.ServeHTTP(httptest.NewRecorder(), r)
+			w.Header().Set("Content-Type", "text/xml")
+			w.WriteHeader(http.StatusInternalServerError)
+			_, _ = w.Write([]byte(`<ErrorResponse><Error><Type>Receiver</Type><Code>InternalFailure</Code><Message>answer lost</Message></Error><RequestId>r</RequestId></ErrorResponse>`))
+			return
+		}
 		rp.ServeHTTP(w, r)
 	}))
 	tb.Cleanup(p.srv.Close)
@@ -191,6 +218,33 @@ func (p *throttlingProxy) SetRate(rate float64) {
 	p.mu.Lock()
 	p.rate = rate
 	p.mu.Unlock()
+}
+
+// Lose makes the next n calls of action take effect with their answer lost.
+func (p *throttlingProxy) Lose(action string, n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.lose == nil {
+		p.lose = map[string]int{}
+	}
+	p.lose[action] = n
+}
+
+// losing reads the Query-protocol action from the body (and puts the body back).
+func (p *throttlingProxy) losing(r *http.Request) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.lose) == 0 {
+		return false
+	}
+	body, _ := io.ReadAll(r.Body)
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	form, _ := url.ParseQuery(string(body))
+	if a := form.Get("Action"); p.lose[a] > 0 {
+		p.lose[a]--
+		return true
+	}
+	return false
 }
 
 func (p *throttlingProxy) throttled() bool {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	sdkaws "github.com/aws/aws-sdk-go-v2/aws"
@@ -26,6 +27,9 @@ func (p *Provider) Retire(ctx context.Context, id string, opts cloud.RetireOptio
 	default:
 		return cloud.RetireResult{}, fmt.Errorf("retire %s: mode %q: want %q or %q: %w", id, opts.Mode, cloud.RetireTerminate, cloud.RetireStop, cloud.ErrValidation)
 	}
+	if err := requireExecution("retire "+id, opts.ExecutionID); err != nil {
+		return cloud.RetireResult{}, err
+	}
 	var res cloud.RetireResult
 	details, err := p.describeASGInstances(ctx, []string{id})
 	if err != nil {
@@ -37,21 +41,26 @@ func (p *Provider) Retire(ctx context.Context, id string, opts cloud.RetireOptio
 		if opts.Surge != nil && opts.Surge.Group != group {
 			return res, fmt.Errorf("retire %s: instance is in group %s, the surge was in %s: %w", id, group, opts.Surge.Group, cloud.ErrNotInGroup)
 		}
-		switch lifecycle {
-		case cloud.LifecycleInService, cloud.LifecycleStandby:
+		switch {
+		case lifecycle == cloud.LifecycleInService || lifecycle == cloud.LifecycleStandby:
 			// Standby instances are outside desired capacity: decrementing would make
 			// the group terminate another instance (AWS user guide, detaching Standby).
 			// KeepCapacity (no surge happened): keep desired so the group launches the replacement now.
 			decrement := lifecycle == cloud.LifecycleInService && !opts.KeepCapacity
+			if err := p.tagInstances(ctx, []string{id}, map[string]string{cloud.TagExecution: opts.ExecutionID, cloud.TagDetachedAt: p.stamp()}); err != nil {
+				return res, err
+			}
 			if _, err := p.asg.DetachInstances(ctx, &autoscaling.DetachInstancesInput{
 				AutoScalingGroupName: &group, InstanceIds: []string{id}, ShouldDecrementDesiredCapacity: &decrement,
-			}); err != nil {
+			}); err != nil && !p.movedAnyway(ctx, err, group, []string{id}, true, cloud.LifecycleDetaching) {
 				return res, classify(fmt.Sprintf("retire: detach %s (%s) from %s", id, lifecycle, group), err)
 			}
-			res.Detached = true
-		case cloud.LifecycleDetaching, cloud.LifecycleDetached:
-			// A previous attempt detached it.
-		case cloud.LifecycleTerminating, cloud.LifecycleTerminatingWait, cloud.LifecycleTerminatingProc, cloud.LifecycleTerminated:
+			// AWS holds it in Detaching while it leaves the group's load balancers:
+			// terminate it once it is out (the next call finds it detached).
+			return res, &cloud.NotYetError{InstanceID: id, State: cloud.LifecycleDetaching, Waiting: "detach requested; it is terminated once it has left group " + group}
+		case lifecycle == cloud.LifecycleDetaching, lifecycle == cloud.LifecycleEnteringStandby, pending(lifecycle):
+			return res, &cloud.NotYetError{InstanceID: id, State: lifecycle, Waiting: "retire goes on once it is out of this state"}
+		case strings.HasPrefix(lifecycle, cloud.LifecycleTerminating):
 			// The group is terminating it already (Terminating:Wait: once its lifecycle
 			// action is completed, which is the caller's job).
 			res.AlreadyDone = true
@@ -60,24 +69,28 @@ func (p *Provider) Retire(ctx context.Context, id string, opts cloud.RetireOptio
 			return res, fmt.Errorf("retire %s: instance is %s in group %s; retire works on InService, Standby or terminating instances; wait until it is InService: %w",
 				id, lifecycle, group, cloud.ErrValidation)
 		}
-	} else if !p.wasOurs(id, opts) {
-		// Not in a group: only go on if this retirement detached it earlier (or the
-		// instance is gone anyway); never terminate an instance that was never ours.
-		in, err := p.Instances(ctx, id)
-		if err != nil {
-			return res, fmt.Errorf("retire %s: %w", id, err)
-		}
-		if len(in) == 0 || in[0].State == cloud.StateTerminated || in[0].State == cloud.StateShuttingDown {
-			res.AlreadyDone = true
-			return res, nil
-		}
-		if opts.Mode == cloud.RetireStop && in[0].State == cloud.StateStopped && in[0].Tags[cloud.TagRetiredAt] != "" {
-			res.AlreadyDone = true
-			return res, nil
-		}
-		return res, fmt.Errorf("retire %s: instance is in no Auto Scaling group and this retirement has no surge record naming it; refusing to %s it: %w",
-			id, opts.Mode, cloud.ErrNotInGroup)
 	}
+	// Not in a group: only go on if this execution detached it (or the instance is
+	// gone anyway); never terminate an instance that was never ours.
+	in, err := p.Instances(ctx, id)
+	if err != nil {
+		return res, fmt.Errorf("retire %s: %w", id, err)
+	}
+	if len(in) == 0 || in[0].State == cloud.StateTerminated || in[0].State == cloud.StateShuttingDown {
+		res.AlreadyDone = true
+		return res, p.releaseAfterRetire(ctx, id, opts)
+	}
+	if opts.Mode == cloud.RetireStop && in[0].State == cloud.StateStopped && in[0].Tags[cloud.TagRetiredAt] != "" {
+		res.AlreadyDone = true
+		return res, p.releaseAfterRetire(ctx, id, opts)
+	}
+	tags := in[0].Tags
+	detachedByUs := tags[cloud.TagDetachedAt] != "" && tags[cloud.TagExecution] == opts.ExecutionID
+	if !detachedByUs && !p.wasOurs(id, opts) {
+		return res, fmt.Errorf("retire %s: instance is in no Auto Scaling group and this execution did not detach it (no %s record of %s); refusing to %s it: %w",
+			id, cloud.TagDetachedAt, opts.ExecutionID, opts.Mode, cloud.ErrNotInGroup)
+	}
+	res.Detached = tags[cloud.TagDetachedAt] != ""
 
 	switch opts.Mode {
 	case cloud.RetireStop:
@@ -85,13 +98,13 @@ func (p *Provider) Retire(ctx context.Context, id string, opts cloud.RetireOptio
 		if err != nil {
 			return res, err
 		}
-		res.Stopped, res.AlreadyDone = !done, done && !res.Detached
+		res.Stopped = !done
 	default:
 		done, err := p.terminate(ctx, id)
 		if err != nil {
 			return res, err
 		}
-		res.Terminated, res.AlreadyDone = !done, done && !res.Detached
+		res.Terminated = !done
 	}
 	return res, p.releaseAfterRetire(ctx, id, opts)
 }
@@ -108,6 +121,8 @@ func (p *Provider) wasOurs(id string, opts cloud.RetireOptions) bool {
 	return false
 }
 
+// releaseAfterRetire restores, for the surge this retirement completes, what it
+// changed on the group and on its replacements.
 func (p *Provider) releaseAfterRetire(ctx context.Context, id string, opts cloud.RetireOptions) error {
 	if opts.Surge == nil {
 		return nil
@@ -119,7 +134,14 @@ func (p *Provider) releaseAfterRetire(ctx context.Context, id string, opts cloud
 	if err != nil {
 		return fmt.Errorf("retire %s: %w", id, err)
 	}
-	return p.release(ctx, g, *opts.Surge, g.CountLifecycle(cloud.LifecycleStandby))
+	rec := *opts.Surge
+	if rec.ExecutionID == "" {
+		rec.ExecutionID = opts.ExecutionID
+	}
+	if err := p.release(ctx, g, rec, false); err != nil {
+		return err
+	}
+	return p.releaseReplacements(ctx, g, rec)
 }
 
 // terminate returns done=true when the instance was already terminated or gone.

@@ -10,7 +10,6 @@ import (
 
 	sdkaws "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
-	asgtypes "github.com/aws/aws-sdk-go-v2/service/autoscaling/types"
 
 	"github.com/recycler/recycler/internal/cloud"
 )
@@ -35,11 +34,14 @@ func (p *Provider) Surge(ctx context.Context, group string, ids []string, opts c
 	if err := cloud.ValidateInstanceIDs(ids); err != nil {
 		return cloud.SurgeRecord{}, err
 	}
+	if err := requireExecution("surge", opts.ExecutionID); err != nil {
+		return cloud.SurgeRecord{}, err
+	}
 	g, err := p.describeGroup(ctx, group)
 	if err != nil {
 		return cloud.SurgeRecord{}, fmt.Errorf("surge: %w", err)
 	}
-	rec := cloud.SurgeRecord{Group: group, DesiredBefore: g.Desired, MaxBefore: g.MaxSize, MaxAfter: g.MaxSize, StartedAt: p.clock.Now()}
+	rec := cloud.SurgeRecord{Group: group, ExecutionID: opts.ExecutionID, DesiredBefore: g.Desired, MaxBefore: g.MaxSize, MaxAfter: g.MaxSize, StartedAt: p.clock.Now()}
 	var toStandby, toDesired, missing []string
 	retried := false
 	for _, id := range ids {
@@ -90,30 +92,42 @@ func (p *Provider) Surge(ctx context.Context, group string, ids []string, opts c
 		return cloud.SurgeRecord{}, fmt.Errorf("surge %s: group %s has %d live instances and MaxSize %d, %d more do not fit; raise MaxSize or allow Recycler to raise it temporarily: %w",
 			strings.Join(ids, ","), group, need-int32(len(toStandby)+len(toDesired)), g.MaxSize, len(toStandby)+len(toDesired), cloud.ErrNoHeadroom)
 	}
-
-	acts, err := p.asg.DescribeScalingActivities(ctx, &autoscaling.DescribeScalingActivitiesInput{
-		AutoScalingGroupName: &group, MaxRecords: sdkaws.Int32(1),
-	})
-	if err != nil {
-		return cloud.SurgeRecord{}, classify("describe scaling activities of "+group, err)
-	}
-	if len(acts.Activities) > 0 {
-		rec.ActivitiesBefore = sdkaws.ToString(acts.Activities[0].ActivityId)
+	// A MaxSize raised by an earlier attempt (or a concurrent recycle) is on record.
+	if before, after, ok := maxRaised(g); ok && g.MaxSize == after {
+		rec.MaxRaised, rec.MaxBefore, rec.MaxAfter = true, before, after
 	}
 
-	suspendedNow, surged := false, false
+	if err := p.markStart(ctx, &rec, retried); err != nil {
+		return cloud.SurgeRecord{}, err
+	}
+
+	now := p.stamp()
+	var wrote []string // group records this call wrote (undone if nothing entered standby)
+	raisedNow, suspendedNow, surged := false, false, false
 	err = func() error {
 		if raise {
+			before := g.MaxSize
+			if rec.MaxRaised {
+				before = rec.MaxBefore
+			}
+			if err := p.tagGroup(ctx, group, map[string]string{cloud.TagMaxRaised: fmt.Sprintf("%d:%d", before, need)}); err != nil {
+				return err
+			}
+			wrote = append(wrote, cloud.TagMaxRaised)
 			if _, err := p.asg.UpdateAutoScalingGroup(ctx, &autoscaling.UpdateAutoScalingGroupInput{
 				AutoScalingGroupName: &group, MaxSize: sdkaws.Int32(need),
 			}); err != nil {
 				return classify(fmt.Sprintf("raise MaxSize of %s from %d to %d", group, g.MaxSize, need), err)
 			}
-			rec.MaxRaised, rec.MaxAfter = true, need
+			rec.MaxRaised, rec.MaxBefore, rec.MaxAfter, raisedNow = true, before, need, true
 		}
 		if len(toStandby) > 0 || retried {
 			switch {
 			case !g.Suspended(cloud.ProcessAZRebalance):
+				if err := p.tagGroup(ctx, group, map[string]string{cloud.TagSuspendedAZRebalance: opts.ExecutionID + "@" + now}); err != nil {
+					return err
+				}
+				wrote = append(wrote, cloud.TagSuspendedAZRebalance)
 				if _, err := p.asg.SuspendProcesses(ctx, &autoscaling.SuspendProcessesInput{
 					AutoScalingGroupName: &group, ScalingProcesses: []string{cloud.ProcessAZRebalance},
 				}); err != nil {
@@ -121,20 +135,26 @@ func (p *Provider) Surge(ctx context.Context, group string, ids []string, opts c
 				}
 				rec.SuspendedAZRebalance, suspendedNow = true, true
 			default:
-				// Already suspended: ours if some instance is in standby (a concurrent
-				// surge of ours, or this one repeated); someone else's otherwise.
-				rec.SuspendedAZRebalance = g.CountLifecycle(cloud.LifecycleStandby) > 0
+				// Already suspended: ours (a concurrent recycle, or this one repeated)
+				// when our record is on the group; someone else's otherwise.
+				rec.SuspendedAZRebalance = g.Tags[cloud.TagSuspendedAZRebalance] != ""
 			}
+		}
+		if err := p.tagInstances(ctx, toStandby, map[string]string{cloud.TagExecution: opts.ExecutionID, cloud.TagStandbyAt: now}); err != nil {
+			return err
 		}
 		for _, chunk := range chunks(toStandby, standbyChunk) {
 			if _, err := p.asg.EnterStandby(ctx, &autoscaling.EnterStandbyInput{
 				AutoScalingGroupName: &group, InstanceIds: chunk, ShouldDecrementDesiredCapacity: sdkaws.Bool(false),
-			}); err != nil {
+			}); err != nil && !p.movedAnyway(ctx, err, group, chunk, false, cloud.LifecycleEnteringStandby, cloud.LifecycleStandby) {
 				return classify(fmt.Sprintf("enter standby %s in %s", strings.Join(chunk, ","), group), err)
 			}
 			surged = true
 		}
 		if len(toDesired) > 0 {
+			if err := p.tagInstances(ctx, toDesired, map[string]string{cloud.TagExecution: opts.ExecutionID, cloud.TagDesiredRaisedAt: now}); err != nil {
+				return err
+			}
 			desired := g.Desired + int32(len(toDesired))
 			if _, err := p.asg.SetDesiredCapacity(ctx, &autoscaling.SetDesiredCapacityInput{
 				AutoScalingGroupName: &group, DesiredCapacity: &desired, HonorCooldown: sdkaws.Bool(false),
@@ -148,18 +168,54 @@ func (p *Provider) Surge(ctx context.Context, group string, ids []string, opts c
 		// Nothing entered standby: undo this call's own changes to the group, or a
 		// repeated Surge would take a raised MaxSize or our suspension for someone
 		// else's and never restore them.
-		err = errors.Join(err, p.undoSetup(ctx, rec, suspendedNow))
+		err = errors.Join(err, p.undoSetup(ctx, rec, raisedNow, suspendedNow, wrote))
 	}
 	return rec, err
 }
 
+// markStart records where the surge's activities begin, so FindReplacement reads
+// only the launches after it: the group's newest activity now, or — for a repeated
+// call, whose standby already happened — the time the first call recorded on the
+// instances (its launch is older than any activity now).
+func (p *Provider) markStart(ctx context.Context, rec *cloud.SurgeRecord, retried bool) error {
+	if retried {
+		tags, err := p.instanceTags(ctx, rec.IDs())
+		if err != nil {
+			return fmt.Errorf("surge: %w", err)
+		}
+		var first time.Time
+		for _, in := range rec.Instances {
+			t := tags[in.ID]
+			at, err := time.Parse(time.RFC3339, t[cloud.TagStandbyAt])
+			if err == nil && t[cloud.TagExecution] == rec.ExecutionID && (first.IsZero() || at.Before(first)) {
+				first = at
+			}
+		}
+		if !first.IsZero() {
+			rec.StartedAt = first
+			return nil
+		}
+	}
+	acts, err := p.asg.DescribeScalingActivities(ctx, &autoscaling.DescribeScalingActivitiesInput{
+		AutoScalingGroupName: &rec.Group, MaxRecords: sdkaws.Int32(1),
+	})
+	if err != nil {
+		return classify("describe scaling activities of "+rec.Group, err)
+	}
+	if len(acts.Activities) > 0 {
+		rec.ActivitiesBefore = sdkaws.ToString(acts.Activities[0].ActivityId)
+	}
+	return nil
+}
+
 // undoSetup restores MaxSize and AZRebalance after a Surge that failed before any
-// instance entered standby (best effort, also when ctx is already cancelled).
-func (p *Provider) undoSetup(ctx context.Context, rec cloud.SurgeRecord, resume bool) error {
+// instance entered standby, and removes the records it wrote (best effort, also
+// when ctx is already cancelled).
+func (p *Provider) undoSetup(ctx context.Context, rec cloud.SurgeRecord, raised, resume bool, wrote []string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	var errs []error
-	if rec.MaxRaised {
+	if raised {
 		if _, err := p.asg.UpdateAutoScalingGroup(ctx, &autoscaling.UpdateAutoScalingGroupInput{
 			AutoScalingGroupName: &rec.Group, MaxSize: sdkaws.Int32(rec.MaxBefore),
 		}); err != nil {
@@ -172,6 +228,9 @@ func (p *Provider) undoSetup(ctx context.Context, rec cloud.SurgeRecord, resume 
 		}); err != nil {
 			errs = append(errs, classify("undo: resume AZRebalance on "+rec.Group, err))
 		}
+	}
+	if len(wrote) > 0 && len(errs) == 0 {
+		errs = append(errs, p.untagGroup(ctx, rec.Group, wrote...))
 	}
 	return errors.Join(errs...)
 }
@@ -201,184 +260,3 @@ func (p *Provider) notInGroup(ctx context.Context, what, group string, ids []str
 	return nil
 }
 
-// FindReplacement implements cloud.Surger.
-func (p *Provider) FindReplacement(ctx context.Context, rec cloud.SurgeRecord) (cloud.Replacement, error) {
-	g, err := p.describeGroup(ctx, rec.Group)
-	if err != nil {
-		return cloud.Replacement{}, fmt.Errorf("find replacement: %w", err)
-	}
-	var r cloud.Replacement
-	for _, in := range newInstances(g, rec) {
-		switch {
-		case in.Lifecycle == cloud.LifecycleInService:
-			r.InService = append(r.InService, in.ID)
-		case pending(in.Lifecycle):
-			r.Pending = append(r.Pending, in.ID)
-		}
-	}
-	r.Ready = len(r.InService) >= len(rec.Instances)
-	if r.Ready || len(r.InService)+len(r.Pending) >= len(rec.Instances) {
-		return r, nil
-	}
-	failed, err := p.failedLaunchSince(ctx, rec)
-	if err != nil {
-		return r, err
-	}
-	if failed != nil {
-		return r, &cloud.LaunchFailedError{Group: rec.Group, Activity: *failed}
-	}
-	return r, nil
-}
-
-func newInstances(g cloud.Group, rec cloud.SurgeRecord) []cloud.GroupInstance {
-	old := make(map[string]bool, len(rec.Snapshot))
-	for _, id := range rec.Snapshot {
-		old[id] = true
-	}
-	var out []cloud.GroupInstance
-	for _, in := range g.Instances {
-		if !old[in.ID] {
-			out = append(out, in)
-		}
-	}
-	return out
-}
-
-// failedLaunchSince returns the newest failed launch activity started after the
-// surge (activities are listed newest first; the walk stops at rec.ActivitiesBefore).
-func (p *Provider) failedLaunchSince(ctx context.Context, rec cloud.SurgeRecord) (*cloud.ScalingActivity, error) {
-	in := &autoscaling.DescribeScalingActivitiesInput{AutoScalingGroupName: &rec.Group, MaxRecords: sdkaws.Int32(20)}
-	for page := 0; page < 5; page++ {
-		res, err := p.asg.DescribeScalingActivities(ctx, in)
-		if err != nil {
-			return nil, classify("describe scaling activities of "+rec.Group, err)
-		}
-		for _, a := range res.Activities {
-			if rec.ActivitiesBefore != "" && sdkaws.ToString(a.ActivityId) == rec.ActivitiesBefore {
-				return nil, nil
-			}
-			if rec.ActivitiesBefore == "" && sdkaws.ToTime(a.StartTime).Before(rec.StartedAt) {
-				return nil, nil
-			}
-			if isFailedLaunch(a) {
-				act := toActivity(a)
-				return &act, nil
-			}
-		}
-		if sdkaws.ToString(res.NextToken) == "" {
-			return nil, nil
-		}
-		in.NextToken = res.NextToken
-	}
-	return nil, nil
-}
-
-func isFailedLaunch(a asgtypes.Activity) bool {
-	if a.StatusCode != asgtypes.ScalingActivityStatusCodeFailed && a.StatusCode != asgtypes.ScalingActivityStatusCodeCancelled {
-		return false
-	}
-	return strings.Contains(strings.ToLower(sdkaws.ToString(a.Description)), "launch")
-}
-
-func toActivity(a asgtypes.Activity) cloud.ScalingActivity {
-	return cloud.ScalingActivity{
-		ID:            sdkaws.ToString(a.ActivityId),
-		Description:   sdkaws.ToString(a.Description),
-		Cause:         sdkaws.ToString(a.Cause),
-		Status:        string(a.StatusCode),
-		StatusMessage: sdkaws.ToString(a.StatusMessage),
-		Start:         sdkaws.ToTime(a.StartTime),
-		End:           sdkaws.ToTime(a.EndTime),
-	}
-}
-
-// Rollback implements cloud.Surger.
-func (p *Provider) Rollback(ctx context.Context, rec cloud.SurgeRecord) error {
-	if err := cloud.ValidateGroupName(rec.Group); err != nil {
-		return err
-	}
-	g, err := p.describeGroup(ctx, rec.Group)
-	if cloud.ErrorName(err) == "NotFound" {
-		return nil // the group is gone: nothing left to undo
-	}
-	if err != nil {
-		return fmt.Errorf("rollback: %w", err)
-	}
-	ours := map[string]bool{}
-	var inStandby []string
-	for _, in := range rec.Instances {
-		ours[in.ID] = true
-		if gi, ok := g.Instance(in.ID); ok && gi.Lifecycle == cloud.LifecycleStandby {
-			inStandby = append(inStandby, in.ID)
-		}
-	}
-	desired := g.Desired
-	for _, chunk := range chunks(inStandby, standbyChunk) {
-		if _, err := p.asg.ExitStandby(ctx, &autoscaling.ExitStandbyInput{AutoScalingGroupName: &rec.Group, InstanceIds: chunk}); err != nil {
-			return classify(fmt.Sprintf("rollback: exit standby %s in %s", strings.Join(chunk, ","), rec.Group), err)
-		}
-		desired += int32(len(chunk)) // ExitStandby increments desired capacity
-	}
-	// Surplus: what the surge (and the ExitStandby above) added to desired capacity.
-	surplus := min(max(desired-rec.DesiredBefore, 0), int32(len(rec.Instances)))
-	if rec.KeepReplacements {
-		// Pods may run on the replacements: keep them, and the MaxSize that fits them.
-		surplus, rec.MaxRaised = 0, false
-	}
-	if surplus > 0 {
-		// Remove replacements, those still launching first, youngest last-listed first.
-		cands := newInstances(g, rec)
-		sort.SliceStable(cands, func(i, j int) bool { return pending(cands[i].Lifecycle) && !pending(cands[j].Lifecycle) })
-		for _, c := range cands {
-			if surplus == 0 {
-				break
-			}
-			if !live(c.Lifecycle) || c.Lifecycle == cloud.LifecycleStandby || c.Lifecycle == cloud.LifecycleTerminatingWait {
-				continue
-			}
-			if _, err := p.asg.TerminateInstanceInAutoScalingGroup(ctx, &autoscaling.TerminateInstanceInAutoScalingGroupInput{
-				InstanceId: &c.ID, ShouldDecrementDesiredCapacity: sdkaws.Bool(true),
-			}); err != nil {
-				return classify(fmt.Sprintf("rollback: terminate surplus replacement %s in %s", c.ID, rec.Group), err)
-			}
-			surplus--
-			desired--
-		}
-		if surplus > 0 {
-			target := max(desired-surplus, g.MinSize)
-			if _, err := p.asg.SetDesiredCapacity(ctx, &autoscaling.SetDesiredCapacityInput{
-				AutoScalingGroupName: &rec.Group, DesiredCapacity: &target, HonorCooldown: sdkaws.Bool(false),
-			}); err != nil {
-				return classify(fmt.Sprintf("rollback: set desired capacity of %s back to %d", rec.Group, target), err)
-			}
-		}
-	}
-	standbyLeft := 0
-	for _, in := range g.Instances {
-		if in.Lifecycle == cloud.LifecycleStandby && !ours[in.ID] {
-			standbyLeft++
-		}
-	}
-	return p.release(ctx, g, rec, standbyLeft)
-}
-
-// release restores what a surge changed on the group itself: MaxSize (only if it
-// still has the value the surge set) and AZRebalance (only if the surge suspended it
-// and no instance is left in standby).
-func (p *Provider) release(ctx context.Context, g cloud.Group, rec cloud.SurgeRecord, standbyLeft int) error {
-	if rec.MaxRaised && g.MaxSize == rec.MaxAfter {
-		if _, err := p.asg.UpdateAutoScalingGroup(ctx, &autoscaling.UpdateAutoScalingGroupInput{
-			AutoScalingGroupName: &rec.Group, MaxSize: sdkaws.Int32(rec.MaxBefore),
-		}); err != nil {
-			return classify(fmt.Sprintf("restore MaxSize of %s to %d", rec.Group, rec.MaxBefore), err)
-		}
-	}
-	if rec.SuspendedAZRebalance && standbyLeft == 0 && g.Suspended(cloud.ProcessAZRebalance) {
-		if _, err := p.asg.ResumeProcesses(ctx, &autoscaling.ResumeProcessesInput{
-			AutoScalingGroupName: &rec.Group, ScalingProcesses: []string{cloud.ProcessAZRebalance},
-		}); err != nil {
-			return classify("resume AZRebalance on "+rec.Group, err)
-		}
-	}
-	return nil
-}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -45,6 +46,15 @@ type Harness interface {
 	NewTemplateVersion(t testing.TB, group string)
 	// Suspend suspends a scaling process on the group, as a person would.
 	Suspend(t testing.TB, group, process string)
+	// SetDesired sets the group's desired capacity as another actor would (a
+	// cluster autoscaler scaling up).
+	SetDesired(t testing.TB, group string, desired int)
+	// TransitionDelay makes the in-between lifecycle state (EnteringStandby,
+	// Pending after ExitStandby, Detaching) last d from now on.
+	TransitionDelay(t testing.TB, state string, d time.Duration)
+	// LoseAnswers makes the next n calls of operation (an API action name) take
+	// effect while their answer is lost (the client sees a server error and retries).
+	LoseAnswers(t testing.TB, operation string, n int)
 	// Calls is the number of API operations the Provider made so far.
 	Calls() int64
 }
@@ -75,6 +85,54 @@ func Run(t *testing.T, newProvider NewFunc) {
 	t.Run("BatchedDescribe", testBatchedDescribe(newProvider))
 	t.Run("SurgeSeveral", testSurgeSeveral(newProvider))
 	t.Run("ForeignSuspensionKept", testForeignSuspension(newProvider))
+	t.Run("RetireRetriedAfterLostDetach", testLostDetach(newProvider))
+	t.Run("LostAnswersAreNotRepeated", testLostAnswers(newProvider))
+	t.Run("RollbackWaitsForEnteringStandby", testRollbackEnteringStandby(newProvider))
+	t.Run("RetireWaitsForInBetweenStates", testRetireInBetween(newProvider))
+	t.Run("AutoscalerLaunchIsNotTheReplacement", testAutoscalerLaunch(newProvider))
+	t.Run("ClaimProtectsUntilRetire", testClaim(newProvider))
+}
+
+// Execution is the execution id the suite's changes are recorded with.
+const Execution = "exec-1"
+
+// opts are the surge options of a plain surge.
+var opts = cloud.SurgeOptions{ExecutionID: Execution}
+
+// RetireUntilDone calls Retire until it no longer answers ErrNotYet (an instance in
+// an in-between state), advancing time between calls.
+func RetireUntilDone(t testing.TB, p cloud.Provider, h Harness, id string, o cloud.RetireOptions) (cloud.RetireResult, error) {
+	t.Helper()
+	if o.ExecutionID == "" {
+		o.ExecutionID = Execution
+	}
+	for waited := time.Duration(0); ; waited += Step {
+		res, err := p.Retire(ctxFor(t), id, o)
+		if !errors.Is(err, cloud.ErrNotYet) || waited > Deadline {
+			return res, err
+		}
+		h.Advance(t, Step)
+	}
+}
+
+// RollbackUntilDone calls Rollback until it is Done, advancing time between calls.
+func RollbackUntilDone(t testing.TB, p cloud.Provider, h Harness, rec cloud.SurgeRecord) cloud.RollbackResult {
+	t.Helper()
+	for waited := time.Duration(0); waited <= Deadline; waited += Step {
+		res, err := p.Rollback(ctxFor(t), rec)
+		if err != nil {
+			t.Fatalf("rollback after %v: %v", waited, err)
+		}
+		if res.Done {
+			return res
+		}
+		if res.Waiting == "" {
+			t.Fatalf("rollback not done and not saying why: %+v", res)
+		}
+		h.Advance(t, Step)
+	}
+	t.Fatalf("rollback not done within %v", Deadline)
+	return cloud.RollbackResult{}
 }
 
 func ctxFor(t testing.TB) context.Context {
@@ -105,11 +163,12 @@ func victim(t testing.TB, g cloud.Group) string {
 }
 
 // serving counts the instances that still carry workloads: InService ones and the
-// given old ones in Standby (still running, their Node still Ready).
+// given old ones in (Entering)Standby (still running, their Node still Ready).
 func serving(g cloud.Group, old []string) int {
 	n := 0
 	for _, in := range g.Instances {
-		if in.Lifecycle == cloud.LifecycleInService || (in.Lifecycle == cloud.LifecycleStandby && slices.Contains(old, in.ID)) {
+		standby := in.Lifecycle == cloud.LifecycleStandby || in.Lifecycle == cloud.LifecycleEnteringStandby
+		if in.Lifecycle == cloud.LifecycleInService || (standby && slices.Contains(old, in.ID)) {
 			n++
 		}
 	}
@@ -150,7 +209,7 @@ func Cycle(t testing.TB, p cloud.Provider, h Harness, groupName string, mode clo
 	ctx := ctxFor(t)
 	before := group(t, p, groupName)
 	old := victim(t, before)
-	rec, err := p.Surge(ctx, groupName, []string{old}, cloud.SurgeOptions{})
+	rec, err := p.Surge(ctx, groupName, []string{old}, opts)
 	if err != nil {
 		t.Fatalf("surge %s: %v", old, err)
 	}
@@ -158,8 +217,8 @@ func Cycle(t testing.TB, p cloud.Provider, h Harness, groupName string, mode clo
 		t.Fatalf("surge record %+v: want one instance surged by standby", rec)
 	}
 	g := group(t, p, groupName)
-	if in, _ := g.Instance(old); in.Lifecycle != cloud.LifecycleStandby {
-		t.Fatalf("after surge %s is %q, want Standby", old, in.Lifecycle)
+	if in, _ := g.Instance(old); in.Lifecycle != cloud.LifecycleStandby && in.Lifecycle != cloud.LifecycleEnteringStandby {
+		t.Fatalf("after surge %s is %q, want (Entering)Standby", old, in.Lifecycle)
 	}
 	if g.Desired != before.Desired {
 		t.Fatalf("surge by standby changed desired capacity %d → %d", before.Desired, g.Desired)
@@ -168,7 +227,7 @@ func Cycle(t testing.TB, p cloud.Provider, h Harness, groupName string, mode clo
 		t.Fatalf("AZRebalance not suspended while %s is in standby", old)
 	}
 	WaitReplacement(t, p, h, rec, before.Desired)
-	res, err := p.Retire(ctx, old, cloud.RetireOptions{Mode: mode, ExecutionID: "exec-1", Surge: &rec})
+	res, err := RetireUntilDone(t, p, h, old, cloud.RetireOptions{Mode: mode, ExecutionID: Execution, Surge: &rec})
 	if err != nil {
 		t.Fatalf("retire %s: %v", old, err)
 	}
@@ -209,7 +268,7 @@ func testCycle(t *testing.T, newProvider NewFunc, throttle float64) {
 		t.Errorf("retired %s is %s, want terminated", old, in.State)
 	}
 	// Retire again: already done, and nothing changes.
-	res, err := p.Retire(ctxFor(t), old, cloud.RetireOptions{})
+	res, err := p.Retire(ctxFor(t), old, cloud.RetireOptions{ExecutionID: Execution})
 	if err != nil || !res.AlreadyDone {
 		t.Errorf("second retire of %s = %+v, %v; want already done", old, res, err)
 	}
@@ -236,7 +295,7 @@ func testStopRetire(newProvider NewFunc) func(t *testing.T) {
 		if in.Tags[cloud.TagRetiredAt] == "" || in.Tags[cloud.TagExecution] != "exec-1" {
 			t.Errorf("stopped %s tags = %v, want %s and %s=exec-1", old, in.Tags, cloud.TagRetiredAt, cloud.TagExecution)
 		}
-		res, err := p.Retire(ctxFor(t), old, cloud.RetireOptions{Mode: cloud.RetireStop, ExecutionID: "exec-1"})
+		res, err := p.Retire(ctxFor(t), old, cloud.RetireOptions{Mode: cloud.RetireStop, ExecutionID: Execution})
 		if err != nil || !res.AlreadyDone {
 			t.Errorf("second stop-retire of %s = %+v, %v; want already done", old, res, err)
 		}
@@ -253,17 +312,16 @@ func testRollback(newProvider NewFunc, waitForReplacement bool) func(t *testing.
 		name := h.CreateGroup(t, GroupSpec{Min: 1, Max: 5, Desired: 3})
 		before := group(t, p, name)
 		old := victim(t, before)
-		rec, err := p.Surge(ctxFor(t), name, []string{old}, cloud.SurgeOptions{})
+		rec, err := p.Surge(ctxFor(t), name, []string{old}, opts)
 		if err != nil {
 			t.Fatalf("surge: %v", err)
 		}
 		if waitForReplacement {
 			WaitReplacement(t, p, h, rec, before.Desired)
 		}
-		for i := range 2 { // the second call must be a no-op
-			if err := p.Rollback(ctxFor(t), rec); err != nil {
-				t.Fatalf("rollback #%d: %v", i+1, err)
-			}
+		RollbackUntilDone(t, p, h, rec)
+		if res, err := p.Rollback(ctxFor(t), rec); err != nil || !res.Done { // a second rollback has nothing left to do
+			t.Fatalf("second rollback: %+v, %v", res, err)
 		}
 		for range 12 {
 			h.Advance(t, Step)
@@ -291,7 +349,7 @@ func testLaunchFailure(newProvider NewFunc) func(t *testing.T) {
 		before := group(t, p, name)
 		old := victim(t, before)
 		h.FailLaunches(t, 1000)
-		rec, err := p.Surge(ctxFor(t), name, []string{old}, cloud.SurgeOptions{})
+		rec, err := p.Surge(ctxFor(t), name, []string{old}, opts)
 		if err != nil {
 			t.Fatalf("surge: %v", err)
 		}
@@ -318,9 +376,7 @@ func testLaunchFailure(newProvider NewFunc) func(t *testing.T) {
 			t.Errorf("launch failure %v: want a non-retryable *LaunchFailedError with the activity's message", failure)
 		}
 		h.FailLaunches(t, 0)
-		if err := p.Rollback(ctxFor(t), rec); err != nil {
-			t.Fatalf("rollback after failed launch: %v", err)
-		}
+		RollbackUntilDone(t, p, h, rec)
 		h.Advance(t, Step)
 		after := group(t, p, name)
 		if in, _ := after.Instance(old); in.Lifecycle != cloud.LifecycleInService || after.Desired != before.Desired {
@@ -335,11 +391,11 @@ func testSurgeTwice(newProvider NewFunc) func(t *testing.T) {
 		name := h.CreateGroup(t, GroupSpec{Min: 1, Max: 5, Desired: 2})
 		before := group(t, p, name)
 		old := victim(t, before)
-		rec1, err := p.Surge(ctxFor(t), name, []string{old}, cloud.SurgeOptions{})
+		rec1, err := p.Surge(ctxFor(t), name, []string{old}, opts)
 		if err != nil {
 			t.Fatalf("surge: %v", err)
 		}
-		rec2, err := p.Surge(ctxFor(t), name, []string{old}, cloud.SurgeOptions{})
+		rec2, err := p.Surge(ctxFor(t), name, []string{old}, opts)
 		if err != nil {
 			t.Fatalf("second surge: %v", err)
 		}
@@ -354,7 +410,7 @@ func testSurgeTwice(newProvider NewFunc) func(t *testing.T) {
 		if len(g.Instances) != len(before.Instances)+1 || g.Desired != before.Desired {
 			t.Errorf("after two surges: %d instances, desired %d; want %d, %d (one replacement only)", len(g.Instances), g.Desired, len(before.Instances)+1, before.Desired)
 		}
-		if _, err := p.Retire(ctxFor(t), old, cloud.RetireOptions{Surge: &rec2}); err != nil {
+		if _, err := RetireUntilDone(t, p, h, old, cloud.RetireOptions{Surge: &rec2}); err != nil {
 			t.Fatalf("retire: %v", err)
 		}
 	}
@@ -366,14 +422,14 @@ func testNoHeadroom(newProvider NewFunc) func(t *testing.T) {
 		name := h.CreateGroup(t, GroupSpec{Min: 1, Max: 2, Desired: 2})
 		before := group(t, p, name)
 		old := victim(t, before)
-		_, err := p.Surge(ctxFor(t), name, []string{old}, cloud.SurgeOptions{})
+		_, err := p.Surge(ctxFor(t), name, []string{old}, opts)
 		if !errors.Is(err, cloud.ErrNoHeadroom) || cloud.IsRetryable(err) {
 			t.Fatalf("surge at max size: %v, want ErrNoHeadroom", err)
 		}
 		h.Advance(t, Step)
 		assertUnchanged(t, before, group(t, p, name))
 
-		rec, err := p.Surge(ctxFor(t), name, []string{old}, cloud.SurgeOptions{AllowRaiseMax: true})
+		rec, err := p.Surge(ctxFor(t), name, []string{old}, cloud.SurgeOptions{ExecutionID: Execution, AllowRaiseMax: true})
 		if err != nil {
 			t.Fatalf("surge allowing MaxSize to rise: %v", err)
 		}
@@ -384,7 +440,7 @@ func testNoHeadroom(newProvider NewFunc) func(t *testing.T) {
 			t.Errorf("MaxSize during the surge = %d, want 3", g.MaxSize)
 		}
 		WaitReplacement(t, p, h, rec, before.Desired)
-		if _, err := p.Retire(ctxFor(t), old, cloud.RetireOptions{Surge: &rec}); err != nil {
+		if _, err := RetireUntilDone(t, p, h, old, cloud.RetireOptions{Surge: &rec}); err != nil {
 			t.Fatalf("retire: %v", err)
 		}
 		if g := group(t, p, name); g.MaxSize != 2 || g.Desired != 2 {
@@ -422,10 +478,10 @@ func testBadInput(newProvider NewFunc) func(t *testing.T) {
 
 		calls := h.Calls()
 		for _, bad := range []string{"", "i-123", "i-0123456789ABCDEF0", "i-0123456789abcdef", "node-1", "i-0123456789abcdef0 "} {
-			if _, err := p.Surge(ctx, name, []string{bad}, cloud.SurgeOptions{}); !errors.Is(err, cloud.ErrValidation) {
+			if _, err := p.Surge(ctx, name, []string{bad}, opts); !errors.Is(err, cloud.ErrValidation) {
 				t.Errorf("surge %q: %v, want ErrValidation", bad, err)
 			}
-			if _, err := p.Retire(ctx, bad, cloud.RetireOptions{}); !errors.Is(err, cloud.ErrValidation) {
+			if _, err := p.Retire(ctx, bad, cloud.RetireOptions{ExecutionID: Execution}); !errors.Is(err, cloud.ErrValidation) {
 				t.Errorf("retire %q: %v, want ErrValidation", bad, err)
 			}
 			if _, err := p.Instance(ctx, bad); !errors.Is(err, cloud.ErrValidation) {
@@ -437,8 +493,18 @@ func testBadInput(newProvider NewFunc) func(t *testing.T) {
 				t.Errorf("group %q: %v, want ErrValidation", bad, err)
 			}
 		}
-		if _, err := p.Retire(ctx, loner, cloud.RetireOptions{Mode: "explode"}); !errors.Is(err, cloud.ErrValidation) {
+		if _, err := p.Retire(ctx, loner, cloud.RetireOptions{Mode: "explode", ExecutionID: Execution}); !errors.Is(err, cloud.ErrValidation) {
 			t.Errorf("retire with mode explode: %v, want ErrValidation", err)
+		}
+		// Every change is recorded with its execution: none without one.
+		if _, err := p.Surge(ctx, name, []string{loner}, cloud.SurgeOptions{}); !errors.Is(err, cloud.ErrValidation) {
+			t.Errorf("surge without an execution id: %v, want ErrValidation", err)
+		}
+		if _, err := p.Retire(ctx, loner, cloud.RetireOptions{}); !errors.Is(err, cloud.ErrValidation) {
+			t.Errorf("retire without an execution id: %v, want ErrValidation", err)
+		}
+		if _, err := p.Rollback(ctx, cloud.SurgeRecord{Group: name}); !errors.Is(err, cloud.ErrValidation) {
+			t.Errorf("rollback without an execution id: %v, want ErrValidation", err)
 		}
 		if n := h.Calls(); n != calls {
 			t.Errorf("malformed input made %d API calls, want none", n-calls)
@@ -448,22 +514,22 @@ func testBadInput(newProvider NewFunc) func(t *testing.T) {
 		if _, err := p.Instance(ctx, unknown); !errors.Is(err, cloud.ErrNotFound) {
 			t.Errorf("instance %s: %v, want ErrNotFound", unknown, err)
 		}
-		if _, err := p.Surge(ctx, name, []string{unknown}, cloud.SurgeOptions{}); !errors.Is(err, cloud.ErrNotFound) {
+		if _, err := p.Surge(ctx, name, []string{unknown}, opts); !errors.Is(err, cloud.ErrNotFound) {
 			t.Errorf("surge unknown %s: %v, want ErrNotFound", unknown, err)
 		}
-		if _, err := p.Surge(ctx, name, []string{loner}, cloud.SurgeOptions{}); !errors.Is(err, cloud.ErrNotInGroup) {
+		if _, err := p.Surge(ctx, name, []string{loner}, opts); !errors.Is(err, cloud.ErrNotInGroup) {
 			t.Errorf("surge of %s (in no group): %v, want ErrNotInGroup", loner, err)
 		}
-		if _, err := p.Surge(ctx, name, []string{stranger}, cloud.SurgeOptions{}); !errors.Is(err, cloud.ErrNotInGroup) {
+		if _, err := p.Surge(ctx, name, []string{stranger}, opts); !errors.Is(err, cloud.ErrNotInGroup) {
 			t.Errorf("surge of %s (in group %s): %v, want ErrNotInGroup", stranger, other, err)
 		}
-		if _, err := p.Retire(ctx, loner, cloud.RetireOptions{}); !errors.Is(err, cloud.ErrNotInGroup) {
+		if _, err := p.Retire(ctx, loner, cloud.RetireOptions{ExecutionID: Execution}); !errors.Is(err, cloud.ErrNotInGroup) {
 			t.Errorf("retire of %s (in no group, no surge record): %v, want ErrNotInGroup", loner, err)
 		}
 		if _, err := p.Group(ctx, "no-such-group"); !errors.Is(err, cloud.ErrNotFound) {
 			t.Errorf("group no-such-group: %v, want ErrNotFound", err)
 		}
-		if _, err := p.Surge(ctx, "no-such-group", []string{loner}, cloud.SurgeOptions{}); !errors.Is(err, cloud.ErrNotFound) {
+		if _, err := p.Surge(ctx, "no-such-group", []string{loner}, opts); !errors.Is(err, cloud.ErrNotFound) {
 			t.Errorf("surge in no-such-group: %v, want ErrNotFound", err)
 		}
 		if in, err := p.Instance(ctx, loner); err != nil || in.State != cloud.StateRunning || in.Group != "" {
@@ -485,7 +551,7 @@ func testHookPath(newProvider NewFunc) func(t *testing.T) {
 		old := victim(t, g)
 		h.StartHookedTermination(t, name, old)
 		before := group(t, p, name) // desired 2, old in Terminating:Wait
-		rec, err := p.Surge(ctxFor(t), name, []string{old}, cloud.SurgeOptions{})
+		rec, err := p.Surge(ctxFor(t), name, []string{old}, opts)
 		if err != nil {
 			t.Fatalf("surge of Terminating:Wait instance: %v", err)
 		}
@@ -497,7 +563,7 @@ func testHookPath(newProvider NewFunc) func(t *testing.T) {
 			t.Fatalf("heartbeat: %v", err)
 		}
 		WaitReplacement(t, p, h, rec, before.Desired)
-		if res, err := p.Retire(ctxFor(t), old, cloud.RetireOptions{Surge: &rec}); err != nil || !res.AlreadyDone {
+		if res, err := RetireUntilDone(t, p, h, old, cloud.RetireOptions{Surge: &rec}); err != nil || !res.AlreadyDone {
 			t.Errorf("retire of a Terminating:Wait instance = %+v, %v; want already done (the hook ends it)", res, err)
 		}
 		for i := range 2 {
@@ -587,7 +653,7 @@ func testSurgeSeveral(newProvider NewFunc) func(t *testing.T) {
 		name := h.CreateGroup(t, GroupSpec{Min: 1, Max: 8, Desired: 4})
 		before := group(t, p, name)
 		olds := []string{before.Instances[0].ID, before.Instances[1].ID}
-		rec, err := p.Surge(ctxFor(t), name, olds, cloud.SurgeOptions{})
+		rec, err := p.Surge(ctxFor(t), name, olds, opts)
 		if err != nil {
 			t.Fatalf("surge %v: %v", olds, err)
 		}
@@ -598,7 +664,7 @@ func testSurgeSeveral(newProvider NewFunc) func(t *testing.T) {
 		for i, old := range olds {
 			// The first retirement must keep AZRebalance suspended: the second old
 			// instance is still in standby.
-			if _, err := p.Retire(ctxFor(t), old, cloud.RetireOptions{Surge: &rec}); err != nil {
+			if _, err := RetireUntilDone(t, p, h, old, cloud.RetireOptions{Surge: &rec}); err != nil {
 				t.Fatalf("retire %s: %v", old, err)
 			}
 			if got, want := group(t, p, name).Suspended(cloud.ProcessAZRebalance), i == 0; got != want {
@@ -622,7 +688,7 @@ func testForeignSuspension(newProvider NewFunc) func(t *testing.T) {
 		h.Suspend(t, name, cloud.ProcessAZRebalance)
 		before := group(t, p, name)
 		old := victim(t, before)
-		rec, err := p.Surge(ctxFor(t), name, []string{old}, cloud.SurgeOptions{})
+		rec, err := p.Surge(ctxFor(t), name, []string{old}, opts)
 		if err != nil {
 			t.Fatalf("surge: %v", err)
 		}
@@ -630,11 +696,241 @@ func testForeignSuspension(newProvider NewFunc) func(t *testing.T) {
 			t.Errorf("record claims the AZRebalance suspension someone else made")
 		}
 		WaitReplacement(t, p, h, rec, before.Desired)
-		if _, err := p.Retire(ctxFor(t), old, cloud.RetireOptions{Surge: &rec}); err != nil {
+		if _, err := RetireUntilDone(t, p, h, old, cloud.RetireOptions{Surge: &rec}); err != nil {
 			t.Fatalf("retire: %v", err)
 		}
 		if !group(t, p, name).Suspended(cloud.ProcessAZRebalance) {
 			t.Errorf("AZRebalance resumed although someone else had suspended it")
+		}
+	}
+}
+
+// settle lets the cloud converge (launches, terminations, transitions).
+func settle(t testing.TB, h Harness) {
+	for range 12 {
+		h.Advance(t, Step)
+	}
+}
+
+func ids(g cloud.Group) []string {
+	var out []string
+	for _, in := range g.Instances {
+		out = append(out, in.ID)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// The --no-surge retirement: detach keeping desired capacity, then terminate. The
+// detach takes effect but its answer is lost (the SDK asks again and is refused:
+// the instance is no longer InService); a retried Retire must recognise its own
+// detach and terminate the instance, not refuse it as "in no group".
+func testLostDetach(newProvider NewFunc) func(t *testing.T) {
+	return func(t *testing.T) {
+		p, h := newProvider(t)
+		name := h.CreateGroup(t, GroupSpec{Min: 1, Max: 3, Desired: 3})
+		before := group(t, p, name)
+		old := victim(t, before)
+		h.LoseAnswers(t, "DetachInstances", 1)
+		o := cloud.RetireOptions{ExecutionID: Execution, KeepCapacity: true}
+		var res cloud.RetireResult
+		var err error
+		for try := 0; try < 20; try++ {
+			if res, err = p.Retire(ctxFor(t), old, o); err == nil {
+				break
+			}
+			if !cloud.IsRetryable(err) {
+				t.Fatalf("retire #%d after a detach whose answer was lost: %v (want it retried to the end, not refused)", try+1, err)
+			}
+			h.Advance(t, Step)
+		}
+		if err != nil || !res.Terminated {
+			t.Fatalf("retire = %+v, %v; want the detached instance terminated", res, err)
+		}
+		settle(t, h)
+		in, err := p.Instance(ctxFor(t), old)
+		if err != nil || (in.State != cloud.StateTerminated && in.State != cloud.StateShuttingDown) {
+			t.Errorf("retired %s: %+v, %v; want terminated", old, in, err)
+		}
+		after := group(t, p, name)
+		if after.Desired != before.Desired || after.CountLifecycle(cloud.LifecycleInService) != int(before.Desired) {
+			t.Errorf("after a retire keeping capacity: desired %d, %d InService; want %d (the group replaced the instance)",
+				after.Desired, after.CountLifecycle(cloud.LifecycleInService), before.Desired)
+		}
+	}
+}
+
+// EnterStandby and ExitStandby take effect but their answers are lost: the surge
+// asks for one replacement only, and the rollback finishes.
+func testLostAnswers(newProvider NewFunc) func(t *testing.T) {
+	return func(t *testing.T) {
+		p, h := newProvider(t)
+		name := h.CreateGroup(t, GroupSpec{Min: 1, Max: 5, Desired: 2})
+		before := group(t, p, name)
+		old := victim(t, before)
+		h.LoseAnswers(t, "EnterStandby", 1)
+		rec, err := p.Surge(ctxFor(t), name, []string{old}, opts)
+		if err != nil {
+			t.Fatalf("surge with a lost EnterStandby answer: %v", err)
+		}
+		WaitReplacement(t, p, h, rec, before.Desired)
+		settle(t, h)
+		if g := group(t, p, name); len(g.Instances) != len(before.Instances)+1 {
+			t.Errorf("after a surge whose answer was lost: %d instances, want %d (one replacement)", len(g.Instances), len(before.Instances)+1)
+		}
+		h.LoseAnswers(t, "ExitStandby", 1)
+		RollbackUntilDone(t, p, h, rec)
+		settle(t, h)
+		after := group(t, p, name)
+		if !slices.Equal(ids(after), ids(before)) || after.Desired != before.Desired {
+			t.Errorf("after rollback: members %v desired %d, want %v desired %d", ids(after), after.Desired, ids(before), before.Desired)
+		}
+	}
+}
+
+// AWS keeps an instance in EnteringStandby while it leaves the group's load
+// balancers (up to the deregistration delay). A rollback then must wait and exit
+// standby, not skip the instance and report success.
+func testRollbackEnteringStandby(newProvider NewFunc) func(t *testing.T) {
+	return func(t *testing.T) {
+		p, h := newProvider(t)
+		name := h.CreateGroup(t, GroupSpec{Min: 1, Max: 5, Desired: 3})
+		before := group(t, p, name)
+		old := victim(t, before)
+		h.TransitionDelay(t, cloud.LifecycleEnteringStandby, time.Minute)
+		rec, err := p.Surge(ctxFor(t), name, []string{old}, opts)
+		if err != nil {
+			t.Fatalf("surge: %v", err)
+		}
+		res, err := p.Rollback(ctxFor(t), rec)
+		if err != nil || res.Done || !strings.Contains(res.Waiting, cloud.LifecycleEnteringStandby) {
+			t.Fatalf("rollback during EnteringStandby = %+v, %v; want not done, waiting for %s", res, err, cloud.LifecycleEnteringStandby)
+		}
+		RollbackUntilDone(t, p, h, rec)
+		settle(t, h)
+		after := group(t, p, name)
+		if in, _ := after.Instance(old); in.Lifecycle != cloud.LifecycleInService {
+			t.Errorf("after rollback %s is %q, want InService", old, in.Lifecycle)
+		}
+		if !slices.Equal(ids(after), ids(before)) || after.Desired != before.Desired || after.Suspended(cloud.ProcessAZRebalance) {
+			t.Errorf("after rollback: members %v desired %d suspended %v; want %v desired %d nothing suspended",
+				ids(after), after.Desired, after.SuspendedProcesses, ids(before), before.Desired)
+		}
+	}
+}
+
+// Retire answers "not yet" (ErrNotYet) while the old instance is EnteringStandby or
+// Detaching, then finishes.
+func testRetireInBetween(newProvider NewFunc) func(t *testing.T) {
+	return func(t *testing.T) {
+		p, h := newProvider(t)
+		name := h.CreateGroup(t, GroupSpec{Min: 1, Max: 5, Desired: 2})
+		before := group(t, p, name)
+		old := victim(t, before)
+		h.TransitionDelay(t, cloud.LifecycleEnteringStandby, 2*time.Minute)
+		h.TransitionDelay(t, cloud.LifecycleDetaching, 30*time.Second)
+		rec, err := p.Surge(ctxFor(t), name, []string{old}, opts)
+		if err != nil {
+			t.Fatalf("surge: %v", err)
+		}
+		WaitReplacement(t, p, h, rec, before.Desired)
+		o := cloud.RetireOptions{ExecutionID: Execution, Surge: &rec}
+		if g := group(t, p, name); g.CountLifecycle(cloud.LifecycleEnteringStandby) == 1 {
+			var ny *cloud.NotYetError
+			if _, err := p.Retire(ctxFor(t), old, o); !errors.As(err, &ny) || ny.State != cloud.LifecycleEnteringStandby {
+				t.Fatalf("retire during EnteringStandby: %v, want a NotYetError naming %s", err, cloud.LifecycleEnteringStandby)
+			}
+		}
+		res, err := RetireUntilDone(t, p, h, old, o)
+		if err != nil || !res.Terminated {
+			t.Fatalf("retire = %+v, %v; want terminated", res, err)
+		}
+		settle(t, h)
+		after := group(t, p, name)
+		if _, ok := after.Instance(old); ok || after.Desired != before.Desired || after.Suspended(cloud.ProcessAZRebalance) {
+			t.Errorf("after retire: %+v; want %s gone, desired %d, AZRebalance resumed", after, old, before.Desired)
+		}
+	}
+}
+
+// A cluster autoscaler raises desired capacity just after Resolve looked at the
+// group, so its instance is new to the recycle too. It is not the replacement: the
+// replacement is the launch the standby caused, and a rollback leaves the
+// autoscaler's instance (and its desired capacity) alone.
+func testAutoscalerLaunch(newProvider NewFunc) func(t *testing.T) {
+	return func(t *testing.T) {
+		p, h := newProvider(t)
+		name := h.CreateGroup(t, GroupSpec{Min: 1, Max: 6, Desired: 2})
+		before := group(t, p, name)
+		old := victim(t, before)
+		h.SetDesired(t, name, int(before.Desired)+1)
+		h.Advance(t, time.Second)
+		var theirs string
+		for _, id := range ids(group(t, p, name)) {
+			if !slices.Contains(ids(before), id) {
+				theirs = id
+			}
+		}
+		if theirs == "" {
+			t.Fatal("the autoscaler's scale-up launched nothing")
+		}
+		rec, err := p.Surge(ctxFor(t), name, []string{old}, opts)
+		if err != nil {
+			t.Fatalf("surge: %v", err)
+		}
+		rec.Snapshot = ids(before) // the workflow's snapshot is Resolve's, from before the scale-up
+		r := WaitReplacement(t, p, h, rec, before.Desired)
+		if len(r.InService) != 1 || r.InService[0] == theirs {
+			t.Fatalf("replacements %v: want exactly the standby's replacement, not the autoscaler's %s", r.InService, theirs)
+		}
+		RollbackUntilDone(t, p, h, rec)
+		settle(t, h)
+		after := group(t, p, name)
+		want := append(ids(before), theirs)
+		slices.Sort(want)
+		if !slices.Equal(ids(after), want) || after.Desired != before.Desired+1 {
+			t.Errorf("after rollback: members %v desired %d; want %v desired %d (the autoscaler's instance and scale-up kept)",
+				ids(after), after.Desired, want, before.Desired+1)
+		}
+	}
+}
+
+// The replacement is protected from scale-in while the recycle needs it; Retire
+// gives it back the protection it had and removes the claim's records.
+func testClaim(newProvider NewFunc) func(t *testing.T) {
+	return func(t *testing.T) {
+		p, h := newProvider(t)
+		name := h.CreateGroup(t, GroupSpec{Min: 1, Max: 5, Desired: 2})
+		before := group(t, p, name)
+		old := victim(t, before)
+		rec, err := p.Surge(ctxFor(t), name, []string{old}, opts)
+		if err != nil {
+			t.Fatalf("surge: %v", err)
+		}
+		r := WaitReplacement(t, p, h, rec, before.Desired)
+		for i := range 2 { // the second claim changes nothing
+			if err := p.ClaimReplacement(ctxFor(t), rec, r.InService); err != nil {
+				t.Fatalf("claim #%d: %v", i+1, err)
+			}
+		}
+		repl := r.InService[0]
+		if gi, _ := group(t, p, name).Instance(repl); !gi.ProtectedFromScaleIn {
+			t.Errorf("claimed replacement %s is not protected from scale-in", repl)
+		}
+		in, err := p.Instance(ctxFor(t), repl)
+		if err != nil || in.Tags[cloud.TagReplacementFor] != old || in.Tags[cloud.TagExecution] != Execution || in.Tags[cloud.TagProtectedBefore] != "false" {
+			t.Errorf("claimed replacement tags %v, %v; want %s=%s, %s=%s, %s=false", in.Tags, err,
+				cloud.TagReplacementFor, old, cloud.TagExecution, Execution, cloud.TagProtectedBefore)
+		}
+		rec.Replacements = r.InService
+		if _, err := RetireUntilDone(t, p, h, old, cloud.RetireOptions{Surge: &rec}); err != nil {
+			t.Fatalf("retire: %v", err)
+		}
+		if gi, _ := group(t, p, name).Instance(repl); gi.ProtectedFromScaleIn {
+			t.Errorf("after retire %s is still protected from scale-in", repl)
+		}
+		if in, err := p.Instance(ctxFor(t), repl); err != nil || in.Tags[cloud.TagReplacementFor] != "" || in.Tags[cloud.TagProtectedBefore] != "" {
+			t.Errorf("after retire the replacement keeps the claim's tags: %v, %v", in.Tags, err)
 		}
 	}
 }
