@@ -57,10 +57,10 @@ type Options struct {
 	// them while the instance leaves or joins its load balancers). Default 300ms;
 	// Faults.TransitionDelays overrides it per state.
 	TransitionDelay time.Duration
-	Nodes      NodeRegistry
-	Logger     *slog.Logger
-	Faults     Faults
-	Seed       uint64 // random seed (ids, fault draws); 0 = time based
+	Nodes           NodeRegistry
+	Logger          *slog.Logger
+	Faults          Faults
+	Seed            uint64 // random seed (ids, fault draws); 0 = time based
 }
 
 // Server is the simulated AWS endpoint.

@@ -257,7 +257,6 @@ func (p *Provider) releaseReplacements(ctx context.Context, g cloud.Group, rec c
 	return p.untagInstances(ctx, ids, cloud.TagReplacementFor, cloud.TagProtectedBefore, cloud.TagExecution, cloud.TagTerminatedAt)
 }
 
-
 func isFailedLaunch(a asgtypes.Activity) bool {
 	if a.StatusCode != asgtypes.ScalingActivityStatusCodeFailed && a.StatusCode != asgtypes.ScalingActivityStatusCodeCancelled {
 		return false

@@ -259,4 +259,3 @@ func (p *Provider) notInGroup(ctx context.Context, what, group string, ids []str
 	}
 	return nil
 }
-
