@@ -35,6 +35,9 @@ type FenceRecord struct {
 	// LBExcluded: we added the label node.kubernetes.io/exclude-from-external-load-balancers
 	// (when the drain started); Unfence removes it. False when it was there before us.
 	LBExcluded bool `json:"lbExcluded,omitempty"`
+	// Recycle is what the recycle changed elsewhere (records.go), kept beside the
+	// fence so a lost state file loses nothing.
+	Recycle *RecycleInfo `json:"recycle,omitempty"`
 }
 
 // FencedNode is a node carrying Recycler's fence annotation.

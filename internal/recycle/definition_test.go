@@ -80,7 +80,7 @@ func (s script) registry(calls *[]string) asl.Registry {
 		*calls = append(*calls, p.Task)
 		rs, ok := s[p.Task]
 		if !ok {
-			return json.RawMessage(`{}`), nil
+			return json.RawMessage(`{"done": true}`), nil
 		}
 		r := rs[min(n[p.Task], len(rs)-1)]
 		n[p.Task]++
@@ -124,6 +124,15 @@ func TestStateMachinePaths(t *testing.T) {
 		{"drain timeout rolls back",
 			script{"CheckReplacement": {done}, "Drain": {newError(ErrDrainTimeout, "pods still running")}},
 			ErrDrainTimeout, "Resolve Fence Surge CheckReplacement Drain Rollback"},
+		{"a rollback waiting for AWS loops until done",
+			script{"Fence": {errors.New("boom")}, "Rollback": {notYet, notYet, done}},
+			"States.TaskFailed", "Resolve Fence Rollback Rollback Rollback"},
+		{"a rollback past its deadline needs a person, without retries",
+			script{"Fence": {errors.New("boom")}, "Rollback": {notYet, newError(ErrRollbackTimeout, "still EnteringStandby")}},
+			ErrRollbackFailed, "Resolve Fence Rollback Rollback"},
+		{"not yet at Retire is waited out, not rolled back",
+			script{"CheckReplacement": {done}, "Drain": {done}, "CheckWorkloads": {done}, "Retire": {newError(ErrNotYet, "Detaching"), newError(ErrNotYet, "Detaching"), map[string]any{}}},
+			"", "Resolve Fence Surge CheckReplacement Drain CheckWorkloads Retire Retire Retire"},
 		{"an unnamed failure after fencing rolls back",
 			script{"Fence": {errors.New("boom")}},
 			"States.TaskFailed", "Resolve Fence Rollback"},

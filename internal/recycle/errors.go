@@ -27,6 +27,12 @@ const (
 	ErrAborted = "Recycler.Aborted"
 	// ErrRollbackFailed: rollback could not finish; a person must look.
 	ErrRollbackFailed = "Recycler.RollbackFailed"
+	// ErrNotYet: AWS holds an instance between two states (EnteringStandby,
+	// Pending, Detaching) that the step has to wait out — retried by the state
+	// machine, never a failure.
+	ErrNotYet = "Recycler.NotYet"
+	// ErrRollbackTimeout: the rollback still waits at its deadline; a person must look.
+	ErrRollbackTimeout = "Recycler.RollbackTimeout"
 )
 
 // Error is a task failure with an ASL error name.

@@ -49,6 +49,14 @@ func StateFromHistory(hist []engine.Event) State {
 		if doc == nil {
 			doc = d.Input
 		}
+		// The rollback machine's documents are the engine's abort record: the
+		// recycle's state is its StateInput.
+		var abort struct {
+			StateInput json.RawMessage `json:"StateInput"`
+		}
+		if json.Unmarshal(doc, &abort) == nil && abort.StateInput != nil {
+			doc = abort.StateInput
+		}
 		var s State
 		if json.Unmarshal(doc, &s) == nil {
 			st = s

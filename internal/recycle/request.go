@@ -69,6 +69,11 @@ type Request struct {
 	// history events (see HistoryEvents), shorter a fresher `recycler status`.
 	CheckSeconds int `json:"checkSeconds"`
 
+	// RollbackTimeout bounds how long a rollback waits for AWS to leave its
+	// in-between states (EnteringStandby lasts up to the load balancers'
+	// deregistration delay, at most an hour). 0 means DefaultRollbackTimeout.
+	RollbackTimeout Duration `json:"rollbackTimeout,omitempty"`
+
 	// LifecycleHook is set when an Auto Scaling lifecycle hook started this recycle:
 	// the recycle drains, heartbeats the action while it works, and completes it with
 	// CONTINUE (also after a rollback: see rollback in tasks.go).
@@ -104,6 +109,7 @@ const (
 	DefaultWorkloadTimeout    = 10 * time.Minute
 	DefaultForceGrace         = 30 * time.Second
 	DefaultCheckSeconds       = 300
+	DefaultRollbackTimeout    = time.Hour
 )
 
 // NewRequest returns a request for target with every default filled in.
@@ -180,6 +186,9 @@ func (r Request) Validate() error {
 	errs = append(errs, r.validateDrain()...)
 	positive("--replacement-timeout", r.ReplacementTimeout)
 	positive("--workload-timeout", r.WorkloadTimeout)
+	if r.RollbackTimeout < 0 {
+		bad("--rollback-timeout must be a positive duration such as 30m, got %s", time.Duration(r.RollbackTimeout))
+	}
 	if time.Duration(r.ForceGrace) < time.Second {
 		bad("--force-grace must be at least 1s (a zero grace period can leave two copies of a pod running), got %s", time.Duration(r.ForceGrace))
 	}

@@ -40,6 +40,7 @@ type Target struct {
 	Group      string    `json:"group"`
 	Desired    int32     `json:"desired"`
 	MaxSize    int32     `json:"maxSize"`
+	InService  int32     `json:"inService"` // the group's InService instances at Resolve
 	Instances  []string  `json:"instances"` // the group's instance ids at Resolve
 	Suspended  []string  `json:"suspended,omitempty"`
 	ResolvedAt time.Time `json:"resolvedAt"`
@@ -61,6 +62,9 @@ type ReplacementStatus struct {
 	Pending   []string  `json:"pending,omitempty"`
 	Reason    string    `json:"reason,omitempty"` // why not yet
 	ReadyAt   time.Time `json:"readyAt,omitzero"`
+	// Watch maps a replacement instance to the name of its Node, once known, so the
+	// next check watches that one Node by name.
+	Watch map[string]string `json:"watch,omitempty"`
 }
 
 // DrainStatus is Drain's result; it carries the drain's deadlines, its record of
@@ -123,13 +127,29 @@ type RetireStatus struct {
 	At                time.Time `json:"at"`
 }
 
-// RollbackStatus is Rollback's result.
+// RollbackStatus is Rollback's result. The state machine calls Rollback again
+// (after a pause) until Done; Deadline bounds that loop.
 type RollbackStatus struct {
-	Unfenced          bool      `json:"unfenced"`
-	SurgeUndone       bool      `json:"surgeUndone"`
-	LifecycleComplete bool      `json:"lifecycleComplete,omitempty"` // the hook that started it was answered CONTINUE
-	Notes             []string  `json:"notes,omitempty"`
-	At                time.Time `json:"at"`
+	Done        bool      `json:"done"`
+	Reason      string    `json:"reason,omitempty"` // what a rollback not done waits for
+	Deadline    time.Time `json:"deadline"`
+	Unfenced    bool      `json:"unfenced"`
+	SurgeUndone bool      `json:"surgeUndone"`
+	// LifecycleComplete: the hook that started it was answered CONTINUE.
+	LifecycleComplete bool `json:"lifecycleComplete,omitempty"`
+	// Before and After are the group's desired and InService counts at Resolve and
+	// once the rollback is done.
+	Before *GroupCounts `json:"before,omitempty"`
+	After  *GroupCounts `json:"after,omitempty"`
+	Notes  []string     `json:"notes,omitempty"`
+	At     time.Time    `json:"at"`
+}
+
+// GroupCounts are what a person compares before and after: the group's desired
+// capacity and how many instances are InService.
+type GroupCounts struct {
+	Desired   int32 `json:"desired"`
+	InService int32 `json:"inService"`
 }
 
 // maxListed caps pod lists kept in the State.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -29,6 +30,7 @@ type Cluster interface {
 	ResolveNode(ctx context.Context, ref string) (*corev1.Node, error)
 	Fence(ctx context.Context, node, executionID string) (kube.FenceRecord, error)
 	Unfence(ctx context.Context, node, executionID string) error
+	NoteFence(ctx context.Context, node, executionID string, update func(*kube.RecycleInfo)) error
 	PodsOnNode(ctx context.Context, node string, sel kube.PodSelector) (kube.PodSet, error)
 	WaitPodsChange(ctx context.Context, node string, sel kube.PodSelector, prev kube.PodSet) (kube.PodSet, bool, error)
 	Evict(ctx context.Context, pod kube.Pod, attempt int) error
@@ -98,9 +100,9 @@ func (t *Tasks) Invoke(ctx context.Context, raw json.RawMessage) (json.RawMessag
 	case TaskFence:
 		out, err = t.fence(ctx, p.Execution, p.State)
 	case TaskSurge:
-		out, err = t.surge(ctx, p.State)
+		out, err = t.surge(ctx, p.Execution, p.State)
 	case TaskCheckReplacement:
-		out, err = t.checkReplacement(ctx, p.State)
+		out, err = t.checkReplacement(ctx, p.Execution, p.State)
 	case TaskDrain:
 		out, err = t.drain(ctx, p.Execution, p.State)
 	case TaskCheckWorkloads:
@@ -169,7 +171,7 @@ func (t *Tasks) Resolve(ctx context.Context, s State) (*Target, error) {
 	tgt := &Target{
 		Node: node.Name, InstanceID: inst.ID, AZ: inst.AZ, Group: g.Name,
 		Desired: g.Desired, MaxSize: g.MaxSize, Suspended: g.SuspendedProcesses,
-		ResolvedAt: t.Clock.Now().UTC(),
+		InService: int32(g.CountLifecycle(cloud.LifecycleInService)), ResolvedAt: t.Clock.Now().UTC(),
 	}
 	for _, in := range g.Instances {
 		tgt.Instances = append(tgt.Instances, in.ID)
@@ -225,38 +227,51 @@ func (t *Tasks) fence(ctx context.Context, execution string, s State) (*kube.Fen
 	if err != nil {
 		return nil, fmt.Errorf("fence node %s: %w", tgt.Node, err)
 	}
+	// What the recycle is about to change, recorded where a person (or `recycler
+	// abort --node`) finds it without the state file.
+	req, err := json.Marshal(s.Request)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.Cluster.NoteFence(ctx, tgt.Node, execution, func(in *kube.RecycleInfo) {
+		in.Request, in.Instance, in.Group, in.AZ = req, tgt.InstanceID, tgt.Group, tgt.AZ
+		in.Desired, in.MaxSize, in.InService, in.Suspended = tgt.Desired, tgt.MaxSize, tgt.InService, tgt.Suspended
+	}); err != nil {
+		return nil, err
+	}
 	return &rec, nil
 }
 
-func (t *Tasks) surge(ctx context.Context, s State) (*SurgeStatus, error) {
+func (t *Tasks) surge(ctx context.Context, execution string, s State) (*SurgeStatus, error) {
 	tgt, err := needTarget(s)
 	if err != nil {
 		return nil, err
 	}
-	rec, err := t.Cloud.Surge(ctx, tgt.Group, []string{tgt.InstanceID}, cloud.SurgeOptions{AllowRaiseMax: s.Request.AllowRaiseMax})
+	now := t.Clock.Now().UTC()
+	if err := t.Cluster.NoteFence(ctx, tgt.Node, execution, func(in *kube.RecycleInfo) {
+		if in.SurgedAt == nil {
+			in.SurgedAt = &now
+		}
+	}); err != nil {
+		return nil, err
+	}
+	rec, err := t.Cloud.Surge(ctx, tgt.Group, []string{tgt.InstanceID}, cloud.SurgeOptions{ExecutionID: execution, AllowRaiseMax: s.Request.AllowRaiseMax})
 	if err != nil {
 		return nil, fmt.Errorf("surge group %s for %s: %w", tgt.Group, tgt.InstanceID, err)
 	}
 	// The group as Resolve saw it is the truest "before": a repeated Surge (its first
-	// answer lost in a crash) would otherwise count an early replacement as old, and
-	// take the AZRebalance suspension its first attempt made for someone else's
-	// (never resumed after the recycle).
+	// answer lost in a crash) would otherwise count an early replacement as old. (A
+	// MaxSize raise or AZRebalance suspension of the first attempt is on the group's
+	// records, which the repeated Surge reads.)
 	rec.Snapshot = slices.Clone(tgt.Instances)
-	if standby := slices.ContainsFunc(rec.Instances, func(in cloud.SurgedInstance) bool { return in.Method == cloud.SurgeStandby }); standby {
-		rec.SuspendedAZRebalance = rec.SuspendedAZRebalance || !slices.Contains(tgt.Suspended, cloud.ProcessAZRebalance)
-	}
-	// Likewise a MaxSize the first attempt raised: the repeated one finds room and
-	// would never lower it again.
-	if s.Request.AllowRaiseMax && !rec.MaxRaised && rec.MaxAfter > tgt.MaxSize {
-		rec.MaxRaised, rec.MaxBefore = true, tgt.MaxSize
-	}
-	return &SurgeStatus{Record: rec, Deadline: t.Clock.Now().Add(time.Duration(s.Request.ReplacementTimeout)).UTC()}, nil
+	return &SurgeStatus{Record: rec, Deadline: now.Add(time.Duration(s.Request.ReplacementTimeout))}, nil
 }
 
-// checkReplacement answers "is a new instance InService with its Node Ready?",
+// checkReplacement answers "is our replacement InService with its Node Ready?",
 // blocking on a Node watch for at most CheckSeconds so the answer comes as soon as
-// the Node turns Ready.
-func (t *Tasks) checkReplacement(ctx context.Context, s State) (*ReplacementStatus, error) {
+// the Node turns Ready. Once Ready, the replacement is claimed: protected from
+// scale-in and recorded on the instance and the old Node.
+func (t *Tasks) checkReplacement(ctx context.Context, execution string, s State) (*ReplacementStatus, error) {
 	if s.Surge == nil {
 		return nil, newError(ErrBadInput, "CheckReplacement before Surge: state has no surge record")
 	}
@@ -266,14 +281,12 @@ func (t *Tasks) checkReplacement(ctx context.Context, s State) (*ReplacementStat
 	bctx, cancel := t.bound(ctx, s.Request.CheckSeconds, since, deadline)
 	defer cancel()
 	for {
-		st, err := t.replacementOnce(ctx, s)
+		st, err := t.replacementOnce(ctx, execution, s)
 		if err != nil {
 			return nil, err
 		}
 		if st.Done {
-			// Until the drain has filled it, the replacement looks idle to a cluster
-			// autoscaler: keep it from scaling the node down mid-recycle.
-			if err := t.protect(ctx, st.Nodes, true); err != nil {
+			if err := t.claim(ctx, execution, s, st); err != nil {
 				return nil, err
 			}
 			return st, nil
@@ -285,45 +298,83 @@ func (t *Tasks) checkReplacement(ctx context.Context, s State) (*ReplacementStat
 		if bctx.Err() != nil || (len(st.Pending) == 0 && len(st.Instances) == 0) {
 			return st, nil // not yet: look again after the state machine's pause
 		}
-		// Watch the first candidate's Node until it is Ready (or the bound ends), then look again.
+		// Watch the first candidate's Node until it is Ready (or the bound ends), then
+		// look again: by name once it is known, else by its instance (it has not
+		// registered yet).
 		ref := firstOf(st.Instances, st.Pending)
+		if name := st.Watch[ref]; name != "" {
+			ref = name
+		}
 		if _, _, err := t.Cluster.WaitNodeReady(bctx, ref, s.Request.ReadyLabels); err != nil && bctx.Err() == nil {
 			return nil, fmt.Errorf("wait for node of %s: %w", ref, err)
 		}
+		s.Replacement = st // keep what this pass learned (the Node names)
 	}
 }
 
-func (t *Tasks) replacementOnce(ctx context.Context, s State) (*ReplacementStatus, error) {
-	rep, err := t.Cloud.FindReplacement(ctx, s.Surge.Record)
+// claim protects the replacement from scale-in (the group's and, through the
+// annotation, a cluster autoscaler's) and records it on the old Node.
+func (t *Tasks) claim(ctx context.Context, execution string, s State, st *ReplacementStatus) error {
+	rec := t.surgeRecord(execution, s)
+	if err := t.Cloud.ClaimReplacement(ctx, rec, st.Instances); err != nil {
+		return fmt.Errorf("claim replacement %v: %w", st.Instances, err)
+	}
+	if err := t.Cluster.NoteFence(ctx, s.Target.Node, execution, func(in *kube.RecycleInfo) {
+		in.Replacement, in.ReplacementNode = firstOf(st.Instances), firstOf(st.Nodes)
+	}); err != nil {
+		return err
+	}
+	// Until the drain has filled it, the replacement looks idle to a cluster
+	// autoscaler: keep it from scaling the node down mid-recycle.
+	return t.protect(ctx, st.Nodes, true)
+}
+
+func (t *Tasks) replacementOnce(ctx context.Context, execution string, s State) (*ReplacementStatus, error) {
+	rec := t.surgeRecord(execution, s)
+	rep, err := t.Cloud.FindReplacement(ctx, rec)
 	if err != nil {
 		var lf *cloud.LaunchFailedError
 		if errors.As(err, &lf) {
 			return nil, &Error{Name: ErrLaunchFailed, Err: err}
 		}
-		return nil, fmt.Errorf("find replacement in %s: %w", s.Surge.Record.Group, err)
+		return nil, fmt.Errorf("find replacement in %s: %w", rec.Group, err)
 	}
-	st := &ReplacementStatus{Instances: rep.InService, Pending: rep.Pending}
+	st := &ReplacementStatus{Instances: rep.InService, Pending: rep.Pending, Watch: map[string]string{}}
+	if s.Replacement != nil {
+		maps.Copy(st.Watch, s.Replacement.Watch)
+	}
 	if !rep.Ready {
-		st.Reason = fmt.Sprintf("waiting for a new instance to be InService (pending: %v)", rep.Pending)
+		st.Reason = fmt.Sprintf("waiting for the new instance to be InService (pending: %v)", rep.Pending)
+		if rep.Ambiguous != "" {
+			st.Reason = rep.Ambiguous
+		}
 		return st, nil
 	}
 	for _, id := range rep.InService {
-		ready, reason, err := t.Cluster.NodeReady(ctx, id, s.Request.ReadyLabels)
-		if err != nil {
-			return nil, fmt.Errorf("node of replacement %s: %w", id, err)
-		}
-		if ready {
+		name := st.Watch[id]
+		if name == "" {
 			node, err := t.Cluster.ResolveNode(ctx, id)
+			if errors.Is(err, kube.ErrNodeNotFound) {
+				st.Reason = fmt.Sprintf("instance %s is InService, its node has not registered yet", id)
+				return st, nil
+			}
 			if err != nil {
 				return nil, fmt.Errorf("node of replacement %s: %w", id, err)
 			}
-			st.Nodes = append(st.Nodes, node.Name)
-			continue
+			name = node.Name
+			st.Watch[id] = name
 		}
-		st.Reason = fmt.Sprintf("instance %s is InService, its node is not Ready: %s", id, reason)
-		return st, nil
+		ready, reason, err := t.Cluster.NodeReady(ctx, name, s.Request.ReadyLabels)
+		if err != nil {
+			return nil, fmt.Errorf("node of replacement %s: %w", id, err)
+		}
+		if !ready {
+			st.Reason = fmt.Sprintf("instance %s is InService, its node is not Ready: %s", id, reason)
+			return st, nil
+		}
+		st.Nodes = append(st.Nodes, name)
 	}
-	if len(st.Nodes) < len(s.Surge.Record.Instances) {
+	if len(st.Nodes) < len(rec.Instances) {
 		st.Reason = "waiting for the replacement node"
 		return st, nil
 	}
@@ -408,12 +459,12 @@ func (t *Tasks) retire(ctx context.Context, execution string, s State) (*RetireS
 	}
 	opts := cloud.RetireOptions{Mode: cloud.RetireMode(s.Request.Retire), ExecutionID: execution, KeepCapacity: s.Request.NoSurge}
 	if s.Surge != nil {
-		rec := s.Surge.Record
+		rec := t.surgeRecord(execution, s)
 		opts.Surge = &rec
 	}
 	res, err := t.Cloud.Retire(ctx, tgt.InstanceID, opts)
 	if err != nil {
-		return nil, fmt.Errorf("retire %s: %w", tgt.InstanceID, err)
+		return nil, notYet(fmt.Errorf("retire %s: %w", tgt.InstanceID, err))
 	}
 	st := &RetireStatus{RetireResult: res, At: t.Clock.Now().UTC()}
 	// Like the cloud controller would, but now: a stopped instance keeps its Node
@@ -456,32 +507,53 @@ func (t *Tasks) completeHook(ctx context.Context, s State, result cloud.Lifecycl
 	return true, nil
 }
 
-// rollback undoes only what this execution did. It works from whatever the state
-// holds: a step that died before recording its result is undone from what Resolve
-// saw (the surge record is rebuilt from the group as it was).
+// rollback undoes only what this execution recorded. It works from whatever the
+// state holds: a step that died before recording its result is undone from the
+// records on the Node, the instances and the group (the surge record is rebuilt from
+// what Resolve saw). The state machine calls it again until Done: AWS may hold an
+// instance between two states (EnteringStandby while it leaves its load balancers).
 func (t *Tasks) rollback(ctx context.Context, execution string, s State) (*RollbackStatus, error) {
-	st := &RollbackStatus{}
+	now := t.Clock.Now().UTC()
+	st := &RollbackStatus{At: now, Deadline: now.Add(rollbackTimeout(s.Request))}
+	if s.Rollback != nil && !s.Rollback.Deadline.IsZero() {
+		st.Deadline = s.Rollback.Deadline
+	}
 	tgt := s.Target
 	if tgt == nil {
-		st.At = t.Clock.Now().UTC()
+		st.Done = true
 		st.Notes = append(st.Notes, "nothing to undo: the node was never resolved")
 		return st, nil
 	}
+	st.Before = &GroupCounts{Desired: tgt.Desired, InService: tgt.InService}
 	if err := t.Cluster.Unfence(ctx, tgt.Node, execution); err != nil && !errors.Is(err, kube.ErrNodeNotFound) {
 		return nil, fmt.Errorf("unfence %s: %w", tgt.Node, err)
 	}
 	st.Unfenced = true
-	rec := rebuiltSurge(s)
-	// Once the replacement was Ready the drain may have moved pods onto it:
-	// terminating it now would kill them without eviction. Keep it; the group stays
-	// one larger, which a person (or the cluster autoscaler, gracefully) can undo.
-	if s.Replacement != nil && s.Replacement.Done {
-		rec.KeepReplacements = true
-		st.Notes = append(st.Notes, fmt.Sprintf("kept the replacement %v because pods may already run on it: group %s is now one instance larger (desired %d); scale it in when convenient",
-			s.Replacement.Instances, tgt.Group, tgt.Desired+1))
-	}
-	if err := t.Cloud.Rollback(ctx, rec); err != nil {
-		return nil, fmt.Errorf("roll back surge of %s: %w", tgt.Group, err)
+	// --no-surge changes nothing on AWS before Retire: an instance the autoscaler
+	// launched meanwhile is not ours to remove.
+	if s.Surge != nil || !s.Request.NoSurge {
+		rec := t.surgeRecord(execution, s)
+		// Once the replacement was Ready the drain may have moved pods onto it:
+		// terminating it now would kill them without eviction. Keep it; the group stays
+		// one larger, which a person (or the cluster autoscaler, gracefully) can undo.
+		rec.KeepReplacements = s.Replacement != nil && s.Replacement.Done
+		res, err := t.Cloud.Rollback(ctx, rec)
+		if err != nil {
+			return nil, fmt.Errorf("roll back surge of %s: %w", tgt.Group, err)
+		}
+		if !res.Done {
+			if !now.Before(st.Deadline) {
+				return nil, newError(ErrRollbackTimeout, "rollback of %s still waits at its deadline (%s after it began): %s; a person must finish it",
+					tgt.Node, rollbackTimeout(s.Request), res.Waiting)
+			}
+			st.Reason = res.Waiting
+			return st, nil
+		}
+		st.Notes = append(st.Notes, res.Notes...)
+		if len(res.Kept) > 0 {
+			st.Notes = append(st.Notes, fmt.Sprintf("kept the replacement %v because pods may already run on it: group %s is now one instance larger; scale it in when convenient",
+				res.Kept, tgt.Group))
+		}
 	}
 	if s.Replacement != nil {
 		// A kept replacement may now be scaled in like any node.
@@ -498,24 +570,57 @@ func (t *Tasks) rollback(ctx context.Context, execution string, s State) (*Rollb
 	if st.LifecycleComplete, err = t.completeHook(ctx, s, cloud.LifecycleContinue); err != nil {
 		return nil, err
 	}
-	st.At = t.Clock.Now().UTC()
+	if g, err := t.Cloud.Group(ctx, tgt.Group); err == nil {
+		st.After = &GroupCounts{Desired: g.Desired, InService: int32(g.CountLifecycle(cloud.LifecycleInService))}
+		st.Notes = append(st.Notes, fmt.Sprintf("group %s: desired %d → %d, InService %d → %d (before the recycle → now)",
+			tgt.Group, st.Before.Desired, st.After.Desired, st.Before.InService, st.After.InService))
+	} else if !errors.Is(err, cloud.ErrNotFound) {
+		return nil, fmt.Errorf("describe group %s after the rollback: %w", tgt.Group, err)
+	}
+	st.Done, st.At = true, t.Clock.Now().UTC()
 	return st, nil
 }
 
-// rebuiltSurge returns the surge record to undo: the recorded one, or — when Surge
-// may have acted without its answer being recorded — one rebuilt from Resolve's view.
-func rebuiltSurge(s State) cloud.SurgeRecord {
+func rollbackTimeout(r Request) time.Duration {
+	if r.RollbackTimeout > 0 {
+		return time.Duration(r.RollbackTimeout)
+	}
+	return DefaultRollbackTimeout
+}
+
+// surgeRecord is the surge to retire or undo: the recorded one, or — when Surge may
+// have acted without its answer being recorded — one rebuilt from Resolve's view;
+// with the execution that made it and the replacements found since.
+func (t *Tasks) surgeRecord(execution string, s State) cloud.SurgeRecord {
+	var rec cloud.SurgeRecord
 	if s.Surge != nil {
-		return s.Surge.Record
+		rec = s.Surge.Record
+	} else {
+		tgt := s.Target
+		rec = cloud.SurgeRecord{
+			Group:         tgt.Group,
+			Instances:     []cloud.SurgedInstance{{ID: tgt.InstanceID, Method: cloud.SurgeStandby}},
+			Snapshot:      slices.Clone(tgt.Instances),
+			DesiredBefore: tgt.Desired,
+			MaxBefore:     tgt.MaxSize,
+			MaxAfter:      tgt.MaxSize,
+			StartedAt:     tgt.ResolvedAt,
+		}
 	}
-	tgt := s.Target
-	return cloud.SurgeRecord{
-		Group:                tgt.Group,
-		Instances:            []cloud.SurgedInstance{{ID: tgt.InstanceID, Method: cloud.SurgeStandby}},
-		Snapshot:             slices.Clone(tgt.Instances),
-		DesiredBefore:        tgt.Desired,
-		MaxBefore:            tgt.MaxSize,
-		MaxAfter:             tgt.MaxSize,
-		SuspendedAZRebalance: !slices.Contains(tgt.Suspended, cloud.ProcessAZRebalance),
+	if rec.ExecutionID == "" {
+		rec.ExecutionID = execution
 	}
+	if s.Replacement != nil && s.Replacement.Done && len(rec.Replacements) == 0 {
+		rec.Replacements = slices.Clone(s.Replacement.Instances)
+	}
+	return rec
+}
+
+// notYet names a cloud "not yet" (an instance between two states) so the state
+// machine retries it as such rather than as a transient error.
+func notYet(err error) error {
+	if errors.Is(err, cloud.ErrNotYet) {
+		return &Error{Name: ErrNotYet, Err: err}
+	}
+	return err
 }

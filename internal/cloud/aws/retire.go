@@ -138,7 +138,7 @@ func (p *Provider) releaseAfterRetire(ctx context.Context, id string, opts cloud
 	if rec.ExecutionID == "" {
 		rec.ExecutionID = opts.ExecutionID
 	}
-	if err := p.release(ctx, g, rec, false); err != nil {
+	if _, err := p.release(ctx, g, rec, false); err != nil {
 		return err
 	}
 	return p.releaseReplacements(ctx, g, rec)

@@ -96,8 +96,12 @@ func (p *Provider) Rollback(ctx context.Context, rec cloud.SurgeRecord) (cloud.R
 	} else if err := p.removeReplacements(ctx, g, rec, ours, tags, id, &res); err != nil {
 		return res, err
 	}
-	if err := p.release(ctx, g, rec, rec.KeepReplacements); err != nil {
+	note, err := p.release(ctx, g, rec, rec.KeepReplacements)
+	if err != nil {
 		return res, err
+	}
+	if note != "" {
+		res.Notes = append(res.Notes, note)
 	}
 	if err := p.releaseReplacements(ctx, g, rec); err != nil {
 		return res, err
@@ -169,36 +173,67 @@ func (p *Provider) removeReplacements(ctx context.Context, g cloud.Group, rec cl
 
 // release restores what surges of ours changed on the group itself, once no instance
 // is left in standby (the last recycle to leave releases): MaxSize, only if it still
-// has the value a surge set (keepMax leaves it raised, for a kept replacement), and
-// AZRebalance. Both follow the group's records, so a person's own suspension or
-// MaxSize is never changed.
-func (p *Provider) release(ctx context.Context, g cloud.Group, rec cloud.SurgeRecord, keepMax bool) error {
+// has the value a surge set, and AZRebalance. Both follow the group's records, so a
+// person's own suspension or MaxSize is never changed. keep (replacements kept)
+// leaves MaxSize raised, and AZRebalance suspended while the zones are unbalanced:
+// resumed, it would terminate an instance (the oldest: the one that just came back
+// into service) without a drain. The returned note says what was left.
+func (p *Provider) release(ctx context.Context, g cloud.Group, rec cloud.SurgeRecord, keep bool) (string, error) {
 	if g.CountLifecycle(cloud.LifecycleStandby)+g.CountLifecycle(cloud.LifecycleEnteringStandby) > 0 {
-		return nil
+		return "", nil
 	}
 	var done []string
+	var note string
 	if before, after, ok := maxRaised(g); ok {
-		if !keepMax && g.MaxSize == after {
+		if !keep && g.MaxSize == after {
 			if _, err := p.asg.UpdateAutoScalingGroup(ctx, &autoscaling.UpdateAutoScalingGroupInput{
 				AutoScalingGroupName: &rec.Group, MaxSize: sdkaws.Int32(before),
 			}); err != nil {
-				return classify(fmt.Sprintf("restore MaxSize of %s to %d", rec.Group, before), err)
+				return "", classify(fmt.Sprintf("restore MaxSize of %s to %d", rec.Group, before), err)
 			}
 		}
 		done = append(done, cloud.TagMaxRaised)
 	}
 	if g.Tags[cloud.TagSuspendedAZRebalance] != "" {
-		if g.Suspended(cloud.ProcessAZRebalance) {
-			if _, err := p.asg.ResumeProcesses(ctx, &autoscaling.ResumeProcessesInput{
-				AutoScalingGroupName: &rec.Group, ScalingProcesses: []string{cloud.ProcessAZRebalance},
-			}); err != nil {
-				return classify("resume AZRebalance on "+rec.Group, err)
+		switch lo, hi := zoneSpread(g); {
+		case keep && hi-lo > 1:
+			note = fmt.Sprintf("AZRebalance stays suspended on %s: its zones hold %d to %d instances, and a rebalance would terminate one without draining it; resume it (aws autoscaling resume-processes --auto-scaling-group-name %s --scaling-processes AZRebalance) once the group is scaled in",
+				rec.Group, lo, hi, rec.Group)
+		default:
+			if g.Suspended(cloud.ProcessAZRebalance) {
+				if _, err := p.asg.ResumeProcesses(ctx, &autoscaling.ResumeProcessesInput{
+					AutoScalingGroupName: &rec.Group, ScalingProcesses: []string{cloud.ProcessAZRebalance},
+				}); err != nil {
+					return "", classify("resume AZRebalance on "+rec.Group, err)
+				}
 			}
+			done = append(done, cloud.TagSuspendedAZRebalance)
 		}
-		done = append(done, cloud.TagSuspendedAZRebalance)
 	}
 	if len(done) == 0 {
-		return nil
+		return note, nil
 	}
-	return p.untagGroup(ctx, rec.Group, done...)
+	return note, p.untagGroup(ctx, rec.Group, done...)
+}
+
+// zoneSpread returns the fewest and the most counted instances (Pending*,
+// InService) in one of the group's zones.
+func zoneSpread(g cloud.Group) (lo, hi int) {
+	per := map[string]int{}
+	for _, az := range g.AZs {
+		per[az] = 0
+	}
+	for _, in := range g.Instances {
+		if in.Lifecycle == cloud.LifecycleInService || pending(in.Lifecycle) {
+			per[in.AZ]++
+		}
+	}
+	lo = -1
+	for _, n := range per {
+		if lo < 0 || n < lo {
+			lo = n
+		}
+		hi = max(hi, n)
+	}
+	return max(lo, 0), hi
 }
