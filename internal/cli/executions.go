@@ -24,8 +24,8 @@ import (
 // instance id finds its latest attempt).
 func newExecutionCmds(stdin io.Reader, stdout, stderr io.Writer) []*cobra.Command {
 	var statusOut, listOut, historyOut string
-	status := execCmd("status [ID|NAME]", "Show one execution, or every running one", usageArgs(cobra.MaximumNArgs(1)), false,
-		func(ctx context.Context, eng executions, _ *stateFlags, args []string) error {
+	status := execCmd("status [ID|NAME]", "Show one execution, or every running one and the orphans (what recycles no execution here runs left changed)", usageArgs(cobra.MaximumNArgs(1)), false,
+		func(ctx context.Context, eng executions, f *stateFlags, args []string) error {
 			if len(args) == 1 {
 				ex, err := findExec(ctx, eng, args[0])
 				if err != nil {
@@ -58,7 +58,16 @@ func newExecutionCmds(stdin io.Reader, stdout, stderr io.Writer) []*cobra.Comman
 			if len(exs) == 0 {
 				fmt.Fprintln(stdout, "no recycle is running")
 			}
-			return printList(ctx, eng, stdout, exs)
+			if err := printList(ctx, eng, stdout, exs); err != nil {
+				return err
+			}
+			return printOrphans(ctx, eng, f, stdout)
+		}, func(ctx context.Context, f *stateFlags, args []string) (bool, error) {
+			if len(args) > 0 || statusOut == "json" {
+				return false, noStateAnswer(stdout, f, args, statusOut)
+			}
+			fmt.Fprintf(stdout, "no recycle recorded in %s\n", f.statePath)
+			return false, printOrphans(ctx, nil, f, stdout)
 		})
 	list := execCmd("list", "List recycles, newest first", usageArgs(cobra.NoArgs), false,
 		func(ctx context.Context, eng executions, _ *stateFlags, _ []string) error {
@@ -107,20 +116,19 @@ func newExecutionCmds(stdin io.Reader, stdout, stderr io.Writer) []*cobra.Comman
 	outputFlag(status, &statusOut)
 	outputFlag(list, &listOut)
 	outputFlag(history, &historyOut)
-	abort := execCmd("abort ID|NAME", "Abort a running recycle and roll back what it did", usageArgs(cobra.ExactArgs(1)), true,
-		func(ctx context.Context, eng executions, _ *stateFlags, args []string) error {
-			ex, err := findExec(ctx, eng, args[0])
-			if err != nil {
-				return err
-			}
-			if ex.Status.Done() {
-				return usageError{fmt.Errorf("execution %s already ended (%s): nothing to abort", ex.ID, ex.Status)}
-			}
-			if rollout.IsRollout(ex) {
-				return abortRollout(ctx, eng.(*engine.Engine), ex.ID, "aborted with 'recycler abort'", "text", stdout, stderr)
-			}
-			return abortRecycle(ctx, eng, ex, "aborted with 'recycler abort'", stderr)
-		})
+	abort := abortCmd(stdout, stderr, func(ctx context.Context, eng executions, _ *stateFlags, args []string) error {
+		ex, err := findExec(ctx, eng, args[0])
+		if err != nil {
+			return err
+		}
+		if ex.Status.Done() {
+			return usageError{fmt.Errorf("execution %s already ended (%s): nothing to abort", ex.ID, ex.Status)}
+		}
+		if rollout.IsRollout(ex) {
+			return abortRollout(ctx, eng.(*engine.Engine), ex.ID, "aborted with 'recycler abort'", "text", stdout, stderr)
+		}
+		return abortRecycle(ctx, eng, ex, "aborted with 'recycler abort'", stderr)
+	})
 	resume := execCmd("resume [ROLLOUT-ID]", "Continue every unfinished recycle no other process drives, in the foreground until it ends; with a paused rollout's ID, resume it", usageArgs(cobra.MaximumNArgs(1)), true,
 		func(ctx context.Context, execs executions, _ *stateFlags, args []string) error {
 			eng, ok := execs.(*engine.Engine)
@@ -240,7 +248,11 @@ func abortRecycle(ctx context.Context, eng executions, ex engine.Execution, caus
 // execCmd builds one execution command. Commands that only look (run=false) open the
 // engine passively: they never drive an execution nor change the file as a side
 // effect. Commands that act (run=true) drive only what they adopt or start.
-func execCmd(use, short string, args cobra.PositionalArgs, run bool, fn func(context.Context, executions, *stateFlags, []string) error) *cobra.Command {
+//
+// noState, if given, answers for a state file that does not exist: proceed=true
+// goes on and creates it (abort --node), false ends the command with err.
+func execCmd(use, short string, args cobra.PositionalArgs, run bool, fn func(context.Context, executions, *stateFlags, []string) error,
+	noState ...func(context.Context, *stateFlags, []string) (proceed bool, err error)) *cobra.Command {
 	f := &stateFlags{}
 	cmd := &cobra.Command{
 		Use:   use,
@@ -260,14 +272,16 @@ func execCmd(use, short string, args cobra.PositionalArgs, run bool, fn func(con
 			}
 			// A state file that does not exist holds nothing: say so, and create nothing.
 			if _, err := os.Stat(f.statePath); errors.Is(err, os.ErrNotExist) {
-				if len(a) > 0 {
-					return usageError{fmt.Errorf("no execution %q: no recycle has been recorded in %s yet (see --state and 'recycler list')", a[0], f.statePath)}
+				if len(noState) == 0 {
+					out := ""
+					if o := cmd.Flags().Lookup("output"); o != nil {
+						out = o.Value.String()
+					}
+					return noStateAnswer(cmd.OutOrStdout(), f, a, out)
 				}
-				if o := cmd.Flags().Lookup("output"); o != nil && o.Value.String() == "json" {
-					return printJSON(cmd.OutOrStdout(), []execView{})
+				if proceed, err := noState[0](ctx, f, a); !proceed {
+					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "no recycle recorded in %s\n", f.statePath)
-				return nil
 			}
 			var tasks func() *recycle.Tasks
 			if run {
@@ -287,6 +301,18 @@ func execCmd(use, short string, args cobra.PositionalArgs, run bool, fn func(con
 	}
 	f.register(cmd.Flags())
 	return cmd
+}
+
+// noStateAnswer is what a command says about a state file that does not exist.
+func noStateAnswer(w io.Writer, f *stateFlags, args []string, output string) error {
+	if len(args) > 0 {
+		return usageError{fmt.Errorf("no execution %q: no recycle has been recorded in %s yet (see --state and 'recycler list')", args[0], f.statePath)}
+	}
+	if output == "json" {
+		return printJSON(w, []execView{})
+	}
+	fmt.Fprintf(w, "no recycle recorded in %s\n", f.statePath)
+	return nil
 }
 
 // outputFlag adds -o text|json to a command that reads executions, validated before

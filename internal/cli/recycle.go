@@ -46,6 +46,7 @@ type requestFlags struct {
 	retire             string
 	noSurge            bool
 	allowRaiseMax      bool
+	keepReplacement    bool
 	readyLabels        map[string]string
 	checkSeconds       int
 }
@@ -64,6 +65,7 @@ func (f *requestFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.retire, "retire", string(recycle.RetireTerminate), "what to do with the old instance: terminate, or stop (kept and tagged for forensics)")
 	fs.BoolVar(&f.noSurge, "no-surge", false, "for a group without headroom: drain first, then let the group replace the node")
 	fs.BoolVar(&f.allowRaiseMax, "allow-raise-max", false, "raise the group's MaxSize by one during the recycle when it has no headroom (restored afterwards)")
+	fs.BoolVar(&f.keepReplacement, "keep-replacement", false, "on rollback, keep a replacement that was already Ready (the group stays one larger) instead of draining and terminating it")
 	fs.StringToStringVar(&f.readyLabels, "ready-label", nil, "labels the replacement node must carry before it counts as ready (key=value, repeatable)")
 	fs.IntVar(&f.checkSeconds, "check-seconds", recycle.DefaultCheckSeconds, "the longest one check may block on a watch before the state machine loops (checks return as soon as their condition holds; longer means fewer history events)")
 }

@@ -651,9 +651,13 @@ func detach(t *testing.T, f fixture, instance, node string) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	st := f.env.AWS.Status()
-	if !slices.ContainsFunc(st.Standalone, func(i sim.InstanceStatus) bool { return i.ID == instance && i.State == "running" }) {
-		t.Fatalf("instance %s is not a running standalone instance after detach: %+v", instance, st.Standalone)
+	// AWS holds it in Detaching while it leaves the group's load balancers.
+	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+		st := f.env.AWS.Status()
+		return slices.ContainsFunc(st.Standalone, func(i sim.InstanceStatus) bool { return i.ID == instance && i.State == "running" }), nil
+	})
+	if err != nil {
+		t.Fatalf("instance %s is not a running standalone instance after detach: %v", instance, err)
 	}
 	if _, err := f.env.Kube.Client.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{}); err != nil {
 		t.Fatalf("node %s of the detached instance: %v", node, err)

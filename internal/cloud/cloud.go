@@ -37,6 +37,11 @@ type Describer interface {
 	// Group describes a group with its launch template versions resolved to numbers
 	// and its lifecycle hooks. ErrNotFound if there is no such group.
 	Group(ctx context.Context, name string) (Group, error)
+	// Recorded describes the instances that carry Recycler's records (a
+	// TagExecution tag), whatever group they are in: what recycles changed, found
+	// from the cloud alone (e.g. an instance left in Standby by a recycle whose state
+	// file is lost).
+	Recorded(ctx context.Context) ([]Instance, error)
 }
 
 // Surger adds capacity before an instance is taken away, and undoes it.
@@ -392,6 +397,10 @@ type SurgeRecord struct {
 	// higher per instance (and a raised MaxSize raised), because terminating a
 	// replacement would kill its pods without eviction.
 	KeepReplacements bool `json:"keepReplacements,omitempty"`
+	// HoldReplacements makes Rollback stop once the surged instances are back in
+	// service, leaving the replacements and the group's records as they are: the
+	// caller drains the replacements, then calls Rollback again without it.
+	HoldReplacements bool `json:"holdReplacements,omitempty"`
 	// Replacements are the replacement ids once FindReplacement found them (the
 	// caller fills them in, so later checks and the rollback need no search).
 	Replacements []string `json:"replacements,omitempty"`

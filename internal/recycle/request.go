@@ -59,6 +59,9 @@ type Request struct {
 	Retire             RetireMode `json:"retire"`
 	NoSurge            bool       `json:"noSurge"`
 	AllowRaiseMax      bool       `json:"allowRaiseMax,omitempty"`
+	// KeepReplacement makes a rollback keep a replacement that was already Ready
+	// (the group stays one larger) instead of draining and terminating it.
+	KeepReplacement bool `json:"keepReplacement,omitempty"`
 	// ReadyLabels must be on the replacement Node before it counts as ready.
 	ReadyLabels map[string]string `json:"readyLabels,omitempty"`
 

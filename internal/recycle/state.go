@@ -130,11 +130,16 @@ type RetireStatus struct {
 // RollbackStatus is Rollback's result. The state machine calls Rollback again
 // (after a pause) until Done; Deadline bounds that loop.
 type RollbackStatus struct {
-	Done        bool      `json:"done"`
-	Reason      string    `json:"reason,omitempty"` // what a rollback not done waits for
-	Deadline    time.Time `json:"deadline"`
-	Unfenced    bool      `json:"unfenced"`
-	SurgeUndone bool      `json:"surgeUndone"`
+	Done     bool      `json:"done"`
+	Reason   string    `json:"reason,omitempty"` // what a rollback not done waits for
+	Deadline time.Time `json:"deadline"`
+	Unfenced bool      `json:"unfenced"`
+	// Drain is the drain of the replacement before it is terminated (the same drain
+	// as the recycle's, PDBs honoured), carried from one pass to the next.
+	Drain *DrainStatus `json:"drain,omitempty"`
+	// DrainNode is the replacement's Node being drained.
+	DrainNode   string `json:"drainNode,omitempty"`
+	SurgeUndone bool   `json:"surgeUndone"`
 	// LifecycleComplete: the hook that started it was answered CONTINUE.
 	LifecycleComplete bool `json:"lifecycleComplete,omitempty"`
 	// Before and After are the group's desired and InService counts at Resolve and

@@ -31,6 +31,7 @@ type Cluster interface {
 	Fence(ctx context.Context, node, executionID string) (kube.FenceRecord, error)
 	Unfence(ctx context.Context, node, executionID string) error
 	NoteFence(ctx context.Context, node, executionID string, update func(*kube.RecycleInfo)) error
+	FencedNodes(ctx context.Context) ([]kube.FencedNode, error)
 	PodsOnNode(ctx context.Context, node string, sel kube.PodSelector) (kube.PodSet, error)
 	WaitPodsChange(ctx context.Context, node string, sel kube.PodSelector, prev kube.PodSet) (kube.PodSet, bool, error)
 	Evict(ctx context.Context, pod kube.Pod, attempt int) error
@@ -533,26 +534,26 @@ func (t *Tasks) rollback(ctx context.Context, execution string, s State) (*Rollb
 	// launched meanwhile is not ours to remove.
 	if s.Surge != nil || !s.Request.NoSurge {
 		rec := t.surgeRecord(execution, s)
-		// Once the replacement was Ready the drain may have moved pods onto it:
-		// terminating it now would kill them without eviction. Keep it; the group stays
-		// one larger, which a person (or the cluster autoscaler, gracefully) can undo.
-		rec.KeepReplacements = s.Replacement != nil && s.Replacement.Done
-		res, err := t.Cloud.Rollback(ctx, rec)
-		if err != nil {
-			return nil, fmt.Errorf("roll back surge of %s: %w", tgt.Group, err)
+		// First the old instance back in service; the replacement stays meanwhile.
+		rec.HoldReplacements = true
+		if ok, err := t.cloudRollback(ctx, s, st, rec); !ok || err != nil {
+			return st, err
 		}
-		if !res.Done {
-			if !now.Before(st.Deadline) {
-				return nil, newError(ErrRollbackTimeout, "rollback of %s still waits at its deadline (%s after it began): %s; a person must finish it",
-					tgt.Node, rollbackTimeout(s.Request), res.Waiting)
+		// Then the replacement goes, as ASG Instance Refresh's rollback does: drained
+		// (PDBs honoured, the same drain as the recycle's) and terminated with
+		// decrement, so the group's size and members are as at the start. Kept with
+		// --keep-replacement, or when pods the recycle waits for (selected) run there.
+		keep := s.Request.KeepReplacement
+		if !keep {
+			var done bool
+			var err error
+			if keep, done, err = t.drainReplacement(ctx, execution, s, st); err != nil || !done {
+				return st, err
 			}
-			st.Reason = res.Waiting
-			return st, nil
 		}
-		st.Notes = append(st.Notes, res.Notes...)
-		if len(res.Kept) > 0 {
-			st.Notes = append(st.Notes, fmt.Sprintf("kept the replacement %v because pods may already run on it: group %s is now one instance larger; scale it in when convenient",
-				res.Kept, tgt.Group))
+		rec.HoldReplacements, rec.KeepReplacements = false, keep
+		if ok, err := t.cloudRollback(ctx, s, st, rec); !ok || err != nil {
+			return st, err
 		}
 	}
 	if s.Replacement != nil {
@@ -579,6 +580,109 @@ func (t *Tasks) rollback(ctx context.Context, execution string, s State) (*Rollb
 	}
 	st.Done, st.At = true, t.Clock.Now().UTC()
 	return st, nil
+}
+
+// cloudRollback runs one cloud Rollback pass; false while AWS is not done yet (st
+// says why), an error past the rollback's deadline.
+func (t *Tasks) cloudRollback(ctx context.Context, s State, st *RollbackStatus, rec cloud.SurgeRecord) (bool, error) {
+	res, err := t.Cloud.Rollback(ctx, rec)
+	if err != nil {
+		return false, fmt.Errorf("roll back surge of %s: %w", rec.Group, err)
+	}
+	if !res.Done {
+		return false, t.notDone(s, st, res.Waiting)
+	}
+	st.Notes = append(st.Notes, res.Notes...)
+	if len(res.Kept) > 0 {
+		st.Notes = append(st.Notes, fmt.Sprintf("kept the replacement %v: group %s is one instance larger; scale it in when convenient", res.Kept, rec.Group))
+	}
+	return true, nil
+}
+
+// notDone records what the rollback waits for, or fails it past its deadline.
+func (t *Tasks) notDone(s State, st *RollbackStatus, why string) error {
+	if !t.Clock.Now().Before(st.Deadline) {
+		return newError(ErrRollbackTimeout, "rollback of %s still waits at its deadline (%s after it began): %s; a person must finish it",
+			s.Target.Node, rollbackTimeout(s.Request), why)
+	}
+	st.Reason = why
+	return nil
+}
+
+// drainReplacement drains the replacement's Node before the rollback terminates
+// it: fenced (so nothing lands there again), then the recycle's own drain with
+// every pod evictable. It keeps the replacement instead (keep) when a selected
+// pod runs there: the recycle waits for those, it never evicts them early. done is
+// false while pods remain.
+func (t *Tasks) drainReplacement(ctx context.Context, execution string, s State, st *RollbackStatus) (keep, done bool, err error) {
+	node := ""
+	if prev := s.Rollback; prev != nil {
+		st.Drain, node = prev.Drain, prev.DrainNode
+	}
+	if node == "" {
+		if node, err = t.replacementNode(ctx, execution, s); err != nil || node == "" {
+			return false, err == nil, err
+		}
+	}
+	st.DrainNode = node
+	req := s.Request
+	sel, err := kube.NewPodSelector(req.Selector, req.Namespaces)
+	if err != nil {
+		return false, false, newError(ErrBadInput, "%v", err)
+	}
+	if st.Drain == nil {
+		set, err := t.Cluster.PodsOnNode(ctx, node, sel)
+		if errors.Is(err, kube.ErrNodeNotFound) {
+			return false, true, nil
+		}
+		if err != nil {
+			return false, false, fmt.Errorf("list pods on replacement %s: %w", node, err)
+		}
+		if len(set.Selected) > 0 {
+			st.Notes = append(st.Notes, fmt.Sprintf("kept the replacement %s: pods the recycle waits for run there (%v), and they are never evicted early",
+				node, podNames(set.Selected)))
+			return true, true, nil
+		}
+		if _, err := t.Cluster.Fence(ctx, node, execution); err != nil && !errors.Is(err, kube.ErrNodeNotFound) {
+			return false, false, fmt.Errorf("fence replacement %s: %w", node, err)
+		}
+	}
+	req.EvictOthers = true
+	req.MaxWait = Duration(st.Deadline.Sub(t.Clock.Now()))
+	d, err := t.drain(ctx, execution, State{Request: req, Target: &Target{Node: node}, Drain: st.Drain})
+	if errors.Is(err, kube.ErrNodeNotFound) {
+		return false, true, nil
+	}
+	if err != nil {
+		return false, false, fmt.Errorf("drain replacement %s: %w", node, err)
+	}
+	st.Drain = d
+	if !d.Done {
+		return false, false, t.notDone(s, st, fmt.Sprintf("draining the replacement %s: %d pod(s) left", node, d.Remaining))
+	}
+	return false, true, nil
+}
+
+// replacementNode is the Node of the surge's replacement ("" when it has none yet).
+func (t *Tasks) replacementNode(ctx context.Context, execution string, s State) (string, error) {
+	if s.Replacement != nil && len(s.Replacement.Nodes) > 0 {
+		return s.Replacement.Nodes[0], nil
+	}
+	rep, err := t.Cloud.FindReplacement(ctx, t.surgeRecord(execution, s))
+	if err != nil && !errors.Is(err, cloud.ErrLaunchFailed) {
+		return "", fmt.Errorf("find the replacement in %s: %w", s.Target.Group, err)
+	}
+	for _, id := range append(rep.InService, rep.Pending...) {
+		n, err := t.Cluster.ResolveNode(ctx, id)
+		if errors.Is(err, kube.ErrNodeNotFound) {
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("node of replacement %s: %w", id, err)
+		}
+		return n.Name, nil
+	}
+	return "", nil
 }
 
 func rollbackTimeout(r Request) time.Duration {

@@ -117,44 +117,7 @@ func TestCrashResumeEndsLikeUninterrupted(t *testing.T) {
 		t.Skip("RECYCLER_SKIP_CONTROLPLANE=1")
 	}
 	began := time.Now()
-	ctx := context.Background()
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "recycler")
-	built := make(chan error, 1)
-	go func() {
-		out, err := exec.Command("go", "build", "-o", bin, "github.com/recycler/recycler/cmd/recycler").CombinedOutput()
-		if err != nil {
-			err = fmt.Errorf("go build: %w\n%s", err, out)
-		}
-		built <- err
-	}()
-	env, err := sim.Up(ctx, sim.UpOptions{Nodes: 3, BootDelay: 2 * time.Second})
-	if err != nil {
-		<-built
-		t.Fatalf("sim up: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := env.Down(context.Background()); err != nil {
-			t.Errorf("sim down: %v", err)
-		}
-	})
-	if err := <-built; err != nil {
-		t.Fatal(err)
-	}
-	h, err := scenario.New(ctx, env)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := env.Kube.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: crashNamespace}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	sel, err := labels.Parse(crashSelectedLabel + "=true")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &crashRig{env: env, h: h, bin: bin, dir: dir, rng: rand.New(rand.NewPCG(crashSeed, crashSeed)),
-		windows: map[string][2]time.Duration{}, selected: sel}
-	r.vars = r.subprocessEnv(t)
+	r := startCrashRig(t)
 
 	ref := r.run(t, 0, nil)
 	if t.Failed() {
@@ -178,13 +141,17 @@ func TestCrashResumeEndsLikeUninterrupted(t *testing.T) {
 	// be killed in).
 	onCalls := []crashKill{
 		{what: "recycle", onCall: "PatchNode"},
+		{what: "recycle", onCall: "CreateOrUpdateTags"}, // the group's record before AZRebalance is suspended
 		{what: "recycle", onCall: "SuspendProcesses"},
+		{what: "recycle", onCall: "CreateTags"}, // the old instance's record before EnterStandby
 		{what: "recycle", onCall: "EnterStandby"},
 		{what: "recycle", onCall: "UpdateAutoScalingGroup", raiseMax: true},
+		{what: "recycle", onCall: "SetInstanceProtection"}, // the replacement claimed
 		{what: "recycle", onCall: "Evict"},
 		{what: "recycle", onCall: "DetachInstances"},
 		{what: "recycle", onCall: "TerminateInstances"},
 		{what: "recycle", onCall: "ResumeProcesses"},
+		{what: "recycle", onCall: "DeleteTags"}, // the records removed once released
 		// (No kill at Retire's Node deletion: terminating the instance already removed
 		// the Node, as the cloud controller does, so Retire finds nothing to delete.)
 	}
@@ -276,6 +243,51 @@ func TestCrashResumeEndsLikeUninterrupted(t *testing.T) {
 			}
 		}
 	}
+}
+
+// startCrashRig builds the recycler binary and starts the simulated environment
+// (3 nodes) with latency proxies the subprocesses reach it through.
+func startCrashRig(t *testing.T) *crashRig {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "recycler")
+	built := make(chan error, 1)
+	go func() {
+		out, err := exec.Command("go", "build", "-o", bin, "github.com/recycler/recycler/cmd/recycler").CombinedOutput()
+		if err != nil {
+			err = fmt.Errorf("go build: %w\n%s", err, out)
+		}
+		built <- err
+	}()
+	env, err := sim.Up(ctx, sim.UpOptions{Nodes: 3, BootDelay: 2 * time.Second})
+	if err != nil {
+		<-built
+		t.Fatalf("sim up: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := env.Down(context.Background()); err != nil {
+			t.Errorf("sim down: %v", err)
+		}
+	})
+	if err := <-built; err != nil {
+		t.Fatal(err)
+	}
+	h, err := scenario.New(ctx, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.Kube.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: crashNamespace}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sel, err := labels.Parse(crashSelectedLabel + "=true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &crashRig{env: env, h: h, bin: bin, dir: dir, rng: rand.New(rand.NewPCG(crashSeed, crashSeed)),
+		windows: map[string][2]time.Duration{}, selected: sel}
+	r.vars = r.subprocessEnv(t)
+	return r
 }
 
 // aim picks the next kill: a step among those not hit yet when there is one (else any), and

@@ -3,6 +3,7 @@ package scenario_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -274,8 +275,16 @@ func TestReplacementNeverReadyRollsBack(t *testing.T) {
 }
 
 func TestAbortRollsBackAtEveryWaitingStep(t *testing.T) {
-	for _, step := range []string{"CheckReplacement", "Drain"} {
-		t.Run(step, func(t *testing.T) {
+	for _, tc := range []struct {
+		step string
+		keep bool // --keep-replacement
+	}{{"CheckReplacement", false}, {"Drain", false}, {"Drain", true}} {
+		step := tc.step
+		name := step
+		if tc.keep {
+			name += "/keep-replacement"
+		}
+		t.Run(name, func(t *testing.T) {
 			w := newWorld(t, 2*time.Second, 10*time.Minute)
 			ctx := context.Background()
 			if step == "CheckReplacement" {
@@ -308,7 +317,9 @@ func TestAbortRollsBackAtEveryWaitingStep(t *testing.T) {
 					t.Errorf("abort: %v", err)
 				}
 			}()
-			out, err := w.h.Recycle(ctx, w.eng, w.request(node, time.Hour), "abort-"+step, onEvent)
+			req := w.request(node, time.Hour)
+			req.KeepReplacement = tc.keep
+			out, err := w.h.Recycle(ctx, w.eng, req, "abort-"+step, onEvent)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -320,15 +331,34 @@ func TestAbortRollsBackAtEveryWaitingStep(t *testing.T) {
 				t.Fatalf("rollback execution: %v %s %s %s", err, rb.Status, rb.Error, rb.Cause)
 			}
 			assertUnfenced(t, w, node)
-			// The old instance serves again. A replacement that was already Ready (the
-			// drain may have moved pods onto it) is kept: the group is one larger.
+			// The old instance serves again, and the group is as it was: a replacement
+			// that was already Ready (the drain may have moved pods onto it) is drained
+			// back and terminated with decrement — unless --keep-replacement keeps it.
 			wantDesired := before.Desired
-			if step == "Drain" {
+			if tc.keep {
 				wantDesired++
 			}
 			tgt := recycle.StateFromHistory(out.History).Target
 			if tgt == nil {
 				t.Fatal("no target recorded before the abort")
+			}
+			rbHist, err := w.eng.History(ctx, rb.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st := recycle.StateFromHistory(rbHist).Rollback; st == nil || st.Before == nil || st.After == nil ||
+				!slices.ContainsFunc(st.Notes, func(n string) bool {
+					return strings.Contains(n, fmt.Sprintf("desired %d → %d", before.Desired, wantDesired))
+				}) {
+				t.Errorf("rollback result %+v: want the group's counts before and after in its notes", st)
+			}
+			if !tc.keep {
+				var ids []string
+				for _, in := range before.Instances {
+					ids = append(ids, in.ID)
+				}
+				slices.Sort(ids)
+				w.settledGroup(t, ids)
 			}
 			deadline := time.Now().Add(30 * time.Second)
 			for {
@@ -381,15 +411,19 @@ func TestOnTimeout(t *testing.T) {
 					t.Errorf("error %s, want %s", out.Execution.Error, recycle.ErrDrainTimeout)
 				}
 				assertUnfenced(t, w, node)
-				// The pods evicted before the timeout run on the replacement: it is kept,
-				// with its pods, and the old node serves again beside it.
-				after := w.group(t)
-				if after.Desired != before.Desired+1 || after.CountLifecycle(cloud.LifecycleInService) != int(before.Desired)+1 {
-					t.Errorf("group after a rollback that kept the replacement: desired %d, %d InService; want %d",
-						after.Desired, after.CountLifecycle(cloud.LifecycleInService), before.Desired+1)
+				// The pods evicted before the timeout ran on the replacement: they are
+				// drained back (PDBs honoured) and the replacement terminated, so the
+				// group is as it was.
+				var ids []string
+				for _, in := range before.Instances {
+					ids = append(ids, in.ID)
 				}
-				if st.Rollback == nil || len(st.Rollback.Notes) == 0 {
-					t.Errorf("rollback does not tell the user the group grew: %+v", st.Rollback)
+				slices.Sort(ids)
+				if after := w.settledGroup(t, ids); after.Desired != before.Desired {
+					t.Errorf("desired %d after the rollback, want %d", after.Desired, before.Desired)
+				}
+				if st.Rollback == nil || st.Rollback.Drain == nil || !st.Rollback.Drain.Done || len(st.Rollback.Drain.Evicted) == 0 {
+					t.Errorf("rollback %+v: want the replacement drained (pods evicted back)", st.Rollback)
 				}
 			case recycle.OnTimeoutEvict:
 				if st.Drain == nil || !st.Drain.TimedOut || st.Drain.ForcedPods != 0 {

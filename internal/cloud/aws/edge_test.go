@@ -216,12 +216,15 @@ func TestFailedSurgeUndoesItsSetup(t *testing.T) {
 		"SuspendProcesses":          {okReply("SuspendProcesses")},
 		"ResumeProcesses":           {okReply("ResumeProcesses")},
 		"EnterStandby":              {{400, asgError("ValidationError", "The instance i-0123456789abcdef0 is not in InService.")}},
+		"CreateOrUpdateTags":        {okReply("CreateOrUpdateTags")},
+		"DeleteTags":                {okReply("DeleteTags")},
+		"CreateTags":                {{200, `<CreateTagsResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>r</requestId><return>true</return></CreateTagsResponse>`}},
 	})
-	_, err := p.Surge(context.Background(), "g", []string{"i-0123456789abcdef0"}, cloud.SurgeOptions{AllowRaiseMax: true})
+	_, err := p.Surge(context.Background(), "g", []string{"i-0123456789abcdef0"}, cloud.SurgeOptions{ExecutionID: "exec-1", AllowRaiseMax: true})
 	if !errors.Is(err, cloud.ErrValidation) {
 		t.Fatalf("surge with a refused EnterStandby: %v, want ErrValidation", err)
 	}
-	if c.seen["UpdateAutoScalingGroup"] != 2 || c.seen["SuspendProcesses"] != 1 || c.seen["ResumeProcesses"] != 1 {
-		t.Errorf("calls %v: want MaxSize raised and restored (2 updates), AZRebalance suspended and resumed", c.seen)
+	if c.seen["UpdateAutoScalingGroup"] != 2 || c.seen["SuspendProcesses"] != 1 || c.seen["ResumeProcesses"] != 1 || c.seen["DeleteTags"] != 1 {
+		t.Errorf("calls %v: want MaxSize raised and restored (2 updates), AZRebalance suspended and resumed, the group's records removed", c.seen)
 	}
 }

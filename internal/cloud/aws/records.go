@@ -77,14 +77,19 @@ func (p *Provider) instanceTags(ctx context.Context, ids []string) (map[string]m
 	return out, nil
 }
 
-// taggedInstances finds the instances whose tag key has one of values, with their
-// tags (one DescribeInstances with a tag filter, paged).
+// taggedInstances finds the instances whose tag key has one of values (any value
+// when values is nil), with their tags (one DescribeInstances with a tag filter,
+// paged). Terminated instances are left out.
 func (p *Provider) taggedInstances(ctx context.Context, key string, values []string) (map[string]map[string]string, error) {
 	out := map[string]map[string]string{}
-	if len(values) == 0 {
+	filter := ec2types.Filter{Name: sdkaws.String("tag:" + key), Values: values}
+	switch {
+	case values == nil:
+		filter = ec2types.Filter{Name: sdkaws.String("tag-key"), Values: []string{key}}
+	case len(values) == 0:
 		return out, nil
 	}
-	in := &ec2.DescribeInstancesInput{Filters: []ec2types.Filter{{Name: sdkaws.String("tag:" + key), Values: values}}}
+	in := &ec2.DescribeInstancesInput{Filters: []ec2types.Filter{filter}}
 	for {
 		res, err := p.ec2.DescribeInstances(ctx, in)
 		if err != nil {
@@ -185,4 +190,13 @@ func (p *Provider) movedAnyway(ctx context.Context, callErr error, group string,
 		}
 	}
 	return true
+}
+
+// Recorded implements cloud.Describer.
+func (p *Provider) Recorded(ctx context.Context) ([]cloud.Instance, error) {
+	tagged, err := p.taggedInstances(ctx, cloud.TagExecution, nil)
+	if err != nil {
+		return nil, err
+	}
+	return p.Instances(ctx, slices.Sorted(maps.Keys(tagged))...)
 }

@@ -235,7 +235,8 @@ func (p *Provider) ClaimReplacement(ctx context.Context, rec cloud.SurgeRecord, 
 
 // releaseReplacements restores the scale-in protection of the replacements this
 // execution claimed for rec's instances and removes the claim records.
-func (p *Provider) releaseReplacements(ctx context.Context, g cloud.Group, rec cloud.SurgeRecord) error {
+// Instances in gone (terminated by this very call) are only untagged.
+func (p *Provider) releaseReplacements(ctx context.Context, g cloud.Group, rec cloud.SurgeRecord, gone ...string) error {
 	claimed, err := p.taggedInstances(ctx, cloud.TagReplacementFor, rec.IDs())
 	if err != nil {
 		return err
@@ -247,7 +248,7 @@ func (p *Provider) releaseReplacements(ctx context.Context, g cloud.Group, rec c
 			continue
 		}
 		ids = append(ids, id)
-		if gi, ok := g.Instance(id); ok && gi.ProtectedFromScaleIn && tags[cloud.TagProtectedBefore] == "false" && !strings.HasPrefix(gi.Lifecycle, cloud.LifecycleTerminating) {
+		if gi, ok := g.Instance(id); ok && !slices.Contains(gone, id) && gi.ProtectedFromScaleIn && tags[cloud.TagProtectedBefore] == "false" && !strings.HasPrefix(gi.Lifecycle, cloud.LifecycleTerminating) {
 			unprotect = append(unprotect, id)
 		}
 	}

@@ -79,6 +79,10 @@ func (p *Provider) Rollback(ctx context.Context, rec cloud.SurgeRecord) (cloud.R
 			res.ExitedStandby = append(res.ExitedStandby, in.ID)
 		}
 	}
+	if rec.HoldReplacements {
+		res.Done = true // the caller drains the replacements first
+		return res, nil
+	}
 
 	id, err := p.identify(ctx, g, rec)
 	if err != nil {
@@ -103,7 +107,7 @@ func (p *Provider) Rollback(ctx context.Context, rec cloud.SurgeRecord) (cloud.R
 	if note != "" {
 		res.Notes = append(res.Notes, note)
 	}
-	if err := p.releaseReplacements(ctx, g, rec); err != nil {
+	if err := p.releaseReplacements(ctx, g, rec, res.Terminated...); err != nil {
 		return res, err
 	}
 	var ids []string

@@ -6,6 +6,7 @@ package cloudtest
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -338,6 +339,16 @@ func testRollback(newProvider NewFunc, waitForReplacement bool) func(t *testing.
 		}
 		if after.Suspended(cloud.ProcessAZRebalance) {
 			t.Errorf("AZRebalance still suspended after rollback")
+		}
+		// Nothing of the recycle is left recorded on the group's instances.
+		rs, err := p.Recorded(ctxFor(t))
+		if err != nil {
+			t.Fatalf("recorded: %v", err)
+		}
+		for _, in := range rs {
+			if in.Group == name {
+				t.Errorf("after rollback %s still carries records: %v", in.ID, in.Tags)
+			}
 		}
 	}
 }
@@ -921,6 +932,24 @@ func testClaim(newProvider NewFunc) func(t *testing.T) {
 		if err != nil || in.Tags[cloud.TagReplacementFor] != old || in.Tags[cloud.TagExecution] != Execution || in.Tags[cloud.TagProtectedBefore] != "false" {
 			t.Errorf("claimed replacement tags %v, %v; want %s=%s, %s=%s, %s=false", in.Tags, err,
 				cloud.TagReplacementFor, old, cloud.TagExecution, Execution, cloud.TagProtectedBefore)
+		}
+		// The cloud alone tells what the recycle changed: the old instance in standby,
+		// the replacement it claimed, both naming the execution.
+		found := map[string]cloud.Instance{}
+		rs, err := p.Recorded(ctxFor(t))
+		if err != nil {
+			t.Fatalf("recorded: %v", err)
+		}
+		for _, in := range rs {
+			if in.Group == name {
+				found[in.ID] = in
+			}
+		}
+		if in := found[old]; in.Tags[cloud.TagExecution] != Execution || in.Tags[cloud.TagStandbyAt] == "" || in.Lifecycle != cloud.LifecycleStandby {
+			t.Errorf("recorded %s: %+v; want in Standby with %s=%s and %s", old, in, cloud.TagExecution, Execution, cloud.TagStandbyAt)
+		}
+		if _, ok := found[repl]; !ok || len(found) != 2 {
+			t.Errorf("recorded instances %v: want exactly the old %s and the replacement %s", slices.Sorted(maps.Keys(found)), old, repl)
 		}
 		rec.Replacements = r.InService
 		if _, err := RetireUntilDone(t, p, h, old, cloud.RetireOptions{Surge: &rec}); err != nil {

@@ -63,12 +63,13 @@ locals {
       Condition = local.instance_condition
     },
     {
-      Sid      = "TagRetiredInstancesWithOurKeysOnly"
+      # Recycler records each change on the instance before making it (recycler/*).
+      Sid      = "RecordOnInstancesWithOurKeysOnly"
       Effect   = "Allow"
       Action   = local.actions.ec2_tag
       Resource = local.instance_arns
       Condition = merge(local.instance_condition, {
-        "ForAllValues:StringEquals" = { "aws:TagKeys" = ["recycler/retired-at", "recycler/execution"] }
+        "ForAllValues:StringLike" = { "aws:TagKeys" = ["recycler/*"] }
       })
     },
     {
