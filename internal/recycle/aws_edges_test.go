@@ -119,8 +119,8 @@ func (w *edgeWorld) scaleUp(t *testing.T, group string) {
 }
 
 // step runs one task as the state machine would and stores its result in st: a
-// "not yet" (Recycler.NotYet) or a transient error is asked again after a pause, and
-// a check answering "not done" (done=false) is looped until done.
+// transient error is asked again after a pause, and a task answering "not done"
+// (done=false: a check, AWS between two states) is looped until done.
 func (w *edgeWorld) step(t *testing.T, execution, task string, st *recycle.State) error {
 	t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
@@ -132,7 +132,7 @@ func (w *edgeWorld) step(t *testing.T, execution, task string, st *recycle.State
 		out, err := w.tasks.Invoke(context.Background(), raw)
 		switch name := recycle.ErrorNameOf(err); {
 		case err == nil:
-		case (name == recycle.ErrNotYet || name == recycle.ErrTransient) && time.Now().Before(deadline):
+		case name == recycle.ErrTransient && time.Now().Before(deadline):
 			time.Sleep(300 * time.Millisecond)
 			continue
 		default:

@@ -131,7 +131,7 @@ func TestStateMachinePaths(t *testing.T) {
 			script{"Fence": {errors.New("boom")}, "Rollback": {notYet, newError(ErrRollbackTimeout, "still EnteringStandby")}},
 			ErrRollbackFailed, "Resolve Fence Rollback Rollback"},
 		{"not yet at Retire is waited out, not rolled back",
-			script{"CheckReplacement": {done}, "Drain": {done}, "CheckWorkloads": {done}, "Retire": {newError(ErrNotYet, "Detaching"), newError(ErrNotYet, "Detaching"), map[string]any{}}},
+			script{"CheckReplacement": {done}, "Drain": {done}, "CheckWorkloads": {done}, "Retire": {notYet, notYet, done}},
 			"", "Resolve Fence Surge CheckReplacement Drain CheckWorkloads Retire Retire Retire"},
 		{"an unnamed failure after fencing rolls back",
 			script{"Fence": {errors.New("boom")}},

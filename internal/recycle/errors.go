@@ -27,10 +27,9 @@ const (
 	ErrAborted = "Recycler.Aborted"
 	// ErrRollbackFailed: rollback could not finish; a person must look.
 	ErrRollbackFailed = "Recycler.RollbackFailed"
-	// ErrNotYet: AWS holds an instance between two states (EnteringStandby,
-	// Pending, Detaching) that the step has to wait out — retried by the state
-	// machine, never a failure.
-	ErrNotYet = "Recycler.NotYet"
+	// ErrRetireTimeout: AWS still holds the old instance between two states
+	// (EnteringStandby, Detaching) at Retire's deadline.
+	ErrRetireTimeout = "Recycler.RetireTimeout"
 	// ErrRollbackTimeout: the rollback still waits at its deadline; a person must look.
 	ErrRollbackTimeout = "Recycler.RollbackTimeout"
 )

@@ -25,6 +25,10 @@ func StepOf(state string) string {
 		return "Drain"
 	case "CheckWorkloads", "CheckWorkloadsDone?", "WaitForWorkloads":
 		return "WaitWorkloads"
+	case "Retire", "RetireDone?", "WaitForRetire":
+		return "Retire"
+	case "Rollback", "RollbackDone?", "WaitForRollback":
+		return "Rollback"
 	case "SurgeOrNot":
 		return "Fence"
 	}

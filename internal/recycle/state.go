@@ -122,6 +122,11 @@ type WorkloadsStatus struct {
 // RetireStatus is Retire's result.
 type RetireStatus struct {
 	cloud.RetireResult
+	// Done is false while AWS holds the old instance between two states
+	// (EnteringStandby, Detaching): the state machine asks again, until Deadline.
+	Done              bool      `json:"done"`
+	Reason            string    `json:"reason,omitempty"`
+	Deadline          time.Time `json:"deadline"`
 	NodeDeleted       bool      `json:"nodeDeleted"`
 	LifecycleComplete bool      `json:"lifecycleComplete,omitempty"`
 	At                time.Time `json:"at"`

@@ -463,11 +463,26 @@ func (t *Tasks) retire(ctx context.Context, execution string, s State) (*RetireS
 		rec := t.surgeRecord(execution, s)
 		opts.Surge = &rec
 	}
-	res, err := t.Cloud.Retire(ctx, tgt.InstanceID, opts)
-	if err != nil {
-		return nil, notYet(fmt.Errorf("retire %s: %w", tgt.InstanceID, err))
+	now := t.Clock.Now().UTC()
+	st := &RetireStatus{At: now, Deadline: now.Add(rollbackTimeout(s.Request))}
+	if s.Retire != nil && !s.Retire.Deadline.IsZero() {
+		st.Deadline = s.Retire.Deadline
 	}
-	st := &RetireStatus{RetireResult: res, At: t.Clock.Now().UTC()}
+	res, err := t.Cloud.Retire(ctx, tgt.InstanceID, opts)
+	var ny *cloud.NotYetError
+	if errors.As(err, &ny) {
+		// Not a failure: AWS is between two states (the detach we asked for
+		// finishes once the instance left its load balancers). Look again.
+		if !now.Before(st.Deadline) {
+			return nil, newError(ErrRetireTimeout, "retire %s: still waiting at its deadline (%s): %v", tgt.InstanceID, rollbackTimeout(s.Request), ny)
+		}
+		st.Reason = ny.Error()
+		return st, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("retire %s: %w", tgt.InstanceID, err)
+	}
+	st.RetireResult = res
 	// Like the cloud controller would, but now: a stopped instance keeps its Node
 	// otherwise, and a Node object left behind confuses every later look at the cluster.
 	if err := t.Cluster.DeleteNode(ctx, tgt.Node); err != nil {
@@ -482,6 +497,7 @@ func (t *Tasks) retire(ctx context.Context, execution string, s State) (*RetireS
 	if st.LifecycleComplete, err = t.completeHook(ctx, s, cloud.LifecycleContinue); err != nil {
 		return nil, err
 	}
+	st.Done = true
 	return st, nil
 }
 
@@ -718,13 +734,4 @@ func (t *Tasks) surgeRecord(execution string, s State) cloud.SurgeRecord {
 		rec.Replacements = slices.Clone(s.Replacement.Instances)
 	}
 	return rec
-}
-
-// notYet names a cloud "not yet" (an instance between two states) so the state
-// machine retries it as such rather than as a transient error.
-func notYet(err error) error {
-	if errors.Is(err, cloud.ErrNotYet) {
-		return &Error{Name: ErrNotYet, Err: err}
-	}
-	return err
 }

@@ -298,18 +298,7 @@ func TestAbortRollsBackAtEveryWaitingStep(t *testing.T) {
 			node := w.longJobNode(t)
 			before := w.group(t)
 			reached := make(chan string, 1)
-			onEvent := func(ev engine.Event) error {
-				var d struct {
-					Name string `json:"name"`
-				}
-				if ev.Type == "TaskStateEntered" && json.Unmarshal(ev.Details, &d) == nil && d.Name == step {
-					select {
-					case reached <- ev.ExecutionID:
-					default:
-					}
-				}
-				return nil
-			}
+			onEvent := entered(step, reached)
 			go func() {
 				id := <-reached
 				time.Sleep(500 * time.Millisecond) // let the step act (a surge, an eviction) before aborting

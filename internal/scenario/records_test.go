@@ -317,8 +317,8 @@ func TestLostStateFileRolledBackFromTheRecords(t *testing.T) {
 	}
 	fresh := filepath.Join(r.dir, "fresh.db")
 	var status bytes.Buffer
-	if code, _, err := r.exec(ctx, &status, nil, "status", "--state", fresh); err != nil || code != 0 {
-		t.Fatalf("status exited %d (%v):\n%s", code, err, status.String())
+	if got, _, err := r.exec(ctx, &status, nil, "status", "--state", fresh); err != nil || got != 0 {
+		t.Fatalf("status exited %d (%v):\n%s", got, err, status.String())
 	}
 	for _, want := range []string{"1 orphan(s)", node, inst, ex.ID, "fenced (tainted, cordoned)", "in Standby", "recycler abort --node"} {
 		if !strings.Contains(status.String(), want) {
@@ -361,7 +361,7 @@ func TestLostStateFileRolledBackFromTheRecords(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	var again bytes.Buffer
-	if code, _, err := r.exec(ctx, &again, nil, "status", "--state", fresh); err != nil || code != 0 || !strings.Contains(again.String(), "no orphans") {
-		t.Errorf("status after the rollback (exit %d, %v) still lists orphans:\n%s", code, err, again.String())
+	if got, _, err := r.exec(ctx, &again, nil, "status", "--state", fresh); err != nil || got != 0 || !strings.Contains(again.String(), "no orphans") {
+		t.Errorf("status after the rollback (exit %d, %v) still lists orphans:\n%s", got, err, again.String())
 	}
 }

@@ -183,9 +183,11 @@ func (p *Provider) movedAnyway(ctx context.Context, callErr error, group string,
 	}
 	for _, id := range ids {
 		gi, ok := g.Instance(id)
-		switch {
-		case !ok && gone:
-		case !ok || !slices.Contains(states, gi.Lifecycle) && !(slices.Contains(states, cloud.LifecyclePending) && pending(gi.Lifecycle)):
+		if !ok && gone {
+			continue
+		}
+		arrived := ok && (slices.Contains(states, gi.Lifecycle) || slices.Contains(states, cloud.LifecyclePending) && pending(gi.Lifecycle))
+		if !arrived {
 			return false
 		}
 	}

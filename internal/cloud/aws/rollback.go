@@ -35,49 +35,10 @@ func (p *Provider) Rollback(ctx context.Context, rec cloud.SurgeRecord) (cloud.R
 	if err != nil {
 		return res, fmt.Errorf("rollback: %w", err)
 	}
-	// Only the instances this execution recorded a surge on.
-	var ours []cloud.SurgedInstance
-	for _, in := range rec.Instances {
-		t := tags[in.ID]
-		if t[cloud.TagExecution] == rec.ExecutionID && (t[cloud.TagStandbyAt] != "" || t[cloud.TagDesiredRaisedAt] != "") {
-			ours = append(ours, in)
-		}
-	}
-	var exit, waiting []string
-	for _, in := range ours {
-		gi, ok := g.Instance(in.ID)
-		switch {
-		case !ok:
-		case gi.Lifecycle == cloud.LifecycleStandby:
-			exit = append(exit, in.ID)
-		case gi.Lifecycle == cloud.LifecycleEnteringStandby:
-			waiting = append(waiting, in.ID+" is EnteringStandby (AWS first deregisters it from the group's load balancers); it exits standby once it is in Standby")
-		case pending(gi.Lifecycle):
-			waiting = append(waiting, in.ID+" is "+gi.Lifecycle+" on its way back InService")
-		}
-	}
-	if len(exit) > 0 {
-		if err := p.tagInstances(ctx, exit, map[string]string{cloud.TagExitStandbyAt: p.stamp()}); err != nil {
-			return res, err
-		}
-		for _, chunk := range chunks(exit, standbyChunk) {
-			if _, err := p.asg.ExitStandby(ctx, &autoscaling.ExitStandbyInput{AutoScalingGroupName: &rec.Group, InstanceIds: chunk}); err != nil &&
-				!p.movedAnyway(ctx, err, rec.Group, chunk, false, cloud.LifecyclePending, cloud.LifecycleInService) {
-				return res, classify(fmt.Sprintf("rollback: exit standby %s in %s", strings.Join(chunk, ","), rec.Group), err)
-			}
-		}
-		res.ExitedStandby = exit
-		res.Waiting = strings.Join(exit, ", ") + " left standby; waiting until InService"
-		return res, nil
-	}
-	if len(waiting) > 0 {
-		res.Waiting = strings.Join(waiting, "; ")
-		return res, nil
-	}
-	for _, in := range ours {
-		if tags[in.ID][cloud.TagExitStandbyAt] != "" {
-			res.ExitedStandby = append(res.ExitedStandby, in.ID)
-		}
+	ours := recordedSurges(rec, tags)
+	if waiting, err := p.backInService(ctx, g, rec, ours, tags, &res); err != nil || waiting != "" {
+		res.Waiting = waiting
+		return res, err
 	}
 	if rec.HoldReplacements {
 		res.Done = true // the caller drains the replacements first
@@ -119,6 +80,59 @@ func (p *Provider) Rollback(ctx context.Context, rec cloud.SurgeRecord) (cloud.R
 	}
 	res.Done = true
 	return res, nil
+}
+
+// recordedSurges are the instances of rec this execution recorded a surge on.
+func recordedSurges(rec cloud.SurgeRecord, tags map[string]map[string]string) []cloud.SurgedInstance {
+	var ours []cloud.SurgedInstance
+	for _, in := range rec.Instances {
+		t := tags[in.ID]
+		if t[cloud.TagExecution] == rec.ExecutionID && (t[cloud.TagStandbyAt] != "" || t[cloud.TagDesiredRaisedAt] != "") {
+			ours = append(ours, in)
+		}
+	}
+	return ours
+}
+
+// backInService exits standby for our instances in Standby and says what it still
+// waits for ("" once every one is back, or gone).
+func (p *Provider) backInService(ctx context.Context, g cloud.Group, rec cloud.SurgeRecord, ours []cloud.SurgedInstance,
+	tags map[string]map[string]string, res *cloud.RollbackResult) (string, error) {
+	var exit, waiting []string
+	for _, in := range ours {
+		gi, ok := g.Instance(in.ID)
+		switch {
+		case !ok:
+		case gi.Lifecycle == cloud.LifecycleStandby:
+			exit = append(exit, in.ID)
+		case gi.Lifecycle == cloud.LifecycleEnteringStandby:
+			waiting = append(waiting, in.ID+" is EnteringStandby (AWS first deregisters it from the group's load balancers); it exits standby once it is in Standby")
+		case pending(gi.Lifecycle):
+			waiting = append(waiting, in.ID+" is "+gi.Lifecycle+" on its way back InService")
+		}
+	}
+	if len(exit) > 0 {
+		if err := p.tagInstances(ctx, exit, map[string]string{cloud.TagExitStandbyAt: p.stamp()}); err != nil {
+			return "", err
+		}
+		for _, chunk := range chunks(exit, standbyChunk) {
+			if _, err := p.asg.ExitStandby(ctx, &autoscaling.ExitStandbyInput{AutoScalingGroupName: &rec.Group, InstanceIds: chunk}); err != nil &&
+				!p.movedAnyway(ctx, err, rec.Group, chunk, false, cloud.LifecyclePending, cloud.LifecycleInService) {
+				return "", classify(fmt.Sprintf("rollback: exit standby %s in %s", strings.Join(chunk, ","), rec.Group), err)
+			}
+		}
+		res.ExitedStandby = exit
+		return strings.Join(exit, ", ") + " left standby; waiting until InService", nil
+	}
+	if len(waiting) > 0 {
+		return strings.Join(waiting, "; "), nil
+	}
+	for _, in := range ours {
+		if tags[in.ID][cloud.TagExitStandbyAt] != "" {
+			res.ExitedStandby = append(res.ExitedStandby, in.ID)
+		}
+	}
+	return "", nil
 }
 
 // removeReplacements terminates, with decrement, the replacements the surge caused,
