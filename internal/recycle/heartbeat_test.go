@@ -28,7 +28,11 @@ func (c *hookCloud) CompleteLifecycleAction(_ context.Context, _ cloud.Lifecycle
 	return nil
 }
 
-func (c *hookCloud) Rollback(context.Context, cloud.SurgeRecord) error { return nil }
+func (c *hookCloud) Rollback(context.Context, cloud.SurgeRecord) (cloud.RollbackResult, error) {
+	return cloud.RollbackResult{Done: true}, nil
+}
+
+func (c *hookCloud) Group(context.Context, string) (cloud.Group, error) { return cloud.Group{}, cloud.ErrNotFound }
 
 type unfenceOnly struct{ Cluster }
 

@@ -53,10 +53,11 @@ func (s *scripted) Invoke(_ context.Context, arn string, payload []byte) ([]byte
 	switch p.Task {
 	case recycle.TaskDrain:
 		return []byte(`{"done":` + map[bool]string{true: "true", false: "false"}[s.released] + `}`), nil
-	case recycle.TaskCheckReplacement, recycle.TaskCheckWorkloads:
+	case recycle.TaskCheckReplacement, recycle.TaskCheckWorkloads, recycle.TaskRetire:
 		return []byte(`{"done":true}`), nil
 	case recycle.TaskRollback:
 		s.rollback = payload
+		return []byte(`{"done":true}`), nil
 	}
 	return []byte(`{}`), nil
 }
