@@ -32,7 +32,9 @@ func (c *hookCloud) Rollback(context.Context, cloud.SurgeRecord) (cloud.Rollback
 	return cloud.RollbackResult{Done: true}, nil
 }
 
-func (c *hookCloud) Group(context.Context, string) (cloud.Group, error) { return cloud.Group{}, cloud.ErrNotFound }
+func (c *hookCloud) Group(context.Context, string) (cloud.Group, error) {
+	return cloud.Group{}, cloud.ErrNotFound
+}
 
 type unfenceOnly struct{ Cluster }
 
