@@ -57,7 +57,7 @@ func (c *Client) NoteFence(ctx context.Context, node, executionID string, update
 		if after, _ := json.Marshal(rec.Recycle); string(after) == string(before) {
 			return nil
 		}
-		return c.patchNode(ctx, n, nil, &rec)
+		return c.patchNode(ctx, n, nil, nil, &rec)
 	})
 	if err != nil {
 		return fmt.Errorf("record on node %s: %w", node, err)

@@ -236,7 +236,7 @@ func TestTasksOnAWSEdges(t *testing.T) {
 			r := &run{w: w, before: before}
 			exec := "edge-" + strings.ReplaceAll(tc.name, " ", "-")
 			req := recycle.NewRequest(node)
-			req.NoSurge, req.CheckSeconds = tc.noSurge, 2
+			req.NoSurge, req.CheckSeconds, req.MaxWait = tc.noSurge, 20, recycle.Duration(10*time.Minute)
 			r.st = recycle.State{Request: req}
 			w.faults(t, tc.faults)
 			defer w.faults(t, sim.Faults{})

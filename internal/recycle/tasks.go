@@ -626,10 +626,11 @@ func (t *Tasks) notDone(s State, st *RollbackStatus, why string) error {
 }
 
 // drainReplacement drains the replacement's Node before the rollback terminates
-// it: fenced (so nothing lands there again), then the recycle's own drain with
-// every pod evictable. It keeps the replacement instead (keep) when a selected
-// pod runs there: the recycle waits for those, it never evicts them early. done is
-// false while pods remain.
+// it: fenced (so nothing lands there again), then DrainNode — the recycle's own
+// drain — with every pod evictable, PDBs honoured, by the rollback's deadline. It
+// keeps the replacement instead (keep) when pods run there that the recycle never
+// evicts early (selected) or at all (unmanaged, without --delete-unmanaged). done
+// is false while pods remain.
 func (t *Tasks) drainReplacement(ctx context.Context, execution string, s State, st *RollbackStatus) (keep, done bool, err error) {
 	node := ""
 	if prev := s.Rollback; prev != nil {
@@ -641,31 +642,29 @@ func (t *Tasks) drainReplacement(ctx context.Context, execution string, s State,
 		}
 	}
 	st.DrainNode = node
-	req := s.Request
-	sel, err := kube.NewPodSelector(req.Selector, req.Namespaces)
+	p, err := s.Request.DrainPolicy()
 	if err != nil {
-		return false, false, newError(ErrBadInput, "%v", err)
+		return false, false, err
 	}
+	p.EvictOthers, p.EvictTimeout, p.OnTimeout = true, 0, OnTimeoutFail
+	p.MaxWait = max(st.Deadline.Sub(t.Clock.Now()), time.Second)
 	if st.Drain == nil {
-		set, err := t.Cluster.PodsOnNode(ctx, node, sel)
+		set, err := t.Cluster.PodsOnNode(ctx, node, p.Selector)
 		if errors.Is(err, kube.ErrNodeNotFound) {
 			return false, true, nil
 		}
 		if err != nil {
 			return false, false, fmt.Errorf("list pods on replacement %s: %w", node, err)
 		}
-		if len(set.Selected) > 0 {
-			st.Notes = append(st.Notes, fmt.Sprintf("kept the replacement %s: pods the recycle waits for run there (%v), and they are never evicted early",
-				node, podNames(set.Selected)))
+		if kept := append(podNames(set.Selected), podNames(p.unmanagedAtRisk(set))...); len(kept) > 0 {
+			st.Notes = append(st.Notes, fmt.Sprintf("kept the replacement %s: pods the recycle does not evict run there (%v)", node, kept))
 			return true, true, nil
 		}
 		if _, err := t.Cluster.Fence(ctx, node, execution); err != nil && !errors.Is(err, kube.ErrNodeNotFound) {
 			return false, false, fmt.Errorf("fence replacement %s: %w", node, err)
 		}
 	}
-	req.EvictOthers = true
-	req.MaxWait = Duration(st.Deadline.Sub(t.Clock.Now()))
-	d, err := t.drain(ctx, execution, State{Request: req, Target: &Target{Node: node}, Drain: st.Drain})
+	d, err := t.DrainNode(ctx, execution, node, p, st.Drain)
 	if errors.Is(err, kube.ErrNodeNotFound) {
 		return false, true, nil
 	}

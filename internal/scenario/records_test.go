@@ -255,7 +255,7 @@ func TestCrashBetweenDetachAndTerminate(t *testing.T) {
 	db := filepath.Join(r.dir, "no-surge.db")
 	var logs bytes.Buffer
 	code, _, err := r.exec(ctx, &logs, &crashKill{what: "recycle", onCall: "DetachInstances"},
-		"recycle", node, "--state", db, "--no-surge", "--check-seconds", "2", "-o", "json")
+		"recycle", node, "--state", db, "--no-surge", "-o", "json")
 	if err != nil || code != -1 {
 		t.Fatalf("recycle --no-surge was not killed at DetachInstances (exit %d, %v):\n%s", code, err, logs.String())
 	}
@@ -305,7 +305,7 @@ func TestLostStateFileRolledBackFromTheRecords(t *testing.T) {
 	db := filepath.Join(r.dir, "lost.db")
 	var logs bytes.Buffer
 	code, _, err := r.exec(ctx, &logs, &crashKill{what: "recycle", onCall: "Evict"},
-		"recycle", node, "--state", db, "--selector", crashSelectedLabel+"=true", "--namespace", crashNamespace, "--check-seconds", "2")
+		"recycle", node, "--state", db, "--selector", crashSelectedLabel+"=true", "--namespace", crashNamespace)
 	if err != nil || code != -1 {
 		t.Fatalf("recycle was not killed mid-drain (exit %d, %v):\n%s", code, err, logs.String())
 	}
