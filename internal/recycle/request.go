@@ -190,7 +190,7 @@ func (r Request) Validate() error {
 	positive("--replacement-timeout", r.ReplacementTimeout)
 	positive("--workload-timeout", r.WorkloadTimeout)
 	if r.RollbackTimeout < 0 {
-		bad("--rollback-timeout must be a positive duration such as 30m, got %s", time.Duration(r.RollbackTimeout))
+		bad("rollbackTimeout must be a positive duration such as 30m, got %s", time.Duration(r.RollbackTimeout))
 	}
 	if time.Duration(r.ForceGrace) < time.Second {
 		bad("--force-grace must be at least 1s (a zero grace period can leave two copies of a pod running), got %s", time.Duration(r.ForceGrace))
