@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -100,6 +99,15 @@ func runRollout(ctx context.Context, f *fleetFlags, stdin io.Reader, stdout, std
 		return err
 	}
 	defer eng.Close()
+	// Each node's recycle is named after its instance, after the attempts this state
+	// file already holds (a node being recycled right now is skipped).
+	if err := p.Attempts(work, eng); err != nil {
+		return err
+	}
+	if p.Candidates() == 0 {
+		fmt.Fprintf(stderr, "nothing to replace: every candidate is being recycled already (%d skipped)\n", len(p.Skipped))
+		return nil
+	}
 	in, err := rollout.StartInput(rolloutName(tasks.Clock.Now()), p.Input(o.Request))
 	if err != nil {
 		return err
@@ -426,18 +434,17 @@ func summaryLine(p *rollout.Progress) string {
 // topLevel drops the executions a running rollout drives itself (its recycles) and
 // pause executions (they end by a resume, an abort or their deadline).
 func topLevel(exs []engine.Execution) []engine.Execution {
-	var prefixes []string
+	driven := map[string]bool{}
 	for _, ex := range exs {
 		if rollout.IsRollout(ex) {
-			prefixes = append(prefixes, ex.Name+"-")
+			for _, name := range rollout.RecycleNames(ex) {
+				driven[name] = true
+			}
 		}
 	}
 	var out []engine.Execution
 	for _, ex := range exs {
-		if ex.StateMachine == rollout.PauseStateMachineName {
-			continue
-		}
-		if ex.StateMachine == recycle.StateMachineName && slices.ContainsFunc(prefixes, func(p string) bool { return strings.HasPrefix(ex.Name, p) }) {
+		if ex.StateMachine == rollout.PauseStateMachineName || (ex.StateMachine == recycle.StateMachineName && driven[ex.Name]) {
 			continue
 		}
 		out = append(out, ex)

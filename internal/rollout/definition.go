@@ -97,6 +97,38 @@ type ItemInput struct {
 	AZ         string `json:"az"`
 	Batch      int    `json:"batch"`
 	Reason     string `json:"reason"`
+	// Attempt is which attempt at recycling the instance this is (1 = the first; see
+	// recycle.ExecutionName), fixed when the rollout starts.
+	Attempt int `json:"attempt,omitempty"`
+}
+
+// ChildName is the name of the item's recycle: the same name a `recycler recycle` of
+// the instance would get (recycle.ExecutionName), so the two can never both run, and a
+// restarted rollout finds (never repeats) the recycle it started.
+func (it ItemInput) ChildName() string { return recycle.ExecutionName(it.InstanceID, max(1, it.Attempt)) }
+
+// RecycleNames are the names of the recycles the rollout ex runs (one per node).
+func RecycleNames(ex engine.Execution) []string {
+	var in Input
+	if json.Unmarshal(ex.Input, &in) != nil {
+		return nil
+	}
+	var out []string
+	for name := range in.children() {
+		out = append(out, name)
+	}
+	return out
+}
+
+// children maps the names of the rollout's recycles to their items.
+func (in *Input) children() map[string]ItemInput {
+	out := map[string]ItemInput{}
+	for _, g := range in.Groups {
+		for _, it := range g.Items {
+			out[it.ChildName()] = it
+		}
+	}
+	return out
 }
 
 // Input returns the rollout's execution input for the plan.
@@ -109,17 +141,13 @@ func (p *Plan) Input(req recycle.Request) Input {
 		}
 		gi := GroupInput{Name: g.Name, MaxInFlight: g.MaxInFlight, Members: g.Members}
 		for _, it := range g.Items {
-			gi.Items = append(gi.Items, ItemInput{InstanceID: it.InstanceID, Node: it.Node, AZ: it.AZ, Batch: it.Batch, Reason: strings.Join(it.Reasons, "; ")})
+			gi.Items = append(gi.Items, ItemInput{InstanceID: it.InstanceID, Node: it.Node, AZ: it.AZ, Batch: it.Batch,
+				Reason: strings.Join(it.Reasons, "; "), Attempt: it.Attempt})
 		}
 		in.Groups = append(in.Groups, gi)
 	}
 	return in
 }
-
-// ChildName is the name of the recycle of instanceID within a rollout: derived from
-// both, so a restarted rollout finds (never repeats) the recycle it already started,
-// and another rollout later recycles the node anew.
-func ChildName(rollout, instanceID string) string { return rollout + "-" + instanceID }
 
 // pauseName names a pause of a rollout; key says what paused it (an instance whose
 // recycle failed, a group over its health budget).
@@ -136,6 +164,5 @@ func shortHash(s string) string {
 	return hex.EncodeToString(sum[:4])
 }
 
-// childPrefix and pausePrefix find a rollout's children among all executions.
-func childPrefix(rollout string) string { return rollout + "-i-" }
+// pausePrefix finds a rollout's pauses among all executions.
 func pausePrefix(rollout string) string { return rollout + "-pause-" }

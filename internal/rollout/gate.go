@@ -87,7 +87,7 @@ func (t *Tasks) Gate(ctx context.Context, s IterState) (*GateResult, error) {
 		return t.afterFailure(ctx, in, s, res)
 	}
 	child := t.childRef(in, s)
-	mine, err := t.running(ctx, recycle.StateMachineName, childPrefix(s.RolloutName))
+	mine, err := t.running(ctx, recycle.StateMachineName, "", in.kids)
 	if err != nil {
 		return nil, err
 	}
@@ -105,7 +105,7 @@ func (t *Tasks) Gate(ctx context.Context, s IterState) (*GateResult, error) {
 	if why := gs.stillCandidate(s.Item, s.RolloutID); why != "" {
 		return t.terminal(ctx, s, res, DecisionSkip, why)
 	}
-	pauses, err := t.running(ctx, PauseStateMachineName, pausePrefix(s.RolloutName))
+	pauses, err := t.running(ctx, PauseStateMachineName, pausePrefix(s.RolloutName), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -140,7 +140,7 @@ func (t *Tasks) Gate(ctx context.Context, s IterState) (*GateResult, error) {
 	t.startMu.Lock()
 	defer t.startMu.Unlock()
 	if limit := in.Rollout.MaxSurge; limit > 0 {
-		mine, err = t.running(ctx, recycle.StateMachineName, childPrefix(s.RolloutName))
+		mine, err = t.running(ctx, recycle.StateMachineName, "", in.kids)
 		if err != nil {
 			return nil, err
 		}
@@ -163,15 +163,15 @@ func (t *Tasks) Gate(ctx context.Context, s IterState) (*GateResult, error) {
 }
 
 // childRef is the item's recycle: the rollout's request for this instance.
-func (t *Tasks) childRef(in *Input, s IterState) *ExecRef {
+func (t *Tasks) childRef(in *rolloutInput, s IterState) *ExecRef {
 	req := in.Request
 	req.SetTarget(s.Item.InstanceID)
 	raw, _ := json.Marshal(recycle.State{Request: req})
-	return &ExecRef{Name: ChildName(s.RolloutName, s.Item.InstanceID), Input: raw}
+	return &ExecRef{Name: s.Item.ChildName(), Input: raw}
 }
 
 // afterFailure applies --on-failure once the item's recycle did not succeed.
-func (t *Tasks) afterFailure(ctx context.Context, in *Input, s IterState, res *GateResult) (*GateResult, error) {
+func (t *Tasks) afterFailure(ctx context.Context, in *rolloutInput, s IterState, res *GateResult) (*GateResult, error) {
 	reason := "the recycle of " + s.Item.Node + " failed"
 	// Everything below is derived from durable state (the ended recycle, the state
 	// document), so a re-run after a crash builds the same pause: same name, same input.
@@ -221,7 +221,7 @@ func (t *Tasks) afterFailure(ctx context.Context, in *Input, s IterState, res *G
 
 // healthHold waits for the group to be healthy again, up to PauseTimeout; then it
 // pauses the rollout for a person.
-func (t *Tasks) healthHold(ctx context.Context, in *Input, s IterState, res *GateResult, reason string, check time.Duration) (*GateResult, error) {
+func (t *Tasks) healthHold(ctx context.Context, in *rolloutInput, s IterState, res *GateResult, reason string, check time.Duration) (*GateResult, error) {
 	since := res.At
 	held := s.Gate != nil && s.Gate.Decision == DecisionWait && !s.Gate.HoldSince.IsZero()
 	if held {
@@ -325,12 +325,12 @@ func (gs groupState) stillCandidate(it ItemInput, rolloutID string) string {
 // batch cordons. Not counted: this rollout's recycles in flight (their capacity is
 // surged) and new instances still booting (no Ready Node yet, younger than the
 // replacement timeout).
-func (t *Tasks) unhealthy(ctx context.Context, gs groupState, in *Input, s IterState, mine []engine.Execution, now time.Time) ([]string, int, error) {
+func (t *Tasks) unhealthy(ctx context.Context, gs groupState, in *rolloutInput, s IterState, mine []engine.Execution, now time.Time) ([]string, int, error) {
 	ours := map[string]bool{} // execution ids of this rollout's recycles in flight
 	oldOfOurs := map[string]bool{}
 	for _, ex := range mine {
 		ours[ex.ID] = true
-		oldOfOurs[strings.TrimPrefix(ex.Name, s.RolloutName+"-")] = true
+		oldOfOurs[in.kids[ex.Name].InstanceID] = true
 	}
 	var members map[string]bool
 	for _, g := range in.Groups {
@@ -390,7 +390,7 @@ func (t *Tasks) unhealthy(ctx context.Context, gs groupState, in *Input, s IterS
 			continue
 		}
 		if rec, ok := kube.FenceOf(n); ok {
-			if ours[rec.ExecutionID] || t.ourChild(ctx, e, rec.ExecutionID, s.RolloutName) {
+			if ours[rec.ExecutionID] || t.ourChild(ctx, e, rec.ExecutionID, in) {
 				continue
 			}
 			bad = append(bad, name+" fenced by execution "+rec.ExecutionID)
@@ -408,13 +408,17 @@ func (t *Tasks) unhealthy(ctx context.Context, gs groupState, in *Input, s IterS
 
 // ourChild: a fence left by one of this rollout's recycles that just ended (its
 // rollback is lifting it) is ours too.
-func (t *Tasks) ourChild(ctx context.Context, e Executions, id, rollout string) bool {
+func (t *Tasks) ourChild(ctx context.Context, e Executions, id string, in *rolloutInput) bool {
 	ex, err := e.Describe(ctx, id)
-	return err == nil && strings.HasPrefix(ex.Name, childPrefix(rollout))
+	if err != nil || ex.StateMachine != recycle.StateMachineName {
+		return false
+	}
+	_, ok := in.kids[ex.Name]
+	return ok
 }
 
 // cordonBatch cordons every node of the item's batch not started yet (--fence-batch).
-func (t *Tasks) cordonBatch(ctx context.Context, in *Input, s IterState, gs groupState) error {
+func (t *Tasks) cordonBatch(ctx context.Context, in *rolloutInput, s IterState, gs groupState) error {
 	for _, g := range in.Groups {
 		if g.Name != s.Group {
 			continue

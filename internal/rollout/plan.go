@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"container/heap"
+	"context"
 	"fmt"
 	"slices"
 	"sort"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"github.com/recycler/recycler/internal/cloud"
+	"github.com/recycler/recycler/internal/engine"
+	"github.com/recycler/recycler/internal/recycle"
 	"github.com/recycler/recycler/internal/window"
 )
 
@@ -55,6 +58,8 @@ type Item struct {
 	Batch int       `json:"batch"`
 	Start time.Time `json:"estimatedStart"`
 	End   time.Time `json:"estimatedEnd"`
+	// Attempt at recycling the instance (set by Attempts when the rollout starts).
+	Attempt int `json:"attempt,omitempty"`
 }
 
 // Estimate is the whole rollout's.
@@ -310,4 +315,52 @@ func (h *timeHeap) Pop() any {
 	x := old[len(old)-1]
 	*h = old[:len(old)-1]
 	return x
+}
+
+// Lister finds executions by name (*engine.Engine).
+type Lister interface {
+	List(ctx context.Context, f engine.ListFilter) ([]engine.Execution, error)
+}
+
+// Attempts numbers each candidate's recycle after the ones the state file already
+// holds for its instance (recycle.ExecutionName: "i-…", then "i-…-2", …), and skips a
+// candidate whose instance is being recycled right now. Order, batches and the
+// estimate are then those of the candidates left.
+func (p *Plan) Attempts(ctx context.Context, l Lister) error {
+	for gi := range p.Groups {
+		g := &p.Groups[gi]
+		kept := g.Items[:0]
+		for _, it := range g.Items {
+			exs, err := l.List(ctx, engine.ListFilter{StateMachine: recycle.StateMachineName, NamePrefix: it.InstanceID})
+			if err != nil {
+				return fmt.Errorf("earlier recycles of %s: %w", it.InstanceID, err)
+			}
+			last, running := 0, ""
+			for _, ex := range exs {
+				if n, ok := recycle.AttemptOf(ex.Name, it.InstanceID); ok {
+					last = max(last, n)
+					if !ex.Status.Done() {
+						running = ex.ID
+					}
+				}
+			}
+			if running != "" {
+				p.Skipped = append(p.Skipped, Skipped{Node: it.Node, InstanceID: it.InstanceID, Group: g.Name, Reason: "already being recycled by execution " + running})
+				continue
+			}
+			it.Attempt = last + 1
+			kept = append(kept, it)
+		}
+		g.Items = kept
+		for i := range g.Items {
+			g.Items[i].Order, g.Items[i].Batch = i, i/max(1, g.MaxInFlight)
+		}
+		g.Batches = (len(g.Items) + max(1, g.MaxInFlight) - 1) / max(1, g.MaxInFlight)
+	}
+	windows, err := window.ParseAll(p.Settings.Windows)
+	if err != nil {
+		return err
+	}
+	p.Estimate = schedule(p.Groups, p.Settings.MaxSurge, windows, p.CreatedAt)
+	return nil
 }

@@ -106,6 +106,7 @@ type Tracker struct {
 	ex       engine.Execution
 	nodes    []NodeProgress
 	index    map[string]int // instance id → node
+	byChild  map[string]int // recycle execution name → node
 	slots    int
 	why      string
 	took     []time.Duration
@@ -122,11 +123,12 @@ func NewTracker(ex engine.Execution) (*Tracker, error) {
 	if err := json.Unmarshal(ex.Input, &in); err != nil {
 		return nil, fmt.Errorf("rollout %s input: %w", ex.ID, err)
 	}
-	t := &Tracker{ex: ex, index: map[string]int{}, steps: map[string]string{}, followed: map[string]bool{}}
+	t := &Tracker{ex: ex, index: map[string]int{}, byChild: map[string]int{}, steps: map[string]string{}, followed: map[string]bool{}}
 	for _, g := range in.Groups {
 		t.slots += g.MaxInFlight
 		for _, it := range g.Items {
 			t.index[it.InstanceID] = len(t.nodes)
+			t.byChild[it.ChildName()] = len(t.nodes)
 			t.nodes = append(t.nodes, NodeProgress{InstanceID: it.InstanceID, Node: it.Node, Group: g.Name, AZ: it.AZ, State: NodeQueued})
 		}
 	}
@@ -212,8 +214,8 @@ func (t *Tracker) gate(g GateResult) {
 
 // recycled records a child recycle's end, from the rollout's own Recycle task.
 func (t *Tracker) recycled(so syncOutput) {
-	i, ok := t.index[strings.TrimPrefix(so.Name, t.ex.Name+"-")]
-	if !ok || !strings.HasPrefix(so.Name, childPrefix(t.ex.Name)) {
+	i, ok := t.byChild[so.Name]
+	if !ok {
 		return
 	}
 	t.ended(&t.nodes[i], so.ExecutionArn, engine.Status(so.Status), so.Error, so.Cause, so.StartDate, so.StopDate)
@@ -253,8 +255,8 @@ func (t *Tracker) Snapshot(ctx context.Context, r Reader, w Watcher, now time.Ti
 	runningNow := map[int]bool{}
 	var unread []string
 	for _, c := range running {
-		i, ok := t.index[strings.TrimPrefix(c.Name, t.ex.Name+"-")]
-		if !ok || !strings.HasPrefix(c.Name, childPrefix(t.ex.Name)) || final(t.nodes[i].State) {
+		i, ok := t.byChild[c.Name]
+		if !ok || final(t.nodes[i].State) {
 			continue
 		}
 		runningNow[i] = true
@@ -269,10 +271,10 @@ func (t *Tracker) Snapshot(ctx context.Context, r Reader, w Watcher, now time.Ti
 		}
 		n.Step = t.steps[c.ID]
 	}
-	stale := false
-	for i, n := range t.nodes {
-		if n.State == NodeRunning && !runningNow[i] {
-			stale = true // its recycle ended, or was stopped, and the rollout has not recorded it yet
+	var stale []string // recycles that ended, or were stopped, before the rollout recorded it
+	for name, i := range t.byChild {
+		if t.nodes[i].State == NodeRunning && !runningNow[i] {
+			stale = append(stale, name)
 		}
 	}
 	t.mu.Unlock()
@@ -282,8 +284,8 @@ func (t *Tracker) Snapshot(ctx context.Context, r Reader, w Watcher, now time.Ti
 		t.steps[id] = step
 		t.mu.Unlock()
 	}
-	if stale {
-		if err := t.settle(ctx, r, runningNow); err != nil {
+	if len(stale) > 0 {
+		if err := t.settle(ctx, r, stale, runningNow); err != nil {
 			return nil, err
 		}
 	}
@@ -306,16 +308,20 @@ func (t *Tracker) Snapshot(ctx context.Context, r Reader, w Watcher, now time.Ti
 
 // settle reads the end of recycles the rollout's history does not show (stopped by
 // an abort, or ended a moment ago).
-func (t *Tracker) settle(ctx context.Context, r Reader, runningNow map[int]bool) error {
-	all, err := r.List(ctx, engine.ListFilter{StateMachine: recycle.StateMachineName})
-	if err != nil {
-		return err
+func (t *Tracker) settle(ctx context.Context, r Reader, names []string, runningNow map[int]bool) error {
+	var ended []engine.Execution
+	for _, name := range names {
+		exs, err := r.List(ctx, engine.ListFilter{StateMachine: recycle.StateMachineName, Name: name})
+		if err != nil {
+			return err
+		}
+		ended = append(ended, exs...)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for _, c := range all {
-		i, ok := t.index[strings.TrimPrefix(c.Name, t.ex.Name+"-")]
-		if !ok || !strings.HasPrefix(c.Name, childPrefix(t.ex.Name)) || runningNow[i] || !c.Status.Done() || final(t.nodes[i].State) {
+	for _, c := range ended {
+		i, ok := t.byChild[c.Name]
+		if !ok || runningNow[i] || !c.Status.Done() || final(t.nodes[i].State) {
 			continue
 		}
 		t.ended(&t.nodes[i], c.ID, c.Status, c.Error, c.Cause, c.StartTime, c.StopTime)

@@ -49,8 +49,14 @@ type Tasks struct {
 	startMu sync.Mutex // the surge cap: count running recycles and start one, atomically
 
 	mu     sync.Mutex
-	inputs map[string]*Input   // rollout execution id → its input (immutable)
-	groups map[string]groupHit // group → recent description
+	inputs map[string]*rolloutInput // rollout execution id → its input (immutable)
+	groups map[string]groupHit      // group → recent description
+}
+
+// rolloutInput is a rollout's input with its recycles by name.
+type rolloutInput struct {
+	*Input
+	kids map[string]ItemInput
 }
 
 type groupHit struct {
@@ -78,7 +84,7 @@ func (t *Tasks) init() {
 	defer t.mu.Unlock()
 	if t.ready == nil {
 		t.ready = make(chan struct{})
-		t.inputs = map[string]*Input{}
+		t.inputs = map[string]*rolloutInput{}
 		t.groups = map[string]groupHit{}
 	}
 }
@@ -260,7 +266,7 @@ func (t *Tasks) stop(ctx context.Context, raw json.RawMessage) (json.RawMessage,
 }
 
 // input returns a rollout's (immutable) input, read once per process.
-func (t *Tasks) input(ctx context.Context, rolloutID string) (*Input, error) {
+func (t *Tasks) input(ctx context.Context, rolloutID string) (*rolloutInput, error) {
 	t.init()
 	t.mu.Lock()
 	in, ok := t.inputs[rolloutID]
@@ -276,29 +282,34 @@ func (t *Tasks) input(ctx context.Context, rolloutID string) (*Input, error) {
 	if err != nil {
 		return nil, fmt.Errorf("describe rollout %s: %w", rolloutID, err)
 	}
-	in = &Input{}
-	if err := json.Unmarshal(ex.Input, in); err != nil {
+	in = &rolloutInput{Input: &Input{}}
+	if err := json.Unmarshal(ex.Input, in.Input); err != nil {
 		return nil, asl.Errorf(recycle.ErrBadInput, "rollout %s input: %v", rolloutID, err)
 	}
+	in.kids = in.children()
 	t.mu.Lock()
 	t.inputs[rolloutID] = in
 	t.mu.Unlock()
 	return in, nil
 }
 
-// running lists a rollout's running executions of machine whose names start with prefix.
-func (t *Tasks) running(ctx context.Context, machine, prefix string) ([]engine.Execution, error) {
+// running lists the running executions of machine that belong to a rollout: their
+// name starts with prefix, or (when names is set) is one of names.
+func (t *Tasks) running(ctx context.Context, machine, prefix string, names map[string]ItemInput) ([]engine.Execution, error) {
 	e, err := t.executions(ctx)
 	if err != nil {
 		return nil, err
 	}
-	all, err := e.List(ctx, engine.ListFilter{StateMachine: machine, Status: engine.StatusRunning})
+	all, err := e.List(ctx, engine.ListFilter{StateMachine: machine, Status: engine.StatusRunning, NamePrefix: prefix})
 	if err != nil {
 		return nil, fmt.Errorf("list running %s: %w", machine, err)
 	}
+	if names == nil {
+		return all, nil
+	}
 	var out []engine.Execution
 	for _, ex := range all {
-		if strings.HasPrefix(ex.Name, prefix) {
+		if _, ok := names[ex.Name]; ok {
 			out = append(out, ex)
 		}
 	}
@@ -333,11 +344,16 @@ func (t *Tasks) abort(ctx context.Context, rec abortRecord) (*AbortResult, error
 	name := rec.Execution.Name
 	res := &AbortResult{}
 	cause := fmt.Sprintf("rollout %s was aborted (%s: %s)", name, rec.Error, rec.Cause)
+	var in Input
+	if err := json.Unmarshal(rec.Execution.Input, &in); err != nil {
+		return nil, asl.Errorf(recycle.ErrBadInput, "aborted rollout's input: %v", err)
+	}
 	for _, spec := range []struct {
 		machine, prefix string
+		names           map[string]ItemInput
 		into            *[]string
-	}{{recycle.StateMachineName, childPrefix(name), &res.StoppedRecycles}, {PauseStateMachineName, pausePrefix(name), &res.StoppedPauses}} {
-		run, err := t.running(ctx, spec.machine, spec.prefix)
+	}{{recycle.StateMachineName, "", in.children(), &res.StoppedRecycles}, {PauseStateMachineName, pausePrefix(name), nil, &res.StoppedPauses}} {
+		run, err := t.running(ctx, spec.machine, spec.prefix, spec.names)
 		if err != nil {
 			return nil, err
 		}
@@ -347,10 +363,6 @@ func (t *Tasks) abort(ctx context.Context, rec abortRecord) (*AbortResult, error
 			}
 			*spec.into = append(*spec.into, ex.Name)
 		}
-	}
-	var in Input
-	if err := json.Unmarshal(rec.Execution.Input, &in); err != nil {
-		return nil, asl.Errorf(recycle.ErrBadInput, "aborted rollout's input: %v", err)
 	}
 	if !in.Rollout.FenceBatch {
 		return res, nil

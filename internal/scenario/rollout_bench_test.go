@@ -130,7 +130,7 @@ func benchRollout(b *testing.B, bin, dir string, groups, nodes, k int, boot, dra
 		vars = append(vars, kv[0]+"="+kv[1])
 	}
 	args := []string{"rollout", "--all", "--max-in-flight", strconv.Itoa(k), "--state", filepath.Join(dir, "state.db"), "-o", "json",
-		"--replacement-timeout", "10m"}
+		"--replacement-timeout", "10m", "--delete-unmanaged"}
 	for _, g := range env.Groups {
 		args = append(args, "--group", g)
 	}

@@ -185,7 +185,7 @@ func TestRolloutCrashAndResumeEndsLikeUninterrupted(t *testing.T) {
 		}
 	}
 	for _, in := range before.Instances {
-		if n := per[rollout.ChildName(ros[0].Name, in.ID)]; n != 1 {
+		if n := per[recycle.ExecutionName(in.ID, 1)]; n != 1 {
 			t.Errorf("instance %s has %d recycle executions, want exactly 1", in.ID, n)
 		}
 		if n := countActivities(t, h, group, "Moving EC2 instance to Standby: "+in.ID); n != 1 {

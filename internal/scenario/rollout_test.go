@@ -99,6 +99,9 @@ func (w *fleetWorld) start(t *testing.T, o rollout.Options, name string) (*rollo
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := p.Attempts(ctx, w.eng); err != nil {
+		t.Fatal(err)
+	}
 	in, err := rollout.StartInput(name, p.Input(o.Request))
 	if err != nil {
 		t.Fatal(err)
