@@ -105,7 +105,9 @@ type ItemInput struct {
 // ChildName is the name of the item's recycle: the same name a `recycler recycle` of
 // the instance would get (recycle.ExecutionName), so the two can never both run, and a
 // restarted rollout finds (never repeats) the recycle it started.
-func (it ItemInput) ChildName() string { return recycle.ExecutionName(it.InstanceID, max(1, it.Attempt)) }
+func (it ItemInput) ChildName() string {
+	return recycle.ExecutionName(it.InstanceID, max(1, it.Attempt))
+}
 
 // RecycleNames are the names of the recycles the rollout ex runs (one per node).
 func RecycleNames(ex engine.Execution) []string {
