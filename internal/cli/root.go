@@ -108,7 +108,7 @@ select), and retires the old instance. Every step is durable and rolls back on f
 	root.AddCommand(newExecutionCmds(stdin, stdout, stderr)...)
 	root.AddCommand(newPruneCmd(stdout))
 	root.AddCommand(newDemoCmd(stdout, stderr))
-	root.AddCommand(newServeCmd(stdout, stderr))
+	root.AddCommand(newServeCmd())
 	return root
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -46,7 +45,7 @@ type serveFlags struct {
 	webhook        string
 }
 
-func newServeCmd(stdout, stderr io.Writer) *cobra.Command {
+func newServeCmd() *cobra.Command {
 	f := &serveFlags{}
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -85,7 +84,6 @@ work, leaves running recycles durable, and releases the lease; a standby takes o
 	fs.DurationVar(&f.renewDeadline, "lease-renew-deadline", 10*time.Second, "the leader stops acting when it could not renew for this long")
 	fs.DurationVar(&f.retryPeriod, "lease-retry-period", 2*time.Second, "how often candidates try to acquire or renew the lease")
 	fs.StringVar(&f.webhook, "notify-webhook", "", "URL that receives Slack-compatible JSON ({\"text\": …}) when a recycle starts, succeeds, rolls back or needs a person")
-	_ = stdout
 	return cmd
 }
 
