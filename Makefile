@@ -62,11 +62,17 @@ lint:
 	@line=$$($(GO) run ./cmd/recycler controlplane tools golangci-lint) || exit 1; \
 	echo "$${line#* } run ./..."; "$${line#* }" run ./...
 
-# The Terraform module is published alone, so it carries copies of the state machines;
-# internal/deploy fails until they match the embedded ones.
+# The Terraform module is published alone, so it carries copies of the state machines
+# and of the recycle's RBAC rules (internal/kube.RBAC); deploy/kubernetes/rbac.yaml is
+# serve's RBAC (internal/serve.RBAC). internal/deploy and internal/serve fail until
+# they match the code.
 deploy-documents:
 	cp internal/recycle/statemachine.asl.json deploy/terraform/modules/documents/recycle.asl.json
 	cp internal/recycle/rollback.asl.json deploy/terraform/modules/documents/rollback.asl.json
+	mkdir -p bin && $(GO) build -o bin/recycler-documents ./cmd/recycler
+	bin/recycler-documents rbac -o json > deploy/terraform/modules/documents/rbac.json
+	bin/recycler-documents rbac --serve --serve-namespace recycler > deploy/kubernetes/rbac.yaml
+	rm bin/recycler-documents
 
 clean:
 	rm -rf bin

@@ -102,6 +102,7 @@ select), and retires the old instance. Every step is durable and rolls back on f
 	root.AddCommand(newSimCmd(stdin, stdout, stderr))
 	root.AddCommand(newControlPlaneCmd(stdout, stderr))
 	root.AddCommand(newASLCmd(stdout))
+	root.AddCommand(newRBACCmd(stdout))
 	root.AddCommand(newRecycleCmd(stdin, stdout, stderr))
 	root.AddCommand(newPlanCmd(stdout, stderr))
 	root.AddCommand(newRolloutCmd(stdin, stdout, stderr))

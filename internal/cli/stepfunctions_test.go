@@ -13,7 +13,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/sfn"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -30,7 +29,7 @@ import (
 // state machines the Terraform module deploys, on the simulated Step Functions
 // (the project's engine behind the AWS API), every Task invoking the real Lambda
 // `bootstrap` under the Runtime Interface Emulator with the Lambda role's own
-// credentials, EKS auth, and exactly the module's RBAC for its Kubernetes group;
+// credentials, EKS auth, and exactly the module's RBAC (kube.RBAC) for its Kubernetes group;
 // driven by `recycler recycle --engine stepfunctions`, then read and aborted with
 // `list`, `status`, `history` and `abort`.
 func TestRecycleOnStepFunctions(t *testing.T) {
@@ -51,7 +50,11 @@ func TestRecycleOnStepFunctions(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = env.Down(context.Background()) })
 	env.AWS.AddIdentity(role)
-	bindModuleRBAC(t, env, group)
+	// The module's ClusterRole for its access-entry group: kube.RBAC, which
+	// deploy/terraform/modules/documents/rbac.json is (internal/deploy checks).
+	if err := env.BindGroup(ctx, group, kube.PolicyRules(kube.RBAC())); err != nil {
+		t.Fatal(err)
+	}
 
 	// The function's environment on AWS: its role's session keys, its cluster, no kubeconfig.
 	vars := env.FunctionVars(role)
@@ -171,31 +174,6 @@ func runCLIFor(t *testing.T, d time.Duration, args ...string) cmdResult {
 	var stdout, stderr bytes.Buffer
 	code := Execute(ctx, args, strings.NewReader(""), &stdout, &stderr)
 	return cmdResult{code, stdout.String(), stderr.String()}
-}
-
-// bindModuleRBAC grants the Lambda's Kubernetes group exactly the rules of the
-// Terraform module's ClusterRole (deploy/terraform/modules/documents/rbac.json).
-func bindModuleRBAC(t *testing.T, env *sim.Environment, group string) {
-	t.Helper()
-	raw, err := os.ReadFile("../../deploy/terraform/modules/documents/rbac.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rules []rbacv1.PolicyRule
-	if err := json.Unmarshal(raw, &rules); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cs := t.Context(), env.Kube.Client
-	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "prod-recycler"}, Rules: rules}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: "prod-recycler"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "prod-recycler"},
-		Subjects:   []rbacv1.Subject{{Kind: "Group", APIGroup: "rbac.authorization.k8s.io", Name: group}},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // createModuleStateMachines deploys what the module deploys: `recycler asl

@@ -8,12 +8,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 
+	rbacv1 "k8s.io/api/rbac/v1"
+
 	"github.com/recycler/recycler/internal/cli"
+	"github.com/recycler/recycler/internal/kube"
 	"github.com/recycler/recycler/internal/recycle"
 	"github.com/recycler/recycler/internal/testenv"
 )
@@ -112,38 +116,50 @@ func withInputs(base map[string]string, extra map[string]string) map[string]stri
 	return out
 }
 
-// cliOutput is what `recycler asl args…` prints.
+// cliOutput is what `recycler args…` prints.
 func cliOutput(t *testing.T, args ...string) string {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
-	if code := cli.Execute(context.Background(), append([]string{"asl"}, args...), nil, &stdout, &stderr); code != 0 {
-		t.Fatalf("recycler asl %v: exit %d: %s", args, code, stderr.String())
+	if code := cli.Execute(context.Background(), args, nil, &stdout, &stderr); code != 0 {
+		t.Fatalf("recycler %v: exit %d: %s", args, code, stderr.String())
 	}
 	return stdout.String()
 }
 
 // TestModuleDeploysWhatTheCLIPrints: the module's state machines are byte for byte
-// what `recycler asl [--rollback] --function-arn ARN` prints for its Lambda.
+// what `recycler asl [--rollback] --function-arn ARN` prints for its Lambda, and its
+// ClusterRole's rules are what `recycler rbac -o json` prints.
 func TestModuleDeploysWhatTheCLIPrints(t *testing.T) {
 	out := render(t, byName)
-	if got, want := str(t, out["recycle_definition"]), cliOutput(t, "--function-arn", functionARN); got != want {
+	var granted, printed []rbacv1.PolicyRule
+	if err := json.Unmarshal(out["rbac_rules"], &granted); err != nil {
+		t.Fatalf("rbac_rules %s: %v", out["rbac_rules"], err)
+	}
+	if err := json.Unmarshal([]byte(cliOutput(t, "rbac", "-o", "json")), &printed); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(granted, printed) || len(granted) == 0 {
+		t.Errorf("the module grants the Lambda's group %+v; `recycler rbac -o json` prints %+v", granted, printed)
+	}
+	if got, want := str(t, out["recycle_definition"]), cliOutput(t, "asl", "--function-arn", functionARN); got != want {
 		t.Errorf("the module deploys a recycle state machine that differs from `recycler asl --function-arn`:\n%s", firstDiff(got, want))
 	}
-	if got, want := str(t, out["rollback_definition"]), cliOutput(t, "--rollback", "--function-arn", functionARN); got != want {
+	if got, want := str(t, out["rollback_definition"]), cliOutput(t, "asl", "--rollback", "--function-arn", functionARN); got != want {
 		t.Errorf("the module deploys a rollback state machine that differs from `recycler asl --rollback --function-arn`:\n%s", firstDiff(got, want))
 	}
 }
 
 // TestModuleDocumentsAreTheCode: the module's copies of the definitions are the
-// embedded ones (the module is published alone, so it cannot read internal/).
+// embedded ones, and its ClusterRole's rules are kube.RBAC (the module is published
+// alone, so it cannot read internal/).
 func TestModuleDocumentsAreTheCode(t *testing.T) {
-	for file, want := range map[string][]byte{"recycle.asl.json": mustDef(t), "rollback.asl.json": recycle.RollbackDefinition()} {
+	for file, want := range map[string][]byte{"recycle.asl.json": mustDef(t), "rollback.asl.json": recycle.RollbackDefinition(), "rbac.json": kube.RulesJSON(kube.RBAC())} {
 		got, err := os.ReadFile(filepath.Join(documentsDir, file))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !bytes.Equal(got, want) {
-			t.Errorf("%s/%s differs from internal/recycle: run `make deploy-documents`\n%s", documentsDir, file, firstDiff(string(got), string(want)))
+			t.Errorf("%s/%s differs from the code: run `make deploy-documents`\n%s", documentsDir, file, firstDiff(string(got), string(want)))
 		}
 	}
 }

@@ -15,7 +15,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/recycler/recycler/internal/kube"
-	"github.com/recycler/recycler/internal/lambda"
 	"github.com/recycler/recycler/internal/recycle"
 	"github.com/recycler/recycler/internal/sim"
 	"github.com/recycler/recycler/internal/testenv"
@@ -66,7 +65,7 @@ func TestBootstrapUnderTheRuntimeInterfaceEmulator(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = env.Down(context.Background()) })
 	env.AWS.AddIdentity(lambdaRole)
-	if err := env.BindGroup(ctx, "recycler", lambda.RBAC); err != nil {
+	if err := env.BindGroup(ctx, "recycler", kube.PolicyRules(kube.RBAC())); err != nil {
 		t.Fatal(err)
 	}
 

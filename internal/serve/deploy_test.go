@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -38,18 +39,20 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
+	"github.com/recycler/recycler/internal/kube"
 	"github.com/recycler/recycler/internal/serve"
 )
 
 const deployDir = "../../deploy/kubernetes"
 
-// manifests reads kustomization.yaml's resources in order, with its namespace.
-func manifests(t *testing.T) []*unstructured.Unstructured {
+type kustomization struct {
+	Namespace string   `json:"namespace"`
+	Resources []string `json:"resources"`
+}
+
+func readKustomization(t *testing.T) kustomization {
 	t.Helper()
-	var k struct {
-		Namespace string   `json:"namespace"`
-		Resources []string `json:"resources"`
-	}
+	var k kustomization
 	b, err := os.ReadFile(filepath.Join(deployDir, "kustomization.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -57,6 +60,13 @@ func manifests(t *testing.T) []*unstructured.Unstructured {
 	if err := yaml.Unmarshal(b, &k); err != nil {
 		t.Fatal(err)
 	}
+	return k
+}
+
+// manifests reads kustomization.yaml's resources in order, with its namespace.
+func manifests(t *testing.T) []*unstructured.Unstructured {
+	t.Helper()
+	k := readKustomization(t)
 	var out []*unstructured.Unstructured
 	for _, r := range k.Resources {
 		b, err := os.ReadFile(filepath.Join(deployDir, r))
@@ -222,12 +232,41 @@ func parseAccess(req *http.Request) (access, bool) {
 	return access{group, res, verb}, verb != ""
 }
 
-// granted lists every (group, resource, verb) the manifests' roles grant.
+// granted lists every (group, resource, verb) serve's RBAC grants (serve.RBAC,
+// which deploy/kubernetes/rbac.yaml is: TestManifestRBACIsTheCode).
 func granted(t *testing.T) map[access]bool {
 	t.Helper()
 	out := map[access]bool{}
+	cluster, lease := serve.RBAC()
+	for _, r := range append(cluster, lease...) {
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				for _, v := range r.Verbs {
+					if g == "*" || res == "*" || v == "*" {
+						t.Errorf("serve.RBAC grants a wildcard: %+v", r)
+					}
+					out[access{g, res, v}] = true
+				}
+			}
+		}
+	}
+	return out
+}
+
+// TestManifestRBACIsTheCode: deploy/kubernetes/rbac.yaml is serve.RBAC rendered for
+// the kustomization's namespace, and its roles are what the API server stores.
+func TestManifestRBACIsTheCode(t *testing.T) {
+	got, err := os.ReadFile(filepath.Join(deployDir, "rbac.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := serve.RBACManifests(readKustomization(t).Namespace, "recycler"); !bytes.Equal(got, want) {
+		t.Errorf("%s/rbac.yaml differs from serve.RBAC: run `make deploy-documents`\n--- file\n%s\n--- code\n%s", deployDir, got, want)
+	}
+	cluster, lease := serve.RBAC()
 	for _, u := range manifests(t) {
-		if u.GetKind() != "ClusterRole" && u.GetKind() != "Role" {
+		want := map[string][]kube.Rule{"ClusterRole": cluster, "Role": lease}[u.GetKind()]
+		if want == nil {
 			continue
 		}
 		b, _ := u.MarshalJSON()
@@ -235,20 +274,10 @@ func granted(t *testing.T) map[access]bool {
 		if err := yaml.Unmarshal(b, &role); err != nil {
 			t.Fatal(err)
 		}
-		for _, r := range role.Rules {
-			for _, g := range r.APIGroups {
-				for _, res := range r.Resources {
-					for _, v := range r.Verbs {
-						if g == "*" || res == "*" || v == "*" {
-							t.Errorf("%s %s grants a wildcard: %+v", u.GetKind(), u.GetName(), r)
-						}
-						out[access{g, res, v}] = true
-					}
-				}
-			}
+		if !reflect.DeepEqual(role.Rules, kube.PolicyRules(want)) {
+			t.Errorf("%s %s grants %+v, serve.RBAC %+v", u.GetKind(), u.GetName(), role.Rules, kube.PolicyRules(want))
 		}
 	}
-	return out
 }
 
 // rbacWorkloads puts on target what makes a drain meet every path: a Deployment
