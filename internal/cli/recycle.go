@@ -266,16 +266,8 @@ func planOne(ctx context.Context, eng *engine.Engine, tasks *recycle.Tasks, req 
 		if err != nil {
 			return plan{}, err
 		}
-		last := 0
-		for _, ex := range attempts {
-			n, ok := recycle.AttemptOf(ex.Name, inst)
-			if !ok {
-				continue
-			}
-			last = max(last, n)
-			if ex.Status.Done() {
-				continue
-			}
+		last, running := recycle.Attempts(inst, attempts)
+		if ex := running; ex != nil {
 			if d, driven := eng.DriverOf(ex.ID); driven {
 				return plan{}, badInput("%s is already being recycled by execution %s (%s, started %s), driven by another recycler process (%s): follow it with 'recycler status %s', or abort it with 'recycler abort %s' (nothing was changed)",
 					req.Target(), ex.ID, ex.Name, ex.StartTime.Local().Format(time.DateTime), d, ex.Name, ex.Name)
@@ -284,10 +276,10 @@ func planOne(ctx context.Context, eng *engine.Engine, tasks *recycle.Tasks, req 
 				return plan{}, badInput("%s is already being recycled by execution %s (%s, started %s) with another request (other options, or the node named otherwise); no process drives it: continue it with 'recycler resume', or abort it with 'recycler abort %s' (nothing was changed)",
 					req.Target(), ex.ID, ex.Name, ex.StartTime.Local().Format(time.DateTime), ex.Name)
 			}
-			p.existing, p.name, p.instance = &ex, ex.Name, inst
-			p.node, _ = targetOf(ex, recycle.State{})
+			p.existing, p.name, p.instance = ex, ex.Name, inst
+			p.node, _ = targetOf(*ex, recycle.State{})
 			if st, err := eng.RecentHistory(ctx, ex.ID, recentEvents); err == nil {
-				if n, _ := targetOf(ex, recycle.StateFromHistory(st)); n != "" {
+				if n, _ := targetOf(*ex, recycle.StateFromHistory(st)); n != "" {
 					p.node = n
 				}
 			}

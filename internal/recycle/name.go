@@ -3,6 +3,8 @@ package recycle
 import (
 	"strconv"
 	"strings"
+
+	"github.com/recycler/recycler/internal/engine"
 )
 
 // A recycle's execution name is the old instance's id, so that a second recycle of
@@ -34,4 +36,21 @@ func AttemptOf(name, instanceID string) (int, bool) {
 		return 0, false
 	}
 	return n, true
+}
+
+// Attempts reads the recycles of instanceID among exs (what an engine lists under the
+// name prefix instanceID): the highest attempt number (0 when none), and a running
+// one, if any. A running execution whose name starts with "<instanceID>-" counts
+// whatever follows (an execution named by an older scheme recycles it all the same).
+func Attempts(instanceID string, exs []engine.Execution) (last int, running *engine.Execution) {
+	for i, ex := range exs {
+		n, ok := AttemptOf(ex.Name, instanceID)
+		if ok {
+			last = max(last, n)
+		}
+		if (ok || strings.HasPrefix(ex.Name, instanceID+"-")) && !ex.Status.Done() && running == nil {
+			running = &exs[i]
+		}
+	}
+	return last, running
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -84,13 +85,7 @@ func (l *leader) annotated(ctx context.Context, n *corev1.Node, v string) {
 		return
 	}
 	if exec, busy := l.busy(n.Name, pid.InstanceID); busy {
-		// Already in hand: the annotation follows that execution and goes with it.
-		l.mu.Lock()
-		r := l.running[exec]
-		r.annotation = n.Name
-		l.running[exec] = r
-		l.mu.Unlock()
-		l.setAnnotation(ctx, n.Name, exec)
+		l.follow(ctx, n.Name, exec)
 		return
 	}
 	req, err := annotationRequest(l.o.Defaults, v)
@@ -105,12 +100,32 @@ func (l *leader) annotated(ctx context.Context, n *corev1.Node, v string) {
 		l.refuseAnnotation(ctx, n, v, err.Error())
 		return
 	}
-	ex, err := l.start(ctx, executionName(trigger.KindAnnotation, pid.InstanceID, eventID), req, n.Name)
+	ex, err := l.start(ctx, pid.InstanceID, req, n.Name)
+	if already := (*alreadyError)(nil); errors.As(err, &already) {
+		// Another's recycle of the node (a person's, another trigger's), or this
+		// annotation's own after a crash.
+		log.Info("the annotation follows the recycle already in hand", "detail", already.Error())
+		l.follow(ctx, n.Name, ex.ID)
+		return
+	}
 	if err != nil {
 		log.Error("start recycle from annotation (retried on the next change of the node)", "err", err)
 		return
 	}
 	l.setAnnotation(ctx, n.Name, ex.ID)
+}
+
+// follow makes the annotation on node name execution id, which already recycles
+// the node, and go with it: at its end if this process drives it, else when a later
+// change of the node finds it ended.
+func (l *leader) follow(ctx context.Context, node, id string) {
+	l.mu.Lock()
+	if r, ok := l.running[id]; ok {
+		r.annotation = node
+		l.running[id] = r
+	}
+	l.mu.Unlock()
+	l.setAnnotation(ctx, node, id)
 }
 
 // annotationRequest reads the annotation's options over the defaults, strictly:

@@ -225,9 +225,12 @@ func metric(addr, name string) string {
 }
 
 // executions reads the state file passively (serve keeps running).
-func (s *served) executions(t *testing.T) []engine.Execution {
+func (s *served) executions(t *testing.T) []engine.Execution { return executionsIn(t, s.state) }
+
+// executionsIn lists the recycles in a state file, read passively.
+func executionsIn(t *testing.T, state string) []engine.Execution {
 	t.Helper()
-	eng, err := engine.Open(context.Background(), engine.Options{Path: s.state, Passive: true})
+	eng, err := engine.Open(context.Background(), engine.Options{Path: state, Passive: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/recycler/recycler/internal/cloud"
-	"github.com/recycler/recycler/internal/engine"
 	"github.com/recycler/recycler/internal/trigger"
 )
 
@@ -93,7 +92,7 @@ func (l *leader) handleMessage(ctx context.Context, m sqstypes.Message) {
 	}
 	log.Info("message handled", "outcome", outcome, "detail", detail)
 	if _, err := l.o.Queue.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: aws.String(l.o.QueueURL), ReceiptHandle: m.ReceiptHandle}); err != nil {
-		// Received again later: the execution name (from the event) makes that harmless.
+		// Received again later: its execution is found by the event id it carries.
 		log.Warn("delete message", "err", err)
 	}
 }
@@ -127,7 +126,7 @@ func (l *leader) actOn(ctx context.Context, body string) (outcome, detail string
 		o, d := l.actOnInstance(ctx, ev, id)
 		details = append(details, d)
 		if o == outcomeFailed {
-			return o, d // the message comes back; what was started is found by name
+			return o, d // the message comes back; what was started is found by its event id
 		}
 		if rank(o) > rank(outcome) {
 			outcome = o
@@ -156,14 +155,7 @@ func (l *leader) actOnInstance(ctx context.Context, ev trigger.Event, id string)
 		return outcomeIgnored, fmt.Sprintf("instance %s has no Node in this cluster", id)
 	}
 	if exec, ok := l.busy(node.Name, id); ok {
-		if ev.Hook == nil {
-			return outcomeDuplicate, fmt.Sprintf("node %s is being recycled by execution %s", node.Name, exec)
-		}
-		// A terminate hook for a node we are already recycling (say, an alarm's): the
-		// running recycle cannot answer this action, so this one is started anyway;
-		// its Resolve refuses while the node is fenced, and the hook then waits for
-		// its heartbeat timeout. **Rare**; logged.
-		l.o.Log.Warn("terminate hook for a node already being recycled", "node", node.Name, "execution", exec)
+		return l.alreadyRecycled(ev, node.Name, "execution "+exec)
 	}
 	if ev.Hook == nil {
 		if on, until := l.dedup.CoolingDown(node.Name); on {
@@ -174,18 +166,29 @@ func (l *leader) actOnInstance(ctx context.Context, ev trigger.Event, id string)
 	if err := req.Validate(); err != nil {
 		return outcomeMalformed, fmt.Sprintf("request for %s: %v", id, err)
 	}
-	ex, err := l.start(ctx, executionName(ev.Kind, id, ev.ID), req, "")
-	if errors.Is(err, engine.ErrExecutionAlreadyExists) {
-		return outcomeDuplicate, fmt.Sprintf("an execution for event %s exists already", ev.ID)
-	}
-	if err != nil {
+	ex, err := l.start(ctx, id, req, "")
+	var already *alreadyError
+	switch {
+	case errors.As(err, &already) && already.Event != "":
+		return outcomeDuplicate, already.Error() // delivered again: its execution is found
+	case errors.As(err, &already):
+		return l.alreadyRecycled(ev, node.Name, already.Error())
+	case err != nil:
 		return outcomeFailed, fmt.Sprintf("start recycle of %s: %v", id, err)
 	}
 	l.dedup.MarkNode(node.Name, l.o.Clock.Now())
-	if ex.Status.Done() {
-		return outcomeDuplicate, fmt.Sprintf("execution %s for event %s already ended (%s)", ex.ID, ev.ID, ex.Status)
-	}
 	return outcomeStarted, fmt.Sprintf("execution %s recycles node %s (instance %s)", ex.ID, node.Name, id)
+}
+
+// alreadyRecycled acknowledges an event for a node that a running recycle (by) has
+// in hand. A terminate hook is the rare case worth a warning: the running recycle
+// cannot answer that lifecycle action and a second recycle of the instance is
+// refused (its name is taken), so the hook waits for its heartbeat timeout.
+func (l *leader) alreadyRecycled(ev trigger.Event, node, by string) (string, string) {
+	if ev.Hook != nil {
+		l.o.Log.Warn("terminate hook for a node already being recycled: the hook waits for its heartbeat timeout", "node", node, "by", by)
+	}
+	return outcomeDuplicate, fmt.Sprintf("node %s is being recycled: %s", node, by)
 }
 
 // pickFromGroup chooses the instance an alarm on a whole group recycles: the

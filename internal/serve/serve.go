@@ -6,8 +6,6 @@ package serve
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -161,8 +159,8 @@ type runningExec struct {
 }
 
 // eventTTL: how long an event id is remembered in memory. SQS redelivers within
-// the visibility timeout and the retention period; the engine's idempotent Start
-// (the name derives from the event) catches anything older.
+// the visibility timeout and the retention period; anything older is found by the
+// instance's attempts, whose inputs carry the event id (leader.start).
 const eventTTL = 24 * time.Hour
 
 func lead(ctx context.Context, o Options) error {
@@ -272,9 +270,49 @@ func (l *leader) busy(node, instance string) (string, bool) {
 	return "", false
 }
 
-// start records the execution of req durably; the caller acknowledges its trigger
-// only after this returned nil.
-func (l *leader) start(ctx context.Context, name string, req recycle.Request, annotationNode string) (engine.Execution, error) {
+// alreadyError: the recycle a trigger asked for is not started because the engine
+// has it already: the execution this very event started (Event set: a message
+// delivered again after a crash), or a recycle of the instance that another trigger
+// or a person started.
+type alreadyError struct {
+	Existing engine.Execution
+	Event    string // the event that started Existing
+	Reason   string // otherwise: what Existing is doing
+}
+
+func (e *alreadyError) Error() string {
+	if e.Event != "" {
+		return fmt.Sprintf("event %s started execution %s already (%s)", e.Event, e.Existing.ID, e.Existing.Status)
+	}
+	return fmt.Sprintf("execution %s (%s) %s", e.Existing.ID, e.Existing.Name, e.Reason)
+}
+
+// start records the recycle of instance that req (from a trigger) asks for,
+// durably; the caller acknowledges its trigger only after this returned nil. The
+// execution is named after the instance like every recycle (recycle.ExecutionName:
+// the instance id, "-2", "-3" after ended attempts), so the engine refuses a second
+// recycle of the node whoever starts it. The instance's attempts decide first: one
+// whose input carries this event id (Request.Trigger.EventID, stored with the
+// execution) is the one this event started; a running one is another's recycle.
+// Either is an *alreadyError, and so is a name taken since (ExistsError).
+func (l *leader) start(ctx context.Context, instance string, req recycle.Request, annotationNode string) (engine.Execution, error) {
+	attempts, err := l.eng.List(ctx, engine.ListFilter{StateMachine: recycle.StateMachineName, NamePrefix: instance})
+	if err != nil {
+		return engine.Execution{}, fmt.Errorf("list recycles of %s: %w", instance, err)
+	}
+	if req.Trigger != nil && req.Trigger.EventID != "" {
+		for _, ex := range attempts {
+			var st recycle.State
+			if json.Unmarshal(ex.Input, &st) == nil && st.Request.Trigger != nil && st.Request.Trigger.EventID == req.Trigger.EventID {
+				return ex, &alreadyError{Existing: ex, Event: req.Trigger.EventID}
+			}
+		}
+	}
+	last, running := recycle.Attempts(instance, attempts)
+	if running != nil {
+		return *running, &alreadyError{Existing: *running, Reason: "recycles it, since " + running.StartTime.UTC().Format(time.RFC3339)}
+	}
+	name := recycle.ExecutionName(instance, last+1)
 	input, err := json.Marshal(recycle.State{Request: req})
 	if err != nil {
 		return engine.Execution{}, err
@@ -287,6 +325,9 @@ func (l *leader) start(ctx context.Context, name string, req recycle.Request, an
 		StateMachine: recycle.StateMachineName, Definition: def, Name: name, Input: input,
 		OnAbort: &engine.Rollback{StateMachine: recycle.RollbackStateMachineName, Definition: recycle.RollbackDefinition()},
 	})
+	if exists := (*engine.ExistsError)(nil); errors.As(err, &exists) {
+		return exists.Existing, &alreadyError{Existing: exists.Existing, Reason: exists.Reason}
+	}
 	if err != nil {
 		return ex, err
 	}
@@ -351,9 +392,3 @@ func (l *leader) ended(ctx context.Context, id string) {
 	}
 }
 
-// executionName derives the engine's idempotency key from the event, so a message
-// delivered again after a crash (before it was deleted) finds its execution.
-func executionName(kind trigger.Kind, instance, eventID string) string {
-	sum := sha256.Sum256([]byte(eventID))
-	return fmt.Sprintf("%s-%s-%s", instance, kind, hex.EncodeToString(sum[:])[:10])
-}

@@ -10,8 +10,9 @@ import (
 // Dedup remembers which events were acted on and when each node last had a recycle
 // started, so an event delivered twice (SQS is at-least-once, EventBridge too) and
 // an alarm that flaps start one recycle, not ten. It is memory only: after a
-// restart or a takeover, the engine's idempotent Start (the execution name comes
-// from the event) and Seed (the recent executions) restore what matters.
+// restart or a takeover, the executions' inputs (each carries the event id that
+// started it) restore what matters: serve seeds it from the recent executions, and
+// looks up an instance's own recycles before it starts another.
 type Dedup struct {
 	clock    clock.PassiveClock
 	eventTTL time.Duration
