@@ -391,4 +391,3 @@ func (l *leader) ended(ctx context.Context, id string) {
 		l.clearAnnotation(ctx, r.annotation, id)
 	}
 }
-
