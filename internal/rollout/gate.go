@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -87,16 +88,26 @@ func (t *Tasks) Gate(ctx context.Context, s IterState) (*GateResult, error) {
 		return t.afterFailure(ctx, in, s, res)
 	}
 	child := t.childRef(in, s)
-	mine, err := t.running(ctx, recycle.StateMachineName, "", in.kids)
+	e, err := t.executions(ctx)
 	if err != nil {
 		return nil, err
 	}
-	// A re-run after a crash: the recycle this gate started before is running.
-	for _, ex := range mine {
-		if ex.Name == child.Name {
-			res.Decision, res.Child, res.Reason = DecisionGo, child, "recycle already started"
-			return res, nil
+	// A re-run after a crash: the recycle this gate started before exists (running or
+	// ended); the Recycle state attaches to it.
+	if exs, err := e.List(ctx, engine.ListFilter{StateMachine: recycle.StateMachineName, Name: child.Name}); err != nil {
+		return nil, fmt.Errorf("find recycle %s: %w", child.Name, err)
+	} else if len(exs) > 0 {
+		if !sameRequest(exs[0].Input, child.Input) {
+			// Not ours: someone recycled the instance under that name since the rollout
+			// began (`recycler recycle` names its recycle the same way).
+			return t.terminal(ctx, s, res, DecisionSkip, fmt.Sprintf("recycled meanwhile by execution %s (%s, %s)", exs[0].ID, exs[0].Name, exs[0].Status))
 		}
+		res.Decision, res.Child, res.Reason = DecisionGo, child, "recycle already started"
+		return res, nil
+	}
+	mine, err := t.running(ctx, recycle.StateMachineName, "", in.kids)
+	if err != nil {
+		return nil, err
 	}
 	gs, err := t.groupState(ctx, s.Group, now)
 	if err != nil {
@@ -479,4 +490,11 @@ func minTime(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// sameRequest tells whether an execution's input is the child input this gate
+// builds (json.Marshal of the same request: the same bytes, spacing aside).
+func sameRequest(got, want json.RawMessage) bool {
+	var a, b bytes.Buffer
+	return json.Compact(&a, got) == nil && json.Compact(&b, want) == nil && bytes.Equal(a.Bytes(), b.Bytes())
 }
