@@ -423,7 +423,7 @@ func printStatus(ctx context.Context, eng executions, w io.Writer, ex engine.Exe
 		fmt.Fprintf(w, "replacement %v ready=%v\n", st.Replacement.Instances, st.Replacement.Done)
 	}
 	if st.Drain != nil {
-		fmt.Fprintf(w, "drain      %s\n", drainLine(*st.Drain, time.Now()))
+		fmt.Fprintf(w, "drain      %s\n", st.Drain.Line(time.Now()))
 	}
 	if ex.Error != "" {
 		fmt.Fprintf(w, "error      %s: %s\n", ex.Error, ex.Cause)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -143,7 +142,7 @@ func (p *progress) liveLine(now time.Time) string {
 		parts = append(parts, fmt.Sprintf("waiting for %d pod(s): %s", len(selected), strings.Join(first(selected, 2), ", ")))
 	}
 	parts = append(parts, fmt.Sprintf("%d left, %d evicted", d.Remaining, len(d.Evicted)))
-	parts = append(parts, first(blockedBy(d), 1)...)
+	parts = append(parts, first(d.BlockedBy(), 1)...)
 	if at, what := d.NextDeadline(now); !at.IsZero() {
 		parts = append(parts, fmt.Sprintf("in %s: %s", at.Sub(now).Truncate(time.Second), what))
 	}
@@ -283,7 +282,7 @@ func summarize(task string, raw json.RawMessage, at time.Time) (string, bool) {
 		if r.Done {
 			return fmt.Sprintf("WaitReplacement: replacement %s InService, node Ready", strings.Join(r.Instances, ",")), false
 		}
-		return "WaitReplacement: " + orText(r.Reason, "waiting for the group to launch a replacement"), true
+		return "WaitReplacement: " + recycle.Waiting(task, raw, at), true
 	case recycle.TaskDrain:
 		var s recycle.DrainStatus
 		_ = json.Unmarshal(raw, &s)
@@ -294,14 +293,14 @@ func summarize(task string, raw json.RawMessage, at time.Time) (string, bool) {
 			return fmt.Sprintf("  drain started: %s recorded with their availability, node out of external load balancers; %s",
 				plural(len(s.Workloads), "workload"), deadlines(s)), false
 		}
-		return "Drain: " + drainLine(s, at), true
+		return "Drain: " + s.Line(at), true
 	case recycle.TaskCheckWorkloads:
 		var s recycle.WorkloadsStatus
 		_ = json.Unmarshal(raw, &s)
 		if s.Done {
 			return "WaitWorkloads: moved workloads available again", false
 		}
-		return "WaitWorkloads: " + strings.Join(s.NotReady, "; "), true
+		return "WaitWorkloads: " + recycle.Waiting(task, raw, at), true
 	case recycle.TaskRetire:
 		var s recycle.RetireStatus
 		_ = json.Unmarshal(raw, &s)
@@ -314,31 +313,6 @@ func summarize(task string, raw json.RawMessage, at time.Time) (string, bool) {
 		return "  rolled back: node unfenced, surge undone", false
 	}
 	return "", false
-}
-
-// drainLine says what a drain waits for, what blocks it and what its next
-// deadline does (at now), with clock times: also for `recycler status`.
-func drainLine(s recycle.DrainStatus, now time.Time) string {
-	var parts []string
-	if len(s.Selected) > 0 {
-		parts = append(parts, fmt.Sprintf("waiting for %d selected pod(s) %s", len(s.Selected), strings.Join(first(s.Selected, 3), ", ")))
-	}
-	parts = append(parts, fmt.Sprintf("%d pod(s) left, %d evicted", s.Remaining, len(s.Evicted)))
-	parts = append(parts, first(blockedBy(s), 2)...)
-	if at, what := s.NextDeadline(now); !at.IsZero() {
-		parts = append(parts, fmt.Sprintf("at %s: %s", at.Local().Format(time.TimeOnly), what))
-	}
-	return strings.Join(parts, "; ")
-}
-
-// blockedBy names each pod a budget refuses, the budget and the next try.
-func blockedBy(s recycle.DrainStatus) []string {
-	var blocked []string
-	for _, b := range s.Blocked {
-		blocked = append(blocked, fmt.Sprintf("%s blocked by PDB %s (retry %s)", b.Pod, strings.Join(b.PDBs, ","), b.NotBefore.Local().Format(time.TimeOnly)))
-	}
-	sort.Strings(blocked)
-	return blocked
 }
 
 // deadlines names a drain's deadlines in clock time.

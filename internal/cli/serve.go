@@ -4,17 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/sns"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -43,6 +47,8 @@ type serveFlags struct {
 	renewDeadline  time.Duration
 	retryPeriod    time.Duration
 	webhook        string
+	snsTopic       string
+	blockedAfter   time.Duration
 }
 
 func newServeCmd() *cobra.Command {
@@ -83,7 +89,9 @@ work, leaves running recycles durable, and releases the lease; a standby takes o
 	fs.DurationVar(&f.leaseDuration, "lease-duration", 15*time.Second, "a standby takes over this long after the leader stopped renewing")
 	fs.DurationVar(&f.renewDeadline, "lease-renew-deadline", 10*time.Second, "the leader stops acting when it could not renew for this long")
 	fs.DurationVar(&f.retryPeriod, "lease-retry-period", 2*time.Second, "how often candidates try to acquire or renew the lease")
-	fs.StringVar(&f.webhook, "notify-webhook", "", "URL that receives Slack-compatible JSON ({\"text\": …}) when a recycle starts, succeeds, rolls back or needs a person")
+	fs.StringVar(&f.webhook, "notify-webhook", "", "URL that receives Slack-compatible JSON ({\"text\": …}) when a recycle starts, is blocked, succeeds, rolls back or needs a person")
+	fs.StringVar(&f.snsTopic, "notify-sns-topic", "", "SNS topic ARN that receives the same notifications (subject for people, message JSON)")
+	fs.DurationVar(&f.blockedAfter, "notify-blocked-after", 30*time.Minute, "notify once when a recycle stays in one step (a drain held by a budget, a replacement that does not come) longer than this; 0: never")
 	return cmd
 }
 
@@ -122,11 +130,7 @@ func (f *serveFlags) validate() (recycle.Request, *trigger.Cron, rollout.Options
 		errs = append(errs, fmt.Errorf("--cooldown must not be negative, got %s", f.cooldown))
 	}
 	errs = append(errs, f.validateLease()...)
-	if f.webhook != "" {
-		if u, err := url.Parse(f.webhook); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			errs = append(errs, fmt.Errorf("--notify-webhook %q is not an http(s) URL", f.webhook))
-		}
-	}
+	errs = append(errs, f.validateNotify()...)
 	if len(errs) > 0 {
 		if len(f.fromEnv) > 0 {
 			errs = append(errs, fmt.Errorf("(flags not given on the command line came from the environment: %s)", strings.Join(f.fromEnv, " ")))
@@ -134,6 +138,43 @@ func (f *serveFlags) validate() (recycle.Request, *trigger.Cron, rollout.Options
 		return def, nil, ro, usageError{errors.Join(errs...)}
 	}
 	return def, cron, ro, nil
+}
+
+// snsTopicARN: arn:PARTITION:sns:REGION:ACCOUNT:NAME (a standard topic).
+var snsTopicARN = regexp.MustCompile(`^arn:aws[a-z-]*:sns:([a-z0-9-]+):[0-9]{12}:[A-Za-z0-9_-]{1,256}$`)
+
+// validateNotify checks the notification channels.
+func (f *serveFlags) validateNotify() []error {
+	var errs []error
+	if f.webhook != "" {
+		if u, err := url.Parse(f.webhook); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("--notify-webhook %q is not an http(s) URL", f.webhook))
+		}
+	}
+	if f.snsTopic != "" && !snsTopicARN.MatchString(f.snsTopic) {
+		errs = append(errs, fmt.Errorf("--notify-sns-topic %q is not a topic ARN such as arn:aws:sns:eu-west-1:123456789012:recycler", f.snsTopic))
+	}
+	if f.blockedAfter < 0 {
+		errs = append(errs, fmt.Errorf("--notify-blocked-after must not be negative (0 turns it off), got %s", f.blockedAfter))
+	}
+	return errs
+}
+
+// notifiers builds the notification channels the flags name (nil: none).
+func (f *serveFlags) notifiers(awsCfg aws.Config, log *slog.Logger, m *metrics.Metrics) serve.Notifier {
+	var ns serve.Notifiers
+	if f.webhook != "" {
+		ns = append(ns, &serve.Webhook{URL: f.webhook, Client: &http.Client{Timeout: 10 * time.Second}, Log: log, Metrics: m})
+	}
+	if f.snsTopic != "" {
+		region := snsTopicARN.FindStringSubmatch(f.snsTopic)[1] // the topic's region, whatever the default
+		client := sns.NewFromConfig(awsCfg, func(o *sns.Options) { o.Region = region })
+		ns = append(ns, &serve.SNS{Client: client, TopicARN: f.snsTopic, Log: log, Metrics: m})
+	}
+	if len(ns) == 0 {
+		return nil
+	}
+	return ns
 }
 
 // validateSchedule reads --schedule and the rollout it starts.
@@ -243,9 +284,7 @@ func runServe(ctx context.Context, f *serveFlags) error {
 	if f.queueURL != "" {
 		opts.Queue = sqs.NewFromConfig(awsCfg)
 	}
-	if f.webhook != "" {
-		opts.Notify = &serve.Webhook{URL: f.webhook, Client: &http.Client{Timeout: 10 * time.Second}, Log: log, Metrics: m}
-	}
+	opts.Notify, opts.BlockedAfter = f.notifiers(awsCfg, log, m), f.blockedAfter
 	if cron != nil {
 		fleet := fleetTasks(tasks)
 		opts.Schedule = &serve.Schedule{Cron: cron, Rollout: func(ctx context.Context, at time.Time) (engine.StartInput, string, error) {

@@ -7,7 +7,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sns"
 
 	"github.com/recycler/recycler/internal/engine"
 	"github.com/recycler/recycler/internal/metrics"
@@ -23,6 +27,7 @@ const (
 	NotifyDone        NotifyKind = "done"
 	NotifyRolledBack  NotifyKind = "rolled-back"
 	NotifyNeedsPerson NotifyKind = "needs-person"
+	NotifyBlocked     NotifyKind = "blocked" // in one step longer than --notify-blocked-after
 )
 
 // Notification is one message to people.
@@ -74,6 +79,55 @@ func (w *Webhook) Notify(ctx context.Context, n Notification) {
 		return
 	}
 	w.Metrics.Notification("webhook", "sent")
+}
+
+// Notifiers delivers each notification to every channel, in order.
+type Notifiers []Notifier
+
+// Notify implements Notifier.
+func (ns Notifiers) Notify(ctx context.Context, n Notification) {
+	for _, c := range ns {
+		c.Notify(ctx, n)
+	}
+}
+
+// Publisher is what the SNS channel needs of an SNS client.
+type Publisher interface {
+	Publish(ctx context.Context, in *sns.PublishInput, opts ...func(*sns.Options)) (*sns.PublishOutput, error)
+}
+
+// SNS publishes each notification to a topic: the subject for people (email), the
+// message the notification as JSON (for Lambda, SQS or chat subscribers).
+type SNS struct {
+	Client   Publisher
+	TopicARN string
+	Log      *slog.Logger
+	Metrics  *metrics.Metrics
+}
+
+// snsMaxSubject is Publish's limit on Subject (ASCII, under 100 characters).
+const snsMaxSubject = 99
+
+// Notify implements Notifier.
+func (s *SNS) Notify(ctx context.Context, n Notification) {
+	msg, _ := json.Marshal(n)
+	subject := strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e { // SNS refuses control and non-ASCII characters in a subject
+			return '?'
+		}
+		return r
+	}, fmt.Sprintf("recycler: %s %s", n.Kind, n.Target))
+	if len(subject) > snsMaxSubject {
+		subject = subject[:snsMaxSubject]
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := s.Client.Publish(ctx, &sns.PublishInput{TopicArn: &s.TopicARN, Subject: &subject, Message: aws.String(string(msg))}); err != nil {
+		s.Log.Warn("notification not delivered", "kind", n.Kind, "execution", n.Execution, "channel", "sns", "err", err)
+		s.Metrics.Notification("sns", "failed")
+		return
+	}
+	s.Metrics.Notification("sns", "sent")
 }
 
 func endNotification(ex engine.Execution, target string) Notification {

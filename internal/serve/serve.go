@@ -63,8 +63,11 @@ type Options struct {
 	Ready      *metrics.Ready
 	Clock      clock.WithTicker
 	Log        *slog.Logger
-	Notify     Notifier  // nil = no notifications
-	Schedule   *Schedule // nil = no scheduled rollouts
+	Notify     Notifier // nil = no notifications
+	// BlockedAfter: a recycle that stays in one step longer than this is notified
+	// about once per step (NotifyBlocked); 0 = never.
+	BlockedAfter time.Duration
+	Schedule     *Schedule // nil = no scheduled rollouts
 	// OnLeading is called with true once this process acts (engine open, triggers
 	// running) and with false when it stopped acting; tests and logs use it.
 	OnLeading func(bool)
@@ -144,6 +147,7 @@ type leader struct {
 	dedup  *trigger.Dedup
 	nodes  *nodeIndex
 	events chan engine.Event
+	stalls *stalls // nil = no "blocked" notifications
 
 	ctx context.Context // the term's context (for work handed to goroutines)
 
@@ -168,6 +172,9 @@ func lead(ctx context.Context, o Options) error {
 	log.Info("leading: opening the engine and resuming unfinished executions")
 	l := &leader{o: o, ctx: ctx, dedup: trigger.NewDedup(o.Clock, eventTTL, o.Cooldown), running: map[string]runningExec{},
 		events: make(chan engine.Event, 4096)}
+	if o.Notify != nil && o.BlockedAfter > 0 {
+		l.stalls = newStalls(o.BlockedAfter)
+	}
 	eng, err := l.openEngine(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -193,6 +200,10 @@ func lead(ctx context.Context, o Options) error {
 	defer wg.Wait()
 	wg.Add(1)
 	go func() { defer wg.Done(); l.consumeEvents(ctx) }()
+	if l.stalls != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); l.notifyStalls(ctx) }()
+	}
 
 	l.nodes = newNodeIndex(o.Kube, l.onNode)
 	if err := l.nodes.start(ctx); err != nil {
@@ -253,9 +264,44 @@ func (l *leader) seed(ctx context.Context) error {
 				re.annotation = annotationNode(st.Request.Trigger.EventID)
 			}
 			l.running[ex.ID] = re
+			l.seedStall(ctx, ex.ID, re.target)
 		}
 	}
 	return nil
+}
+
+// seedStall times the step a running execution is in from its history, so a
+// new leader notifies about a step the old one entered.
+func (l *leader) seedStall(ctx context.Context, id, target string) {
+	if l.stalls == nil {
+		return
+	}
+	evs, err := l.eng.RecentHistory(ctx, id, 50)
+	if err != nil {
+		l.o.Log.Warn("read history for blocked notifications", "execution", id, "err", err)
+		return
+	}
+	for _, ev := range evs {
+		l.stalls.observe(ev, target)
+	}
+}
+
+// notifyStalls checks for recycles blocked longer than BlockedAfter, at a
+// quarter of it (at most every minute): a notification is late by that much at most.
+func (l *leader) notifyStalls(ctx context.Context) {
+	t := l.o.Clock.NewTicker(min(l.o.BlockedAfter/4, time.Minute))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+			for _, n := range l.stalls.due(l.o.Clock.Now()) {
+				l.o.Log.Info("recycle blocked", "execution", n.Execution, "target", n.Target, "text", n.Text)
+				l.o.Notify.Notify(ctx, n)
+			}
+		}
+	}
 }
 
 // busy reports whether a running execution recycles node (by name) or instance.
@@ -364,6 +410,12 @@ func (l *leader) consumeEvents(ctx context.Context) {
 				}
 			}
 			l.o.Metrics.Observe(m, ev)
+			if l.stalls != nil && m == recycle.StateMachineName {
+				l.mu.Lock()
+				target := l.running[ev.ExecutionID].target
+				l.mu.Unlock()
+				l.stalls.observe(ev, target)
+			}
 			if len(ev.Type) > len("Execution") && ev.Type[:len("Execution")] == "Execution" && ev.Type != "ExecutionStarted" {
 				delete(machines, ev.ExecutionID)
 				l.ended(ctx, ev.ExecutionID)

@@ -82,6 +82,7 @@ type Server struct {
 	buckets    map[string]*bucket
 	svcs       map[string]*service
 	queues     map[string]*sqsQueue // SQS, by name
+	topics     map[string]*snsTopic // SNS, by name (made by the first CreateTopic)
 	states     statesBackend        // Step Functions (its own lock: the engine calls back in)
 	rules      []EventRule          // EventBridge rules that target a queue
 	identities map[string]Identity  // by access key id
@@ -319,6 +320,7 @@ func (s *Server) services() map[string]*service {
 		"ec2":         {proto: ec2Query{ns: "http://ec2.amazonaws.com/doc/2016-11-15/"}, ops: s.ec2Ops()},
 		"sts":         {proto: stsQuery{awsQuery: awsQuery{ns: "https://sts.amazonaws.com/doc/2011-06-15/"}, srv: s}, ops: s.stsOps()},
 		"sqs":         {proto: awsJSON{prefix: "AmazonSQS.", namespace: "com.amazonaws.sqs#"}, ops: s.sqsOps()},
+		"sns":         {proto: awsQuery{ns: "http://sns.amazonaws.com/doc/2010-03-31/"}, ops: s.snsOps()},
 		"eks":         {proto: restJSON{}, ops: s.eksOps()},
 		"states":      {proto: awsJSON{prefix: "AWSStepFunctions.", namespace: "com.amazonaws.sfn#"}, ops: s.statesOps()},
 	}
