@@ -22,7 +22,7 @@ placeholder ` + recycle.FunctionPlaceholder + ` is replaced by that ARN; with --
 the rollback state machine an abort starts. deploy/terraform deploys exactly these.`,
 		Example: "  recycler asl --function-arn arn:aws:lambda:eu-west-1:123456789012:function:recycler > recycle.asl.json",
 		Args:    usageArgs(cobra.NoArgs),
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(*cobra.Command, []string) error {
 			def, err := recycle.Definition(functionARN)
 			if rollback {
 				def, err = recycle.DeployedRollbackDefinition(functionARN)

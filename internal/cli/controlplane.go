@@ -80,7 +80,6 @@ Binaries are cached per version under $RECYCLER_CACHE (default: <repo>/.cache).`
 			if err != nil {
 				return fmt.Errorf("start control plane: %w", err)
 			}
-			defer env.Stop()
 			fmt.Fprintf(stdout, "export KUBECONFIG=%s\n", env.Kubeconfig)
 			fmt.Fprintf(stderr, "control plane running (logs in %s); nodes annotated %s=%s are played by kwok. Ctrl-C stops it.\n",
 				env.Dir, testenv.KwokNodeAnnotation, testenv.KwokNodeAnnotationValue)

@@ -23,82 +23,104 @@ import (
 // an execution by its id or its name (a recycle's name is the old instance's id; an
 // instance id finds its latest attempt).
 func newExecutionCmds(stdin io.Reader, stdout, stderr io.Writer) []*cobra.Command {
-	var statusOut, listOut, historyOut string
+	return []*cobra.Command{
+		newStatusCmd(stdout),
+		newListCmd(stdout),
+		newHistoryCmd(stdout),
+		newAbortExecCmd(stdout, stderr),
+		newResumeCmd(stdin, stdout, stderr),
+	}
+}
+
+func newStatusCmd(stdout io.Writer) *cobra.Command {
+	var out string
 	status := execCmd("status [ID|NAME]", "Show one execution, or every running one and the orphans (what recycles no execution here runs left changed)", usageArgs(cobra.MaximumNArgs(1)), false,
 		func(ctx context.Context, eng executions, f *stateFlags, args []string) error {
 			if len(args) == 1 {
-				ex, err := findExec(ctx, eng, args[0])
-				if err != nil {
-					return err
-				}
-				if statusOut == "json" {
-					v, err := viewOf(ctx, eng, ex)
-					if err != nil {
-						return err
-					}
-					return printJSON(stdout, v)
-				}
-				if rollout.IsRollout(ex) {
-					return printRolloutStatus(ctx, eng.(*engine.Engine), stdout, ex)
-				}
-				return printStatus(ctx, eng, stdout, ex)
+				return showExecution(ctx, eng, stdout, args[0], out)
 			}
-			exs, err := eng.List(ctx, engine.ListFilter{StateMachine: recycle.StateMachineName, Status: engine.StatusRunning})
-			if err != nil {
-				return err
-			}
-			if statusOut == "json" {
-				return printViews(ctx, eng, stdout, exs)
-			}
-			if local, ok := eng.(*engine.Engine); ok {
-				if err := printRunningRollouts(ctx, local, stdout); err != nil {
-					return err
-				}
-			}
-			if len(exs) == 0 {
-				fmt.Fprintln(stdout, "no recycle is running")
-			}
-			if err := printList(ctx, eng, stdout, exs); err != nil {
-				return err
-			}
-			return printOrphans(ctx, eng, f, stdout)
+			return showRunning(ctx, eng, f, stdout, out)
 		}, func(ctx context.Context, f *stateFlags, args []string) (bool, error) {
-			if len(args) > 0 || statusOut == "json" {
-				return false, noStateAnswer(stdout, f, args, statusOut)
+			if len(args) > 0 || out == "json" {
+				return false, noStateAnswer(stdout, f, args, out)
 			}
 			fmt.Fprintf(stdout, "no recycle recorded in %s\n", f.statePath)
 			return false, printOrphans(ctx, nil, f, stdout)
 		})
+	outputFlag(status, &out)
+	return status
+}
+
+// showExecution prints one execution (by id or name) as status does.
+func showExecution(ctx context.Context, eng executions, stdout io.Writer, idOrName, out string) error {
+	ex, err := findExec(ctx, eng, idOrName)
+	if err != nil {
+		return err
+	}
+	if out == "json" {
+		v, err := viewOf(ctx, eng, ex)
+		if err != nil {
+			return err
+		}
+		return printJSON(stdout, v)
+	}
+	if rollout.IsRollout(ex) {
+		return printRolloutStatus(ctx, eng.(*engine.Engine), stdout, ex)
+	}
+	return printStatus(ctx, eng, stdout, ex)
+}
+
+// showRunning prints what status without an argument shows: the running rollouts and
+// recycles, then the orphans.
+func showRunning(ctx context.Context, eng executions, f *stateFlags, stdout io.Writer, out string) error {
+	exs, err := eng.List(ctx, engine.ListFilter{StateMachine: recycle.StateMachineName, Status: engine.StatusRunning})
+	if err != nil {
+		return err
+	}
+	if out == "json" {
+		return printViews(ctx, eng, stdout, exs)
+	}
+	if local, ok := eng.(*engine.Engine); ok {
+		if err := printRunningRollouts(ctx, local, stdout); err != nil {
+			return err
+		}
+	}
+	if len(exs) == 0 {
+		fmt.Fprintln(stdout, "no recycle is running")
+	}
+	if err := printList(ctx, eng, stdout, exs); err != nil {
+		return err
+	}
+	return printOrphans(ctx, eng, f, stdout)
+}
+
+func newListCmd(stdout io.Writer) *cobra.Command {
+	var out string
 	list := execCmd("list", "List recycles, newest first", usageArgs(cobra.NoArgs), false,
 		func(ctx context.Context, eng executions, _ *stateFlags, _ []string) error {
 			exs, err := eng.List(ctx, engine.ListFilter{StateMachine: recycle.StateMachineName, Limit: 100})
 			if err != nil {
 				return err
 			}
-			if listOut == "json" {
+			if out == "json" {
 				return printViews(ctx, eng, stdout, exs)
 			}
 			return printList(ctx, eng, stdout, exs)
 		})
+	outputFlag(list, &out)
+	return list
+}
+
+func newHistoryCmd(stdout io.Writer) *cobra.Command {
+	var out string
 	history := execCmd("history ID|NAME", "Show an execution's timeline", usageArgs(cobra.ExactArgs(1)), false,
 		func(ctx context.Context, eng executions, _ *stateFlags, args []string) error {
 			ex, err := findExec(ctx, eng, args[0])
 			if err != nil {
 				return err
 			}
-			if historyOut == "json" {
-				v, err := viewOf(ctx, eng, ex)
-				if err != nil {
-					return err
-				}
-				hist, err := eng.History(ctx, ex.ID)
-				if err != nil {
-					return err
-				}
-				return printJSON(stdout, struct {
-					Execution execView       `json:"execution"`
-					Events    []engine.Event `json:"events"`
-				}{v, hist})
+			if out == "json" {
+				return printHistoryJSON(ctx, eng, stdout, ex)
 			}
 			if rollout.IsRollout(ex) {
 				return printRolloutHistory(ctx, eng.(*engine.Engine), stdout, ex)
@@ -113,10 +135,28 @@ func newExecutionCmds(stdin io.Reader, stdout, stderr io.Writer) []*cobra.Comman
 			}
 			return nil
 		})
-	outputFlag(status, &statusOut)
-	outputFlag(list, &listOut)
-	outputFlag(history, &historyOut)
-	abort := abortCmd(stdout, stderr, func(ctx context.Context, eng executions, _ *stateFlags, args []string) error {
+	outputFlag(history, &out)
+	return history
+}
+
+// printHistoryJSON prints history -o json: the execution and its events.
+func printHistoryJSON(ctx context.Context, eng executions, stdout io.Writer, ex engine.Execution) error {
+	v, err := viewOf(ctx, eng, ex)
+	if err != nil {
+		return err
+	}
+	hist, err := eng.History(ctx, ex.ID)
+	if err != nil {
+		return err
+	}
+	return printJSON(stdout, struct {
+		Execution execView       `json:"execution"`
+		Events    []engine.Event `json:"events"`
+	}{v, hist})
+}
+
+func newAbortExecCmd(stdout, stderr io.Writer) *cobra.Command {
+	return abortCmd(stdout, stderr, func(ctx context.Context, eng executions, _ *stateFlags, args []string) error {
 		ex, err := findExec(ctx, eng, args[0])
 		if err != nil {
 			return err
@@ -129,61 +169,74 @@ func newExecutionCmds(stdin io.Reader, stdout, stderr io.Writer) []*cobra.Comman
 		}
 		return abortRecycle(ctx, eng, ex, "aborted with 'recycler abort'", stderr)
 	})
-	resume := execCmd("resume [ROLLOUT-ID]", "Continue every unfinished recycle no other process drives, in the foreground until it ends; with a paused rollout's ID, resume it", usageArgs(cobra.MaximumNArgs(1)), true,
+}
+
+func newResumeCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+	return execCmd("resume [ROLLOUT-ID]", "Continue every unfinished recycle no other process drives, in the foreground until it ends; with a paused rollout's ID, resume it", usageArgs(cobra.MaximumNArgs(1)), true,
 		func(ctx context.Context, execs executions, _ *stateFlags, args []string) error {
 			eng, ok := execs.(*engine.Engine)
 			if !ok {
 				return usageError{errors.New("on Step Functions nothing needs resuming: AWS runs the executions ('recycler status --engine stepfunctions' shows them)")}
 			}
 			if len(args) == 1 {
-				ex, err := findExec(ctx, eng, args[0])
-				if err != nil {
-					return err
-				}
-				if !rollout.IsRollout(ex) || ex.Status.Done() {
-					return usageError{fmt.Errorf("execution %s is not a running rollout (%s %s): 'recycler resume' without an ID continues every unfinished recycle", ex.ID, ex.StateMachine, ex.Status)}
-				}
-				if _, err := adoptRunning(ctx, eng, ex.Name, stderr); err != nil {
-					return err
-				}
-				return resumeRollout(ctx, eng, ex, "text", stdin, stdout, stderr)
+				return resumeOneRollout(ctx, eng, args[0], stdin, stdout, stderr)
 			}
-			exs, err := adoptRunning(ctx, eng, "", stderr)
+			return resumeAll(ctx, eng, stdin, stdout, stderr)
+		})
+}
+
+// resumeOneRollout resumes the paused rollout named by idOrName.
+func resumeOneRollout(ctx context.Context, eng *engine.Engine, idOrName string, stdin io.Reader, stdout, stderr io.Writer) error {
+	ex, err := findExec(ctx, eng, idOrName)
+	if err != nil {
+		return err
+	}
+	if !rollout.IsRollout(ex) || ex.Status.Done() {
+		return usageError{fmt.Errorf("execution %s is not a running rollout (%s %s): 'recycler resume' without an ID continues every unfinished recycle", ex.ID, ex.StateMachine, ex.Status)}
+	}
+	if _, err := adoptRunning(ctx, eng, ex.Name, stderr); err != nil {
+		return err
+	}
+	return resumeRollout(ctx, eng, ex, "text", stdin, stdout, stderr)
+}
+
+// resumeAll adopts every unfinished execution no other process drives and follows
+// each top-level one to its end; the exit code is the worst of them.
+func resumeAll(ctx context.Context, eng *engine.Engine, stdin io.Reader, stdout, stderr io.Writer) error {
+	exs, err := adoptRunning(ctx, eng, "", stderr)
+	if err != nil {
+		return err
+	}
+	exs = topLevel(exs)
+	if len(exs) == 0 {
+		fmt.Fprintln(stderr, "nothing to resume")
+		return nil
+	}
+	worst := ExitOK
+	for _, ex := range exs {
+		fmt.Fprintf(stderr, "resuming %s (%s)\n", ex.ID, ex.StateMachine)
+		if rollout.IsRollout(ex) {
+			err := followRollout(ctx, context.WithoutCancel(ctx), eng, ex.ID, "text", stdin, stdout, stderr)
+			var ec exitCoder
+			if errors.As(err, &ec) {
+				worst = max(worst, ec.ExitCode())
+				continue
+			}
 			if err != nil {
 				return err
 			}
-			exs = topLevel(exs)
-			if len(exs) == 0 {
-				fmt.Fprintln(stderr, "nothing to resume")
-				return nil
-			}
-			worst := ExitOK
-			for _, ex := range exs {
-				fmt.Fprintf(stderr, "resuming %s (%s)\n", ex.ID, ex.StateMachine)
-				if rollout.IsRollout(ex) {
-					err := followRollout(ctx, context.WithoutCancel(ctx), eng, ex.ID, "text", stdin, stdout, stderr)
-					var ec exitCoder
-					if errors.As(err, &ec) {
-						worst = max(worst, ec.ExitCode())
-						continue
-					}
-					if err != nil {
-						return err
-					}
-					continue
-				}
-				res, err := waitAndFinish(ctx, eng, ex.ID, stderr)
-				if err != nil {
-					return err
-				}
-				worst = max(worst, res.code)
-			}
-			if worst != ExitOK {
-				return exitError{code: worst, msg: "not every resumed recycle succeeded"}
-			}
-			return nil
-		})
-	return []*cobra.Command{status, list, history, abort, resume}
+			continue
+		}
+		res, err := waitAndFinish(ctx, eng, ex.ID, stderr)
+		if err != nil {
+			return err
+		}
+		worst = max(worst, res.code)
+	}
+	if worst != ExitOK {
+		return exitError{code: worst, msg: "not every resumed recycle succeeded"}
+	}
+	return nil
 }
 
 // adoptRunning makes this process drive every running execution (whose name starts

@@ -101,7 +101,7 @@ func (f *fleetFlags) options() (rollout.Options, error) {
 	return o, nil
 }
 
-func newPlanCmd(stdout, stderr io.Writer) *cobra.Command {
+func newPlanCmd(stdout io.Writer) *cobra.Command {
 	f := &fleetFlags{}
 	cmd := &cobra.Command{
 		Use:   "plan (--group NAME | --group-tag K=V | --nodes SELECTOR) (--drifted | --older-than AGE | --all)",

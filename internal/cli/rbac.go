@@ -32,7 +32,7 @@ deploy/kubernetes/rbac.yaml has them.`,
 		Example: `  recycler rbac | kubectl apply -f - && kubectl create clusterrolebinding recycler --clusterrole recycler --group platform-team
   recycler rbac --serve --serve-namespace recycler > rbac.yaml`,
 		Args: usageArgs(cobra.NoArgs),
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(*cobra.Command, []string) error {
 			var out []byte
 			switch {
 			case output != "yaml" && output != "json":

@@ -102,7 +102,7 @@ Exit codes: 0 success, 1 failed and rolled back, 2 bad input or refused precondi
 		Example: `  recycler recycle ip-10-0-1-23.eu-west-1.compute.internal --selector app=airflow-worker --namespace airflow --max-wait 20h
   recycler recycle i-0123456789abcdef0 --on-timeout evict --retire stop
   recycler recycle NODE --dry-run`,
-		Args: func(cmd *cobra.Command, targets []string) error {
+		Args: func(_ *cobra.Command, targets []string) error {
 			if len(targets) == 0 {
 				return badInput("no node given: name one or more nodes by node name or EC2 instance id, e.g. 'recycler recycle ip-10-0-1-23.eu-west-1.compute.internal' (see 'recycler recycle --help')")
 			}

@@ -73,7 +73,7 @@ select), and retires the old instance. Every step is durable and rolls back on f
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		// Without this, cobra reports an unknown command as a generic failure (exit 1).
-		Args: func(c *cobra.Command, args []string) error {
+		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) > 0 {
 				return badInput("unknown command %q (see 'recycler --help')", args[0])
 			}
@@ -104,7 +104,7 @@ select), and retires the old instance. Every step is durable and rolls back on f
 	root.AddCommand(newASLCmd(stdout))
 	root.AddCommand(newRBACCmd(stdout))
 	root.AddCommand(newRecycleCmd(stdin, stdout, stderr))
-	root.AddCommand(newPlanCmd(stdout, stderr))
+	root.AddCommand(newPlanCmd(stdout))
 	root.AddCommand(newRolloutCmd(stdin, stdout, stderr))
 	root.AddCommand(newExecutionCmds(stdin, stdout, stderr)...)
 	root.AddCommand(newPruneCmd(stdout))
@@ -118,7 +118,7 @@ func newVersionCmd(stdout io.Writer) *cobra.Command {
 		Use:   "version",
 		Short: "Print the version of recycler",
 		Args:  usageArgs(cobra.NoArgs),
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(*cobra.Command, []string) error {
 			_, err := fmt.Fprintln(stdout, "recycler", versionString())
 			return err
 		},

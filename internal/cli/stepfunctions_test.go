@@ -80,7 +80,7 @@ func TestRecycleOnStepFunctions(t *testing.T) {
 		}
 	}
 	functionARN := "arn:aws:lambda:" + env.Region + ":" + account + ":function:prod-recycler"
-	recycleARN := createModuleStateMachines(t, env, functionARN)
+	recycleARN := createModuleStateMachines(t, functionARN)
 	t.Setenv("RECYCLER_ENGINE", "stepfunctions")
 	t.Setenv("RECYCLER_STATE_MACHINE", recycleARN)
 	if err := scenario.WaitSettled(ctx, env.Kube.Client, sim.WorkloadNamespace, 2*time.Minute); err != nil {
@@ -178,7 +178,7 @@ func runCLIFor(t *testing.T, d time.Duration, args ...string) cmdResult {
 
 // createModuleStateMachines deploys what the module deploys: `recycler asl
 // --function-arn` and `recycler asl --rollback --function-arn`.
-func createModuleStateMachines(t *testing.T, env *sim.Environment, functionARN string) string {
+func createModuleStateMachines(t *testing.T, functionARN string) string {
 	t.Helper()
 	cfg, err := config.LoadDefaultConfig(t.Context())
 	if err != nil {
