@@ -116,9 +116,9 @@ func byName(name string) metav1.ListOptions {
 	return metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", name).String()}
 }
 
-func nodeReady(t *testing.T, env *testenv.Env, name string) *corev1.Node {
+func nodeReady(t *testing.T, env *testenv.Env, name string) {
 	t.Helper()
-	return until[*corev1.Node](t, 60*time.Second, env.Client.CoreV1().Nodes(), byName(name), "node "+name+" Ready and not-ready taint lifted",
+	until[*corev1.Node](t, 60*time.Second, env.Client.CoreV1().Nodes(), byName(name), "node "+name+" Ready and not-ready taint lifted",
 		func(n *corev1.Node) bool {
 			ready, _ := kube.NodeIsReady(n, nil)
 			return ready && !slices.ContainsFunc(n.Spec.Taints, func(t corev1.Taint) bool { return t.Key == corev1.TaintNodeNotReady })
@@ -143,10 +143,7 @@ type userView struct {
 }
 
 func viewOf(n *corev1.Node) userView {
-	var taints []corev1.Taint
-	for _, t := range n.Spec.Taints {
-		taints = append(taints, t)
-	}
+	taints := append([]corev1.Taint(nil), n.Spec.Taints...)
 	for i := range taints {
 		taints[i].TimeAdded = nil
 	}
@@ -652,10 +649,7 @@ func TestDrainHonoursPDBAndMovesPods(t *testing.T) {
 	notBefore := map[types.UID]time.Time{}
 	deadline := time.Now().Add(120 * time.Second)
 	jobUID := bareUID(t, cs, ns, "long-job")
-	for {
-		if len(set.Evictable) == 0 {
-			break
-		}
+	for len(set.Evictable) > 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("drain did not finish: %+v", set)
 		}

@@ -47,7 +47,7 @@ func RBAC() []Rule {
 func MergeRules(base []Rule, extra ...Rule) []Rule {
 	out := make([]Rule, 0, len(base)+len(extra))
 	for _, r := range base {
-		r.PolicyRule = *r.PolicyRule.DeepCopy()
+		r.PolicyRule = *r.DeepCopy()
 		out = append(out, r)
 	}
 	for _, e := range extra {
@@ -55,7 +55,7 @@ func MergeRules(base []Rule, extra ...Rule) []Rule {
 			return slices.Equal(r.APIGroups, e.APIGroups) && slices.Equal(r.Resources, e.Resources)
 		})
 		if i < 0 {
-			e.PolicyRule = *e.PolicyRule.DeepCopy()
+			e.PolicyRule = *e.DeepCopy()
 			out = append(out, e)
 			continue
 		}
@@ -75,7 +75,7 @@ func MergeRules(base []Rule, extra ...Rule) []Rule {
 func PolicyRules(rules []Rule) []rbacv1.PolicyRule {
 	out := make([]rbacv1.PolicyRule, len(rules))
 	for i, r := range rules {
-		out[i] = *r.PolicyRule.DeepCopy()
+		out[i] = *r.DeepCopy()
 	}
 	return out
 }

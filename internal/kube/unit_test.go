@@ -221,7 +221,7 @@ func TestEvictBlockedNamesBudgetAndBacksOff(t *testing.T) {
 func TestEvictServerRetryAfterIsAFloor(t *testing.T) {
 	pod := runningPod("shop", "web-1", nil)
 	cs := fake.NewClientset(pod)
-	cs.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+	cs.PrependReactor("create", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
 		err := apierrors.NewTooManyRequests("Cannot evict pod as it would violate the pod's disruption budget.", 10)
 		err.ErrStatus.Details.Causes = []metav1.StatusCause{{Type: policyv1.DisruptionBudgetCause, Message: "The disruption budget web-pdb is still being processed by the server."}}
 		return true, nil, err

@@ -105,7 +105,7 @@ func (l watchLoop) drain(ctx context.Context, w watch.Interface, rv *string) (ex
 // ctxOr hides errors caused by the caller's context ending.
 func ctxOr(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
-		return nil
+		return nil //nolint:nilerr // the point of ctxOr: a watch cut by the caller's ctx ending is no error to that caller
 	}
 	return err
 }
