@@ -17,7 +17,7 @@ func TestBudgetFollowsTheDefinition(t *testing.T) {
 			} `json:"Retry"`
 		} `json:"States"`
 	}
-	if err := json.Unmarshal(mustDef(t, ""), &def); err != nil {
+	if err := json.Unmarshal(mustDef(t), &def); err != nil {
 		t.Fatal(err)
 	}
 	for name, st := range def.States {

@@ -18,7 +18,7 @@ import (
 )
 
 func TestDefinitionsPassTheStatesLanguageValidators(t *testing.T) {
-	defs := map[string][]byte{"recycle": mustDef(t, ""), "rollback": RollbackDefinition()}
+	defs := map[string][]byte{"recycle": mustDef(t), "rollback": RollbackDefinition()}
 	arn, err := Definition("arn:aws:lambda:eu-west-1:123456789012:function:recycler")
 	if err != nil {
 		t.Fatal(err)
@@ -56,9 +56,9 @@ const r = v(d, { checkArn: false, checkPaths: true }); if (!r.isValid) { console
 	}
 }
 
-func mustDef(t *testing.T, arn string) []byte {
+func mustDef(t *testing.T) []byte {
 	t.Helper()
-	d, err := Definition(arn)
+	d, err := Definition("")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func TestStateMachinePaths(t *testing.T) {
 			ErrRollbackFailed, "Resolve Fence Rollback Rollback Rollback Rollback"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			m, err := asl.Parse(mustDef(t, ""))
+			m, err := asl.Parse(mustDef(t))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -186,7 +186,7 @@ var transientTaskErrors = []string{
 }
 
 func TestEveryTaskRetriesTransientErrors(t *testing.T) {
-	for name, def := range map[string][]byte{"recycle": mustDef(t, ""), "rollback": RollbackDefinition()} {
+	for name, def := range map[string][]byte{"recycle": mustDef(t), "rollback": RollbackDefinition()} {
 		var m struct {
 			States map[string]struct {
 				Type  string
@@ -239,9 +239,9 @@ func TestTransientRetryRidesOutAnAPIOutage(t *testing.T) {
 		outage time.Duration
 		rand   float64
 	}{
-		{"drain, mean jitter, 10 min down", mustDef(t, ""), TaskDrain, 10 * time.Minute, 0.5},
-		{"drain, every delay a quarter of its cap, 5 min down", mustDef(t, ""), TaskDrain, 5 * time.Minute, 0.25},
-		{"fence, mean jitter, 10 min down", mustDef(t, ""), TaskFence, 10 * time.Minute, 0.5},
+		{"drain, mean jitter, 10 min down", mustDef(t), TaskDrain, 10 * time.Minute, 0.5},
+		{"drain, every delay a quarter of its cap, 5 min down", mustDef(t), TaskDrain, 5 * time.Minute, 0.25},
+		{"fence, mean jitter, 10 min down", mustDef(t), TaskFence, 10 * time.Minute, 0.5},
 		{"abort rollback, mean jitter, 10 min down", RollbackDefinition(), TaskRollback, 10 * time.Minute, 0.5},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -288,7 +288,7 @@ func TestEveryTaskTimesOutBeforeTheLambda(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, def := range map[string][]byte{"recycle": mustDef(t, ""), "rollback": rb} {
+	for name, def := range map[string][]byte{"recycle": mustDef(t), "rollback": rb} {
 		var m struct {
 			States map[string]struct {
 				Type           string

@@ -152,7 +152,7 @@ func (t *Tasks) Resolve(ctx context.Context, s State) (*Target, error) {
 	if req.LifecycleHook != nil {
 		wantLifecycle = cloud.LifecycleTerminatingWait
 	}
-	if inst.Lifecycle != wantLifecycle && !(req.LifecycleHook != nil && inst.Lifecycle == cloud.LifecycleInService) {
+	if inst.Lifecycle != wantLifecycle && (req.LifecycleHook == nil || inst.Lifecycle != cloud.LifecycleInService) {
 		return nil, newError(ErrPrecondition, "instance %s in group %s is %s, not %s: recycle it once it is %s", inst.ID, inst.Group, inst.Lifecycle, wantLifecycle, wantLifecycle)
 	}
 	g, err := t.Cloud.Group(ctx, inst.Group)

@@ -395,7 +395,7 @@ func (t *Tasks) unhealthy(ctx context.Context, gs groupState, in *rolloutInput, 
 			continue
 		}
 		if ready, _ := kube.NodeIsReady(n, nil); !ready {
-			if !(isNew && now.Sub(n.CreationTimestamp.Time) < grace) {
+			if !isNew || now.Sub(n.CreationTimestamp.Time) >= grace { // a new node has ReplacementTimeout to become Ready
 				bad = append(bad, name+" NotReady")
 			}
 			continue

@@ -92,7 +92,7 @@ func (g *gateScript) registry() asl.Registry {
 			}
 			return json.Marshal(map[string]string{"ExecutionArn": "x:" + p.Name, "Status": "SUCCEEDED"})
 		},
-		ResourceStop: func(_ context.Context, raw json.RawMessage) (json.RawMessage, error) {
+		ResourceStop: func(context.Context, json.RawMessage) (json.RawMessage, error) {
 			g.mu.Lock()
 			defer g.mu.Unlock()
 			g.calls = append(g.calls, "stop")

@@ -21,7 +21,7 @@ type Cloud interface {
 	GroupMembers(ctx context.Context, name string) (cloud.Group, error)
 	GroupNamesByTags(ctx context.Context, tags map[string]string) ([]string, error)
 	Instances(ctx context.Context, ids ...string) ([]cloud.Instance, error)
-	ScalingActivities(ctx context.Context, group string, max int) ([]cloud.ScalingActivity, error)
+	ScalingActivities(ctx context.Context, group string, limit int) ([]cloud.ScalingActivity, error)
 	DriftOf(inst cloud.Instance, g cloud.Group) cloud.Drift
 }
 
