@@ -163,7 +163,7 @@ func (f *Function) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 	}
 	switch {
 	case decodeErr != nil:
-		return fail(ErrBadInput, fmt.Errorf("payload is not a task invocation: %v (want {\"task\": NAME, \"execution\": ID, \"state\": {...}})", decodeErr))
+		return fail(ErrBadInput, fmt.Errorf("payload is not a task invocation: %w (want {\"task\": NAME, \"execution\": ID, \"state\": {...}})", decodeErr))
 	case env.Task == "" || env.Execution == "":
 		return fail(ErrBadInput, errors.New("payload names no task or no execution (want {\"task\": NAME, \"execution\": ID, \"state\": {...}})"))
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -170,7 +171,8 @@ func TestBootstrapRefusesToStartWithoutItsCluster(t *testing.T) {
 		cmd := exec.CommandContext(t.Context(), bootstrap)
 		cmd.Env = []string{"RECYCLER_CLUSTER=" + tc.cluster, "AWS_LAMBDA_FUNCTION_NAME=recycler", "AWS_REGION=us-east-1"}
 		out, err := cmd.CombinedOutput()
-		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), tc.want) {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), tc.want) {
 			t.Errorf("cluster %q: %v\n%s\nwant exit 1 saying %q", tc.cluster, err, out, tc.want)
 		}
 	}
