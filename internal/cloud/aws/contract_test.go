@@ -131,7 +131,7 @@ func (e *simEnv) inService(name string) int {
 	return 0
 }
 
-func (e *simEnv) Advance(tb testing.TB, d time.Duration) {
+func (e *simEnv) Advance(_ testing.TB, d time.Duration) {
 	e.clock.Step(d)
 	e.srv.Sync(context.Background())
 }
@@ -164,7 +164,7 @@ func detach(tb testing.TB, asg *autoscaling.Client, group, id string) {
 	}
 }
 
-func (e *simEnv) StartHookedTermination(tb testing.TB, group, id string) {
+func (e *simEnv) StartHookedTermination(tb testing.TB, _, id string) {
 	if _, err := e.asg.TerminateInstanceInAutoScalingGroup(context.Background(), &autoscaling.TerminateInstanceInAutoScalingGroupInput{
 		InstanceId: &id, ShouldDecrementDesiredCapacity: sdkaws.Bool(true),
 	}); err != nil {

@@ -57,15 +57,15 @@ func (p *Provider) GroupMembers(ctx context.Context, name string) (cloud.Group, 
 	return p.describeGroup(ctx, name)
 }
 
-// ScalingActivities returns up to max of the group's scaling activities, newest
+// ScalingActivities returns up to limit of the group's scaling activities, newest
 // first (DescribeScalingActivities, 100 per page).
-func (p *Provider) ScalingActivities(ctx context.Context, group string, max int) ([]cloud.ScalingActivity, error) {
+func (p *Provider) ScalingActivities(ctx context.Context, group string, limit int) ([]cloud.ScalingActivity, error) {
 	if err := cloud.ValidateGroupName(group); err != nil {
 		return nil, err
 	}
-	in := &autoscaling.DescribeScalingActivitiesInput{AutoScalingGroupName: &group, MaxRecords: sdkaws.Int32(int32(min(max, 100)))}
+	in := &autoscaling.DescribeScalingActivitiesInput{AutoScalingGroupName: &group, MaxRecords: sdkaws.Int32(int32(min(limit, 100)))}
 	var out []cloud.ScalingActivity
-	for len(out) < max {
+	for len(out) < limit {
 		res, err := p.asg.DescribeScalingActivities(ctx, in)
 		if err != nil {
 			return nil, classify("describe scaling activities of "+group, err)
@@ -78,8 +78,8 @@ func (p *Provider) ScalingActivities(ctx context.Context, group string, max int)
 		}
 		in.NextToken = res.NextToken
 	}
-	if len(out) > max {
-		out = out[:max]
+	if len(out) > limit {
+		out = out[:limit]
 	}
 	return out, nil
 }

@@ -21,7 +21,7 @@ type probeWorld struct {
 	name    string
 	asg     *autoscaling.Client
 	ec2     *ec2.Client
-	create  func(t *testing.T, min, max, desired int) string
+	create  func(t *testing.T, minSize, maxSize, desired int) string
 	advance func(t *testing.T)
 }
 
@@ -233,7 +233,7 @@ var semanticsCases = []semanticsCase{
 		name: "DescribeInstances of a malformed id is InvalidInstanceID.Malformed",
 		doc:  "https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html",
 		moto: "moto answers InvalidInstanceID.NotFound for a malformed id",
-		run: func(t *testing.T, w probeWorld) string {
+		run: func(_ *testing.T, w probeWorld) string {
 			_, err := w.ec2.DescribeInstances(context.Background(), &ec2.DescribeInstancesInput{InstanceIds: []string{"i-xyz"}})
 			return wantCode(err, "InvalidInstanceID.Malformed")
 		},
@@ -241,7 +241,7 @@ var semanticsCases = []semanticsCase{
 	{
 		name: "DescribeInstances of an unknown id is InvalidInstanceID.NotFound",
 		doc:  "https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html",
-		run: func(t *testing.T, w probeWorld) string {
+		run: func(_ *testing.T, w probeWorld) string {
 			_, err := w.ec2.DescribeInstances(context.Background(), &ec2.DescribeInstancesInput{InstanceIds: []string{"i-0fedcba9876543210"}})
 			return wantCode(err, "InvalidInstanceID.NotFound")
 		},
@@ -259,7 +259,7 @@ var semanticsCases = []semanticsCase{
 	{
 		name: "DescribeAutoScalingGroups of an unknown name answers an empty list",
 		doc:  "https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_DescribeAutoScalingGroups.html",
-		run: func(t *testing.T, w probeWorld) string {
+		run: func(_ *testing.T, w probeWorld) string {
 			out, err := w.asg.DescribeAutoScalingGroups(context.Background(), &autoscaling.DescribeAutoScalingGroupsInput{AutoScalingGroupNames: []string{"no-such-group"}})
 			if err != nil || len(out.AutoScalingGroups) != 0 {
 				return fmt.Sprintf("got %v, %v; want an empty list", out, err)
@@ -331,9 +331,9 @@ func simProbe(t *testing.T) probeWorld {
 	e := startSim(t)
 	var seq atomic.Int64
 	return probeWorld{name: "sim", asg: e.asg, ec2: e.ec2,
-		create: func(t *testing.T, min, max, desired int) string {
+		create: func(t *testing.T, minSize, maxSize, desired int) string {
 			seq.Add(1)
-			return e.CreateGroup(t, cloudtest.GroupSpec{Min: min, Max: max, Desired: desired})
+			return e.CreateGroup(t, cloudtest.GroupSpec{Min: minSize, Max: maxSize, Desired: desired})
 		},
 		advance: func(t *testing.T) {
 			for range 12 {
@@ -349,8 +349,8 @@ func motoProbe(t *testing.T) probeWorld {
 	m := testenv.MotoFor(t)
 	_, e := newMotoEnv(t, newThrottlingProxy(t, m.URL), &motoProbeSeq)
 	return probeWorld{name: "moto", asg: e.asg, ec2: e.ec2,
-		create: func(t *testing.T, min, max, desired int) string {
-			return e.CreateGroup(t, cloudtest.GroupSpec{Min: min, Max: max, Desired: desired})
+		create: func(t *testing.T, minSize, maxSize, desired int) string {
+			return e.CreateGroup(t, cloudtest.GroupSpec{Min: minSize, Max: maxSize, Desired: desired})
 		},
 		advance: func(*testing.T) {},
 	}
