@@ -179,95 +179,24 @@ func parseLTRef(f form) *ltRef {
 
 // applyGroupSpec validates and applies Create/UpdateAutoScalingGroup parameters.
 func (s *Server) applyGroupSpec(g *group, f form, create bool) *apiError {
-	min, hasMin, err := intParam(f, "MinSize")
+	minSize, maxSize, desired, err := groupSizes(g, f, create)
 	if err != nil {
 		return err
 	}
-	max, hasMax, err := intParam(f, "MaxSize")
+	lt, mixed, mixedLT, err := s.groupTemplates(f, create)
 	if err != nil {
 		return err
 	}
-	desired, hasDesired, err := intParam(f, "DesiredCapacity")
+	azs, err := s.groupZones(f, create)
 	if err != nil {
 		return err
-	}
-	if create && (!hasMin || !hasMax) {
-		return validation("1 validation error detected: MinSize and MaxSize are required")
-	}
-	if !hasMin {
-		min = g.Min
-	}
-	if !hasMax {
-		max = g.Max
-	}
-	if min < 0 || max < 0 {
-		return validation("MinSize and MaxSize must not be negative")
-	}
-	if min > max {
-		return validation("Max bound, %d, must be greater than or equal to min bound, %d", max, min)
-	}
-	switch {
-	case hasDesired:
-	case create:
-		desired = min
-	default:
-		desired = g.Desired
-		// Changing only min/max moves desired capacity into the new bounds.
-		if desired < min {
-			desired = min
-		}
-		if desired > max {
-			desired = max
-		}
-	}
-	if desired < min {
-		return validation("Desired capacity:%d must be between the specified min size:%d and max size:%d", desired, min, max)
-	}
-	if desired > max {
-		return validation("Desired capacity:%d must be between the specified min size:%d and max size:%d", desired, min, max)
-	}
-	lt := parseLTRef(f.sub("LaunchTemplate"))
-	mixed := f.sub("MixedInstancesPolicy")
-	mixedLT := parseLTRef(mixed.sub("LaunchTemplate").sub("LaunchTemplateSpecification"))
-	if lt != nil || mixedLT != nil {
-		ref := lt
-		if ref == nil {
-			ref = mixedLT
-		}
-		if (ref.ID == "") == (ref.Name == "") {
-			return validation("Valid requests must contain either LaunchTemplateId or LaunchTemplateName")
-		}
-		t := s.findTemplateLocked(ref.ID, ref.Name)
-		if t == nil {
-			if ref.ID != "" {
-				return validation("You must use a valid fully-formed launch template. The specified launch template, with template ID %s, does not exist.", ref.ID)
-			}
-			return validation("You must use a valid fully-formed launch template. The specified launch template, with template name %s, does not exist.", ref.Name)
-		}
-		if _, verr := t.resolve(ref.Version); verr != nil {
-			return validation("You must use a valid fully-formed launch template. The specified launch template version %s of template %s does not exist.", ref.Version, t.ID)
-		}
-	} else if create {
-		return validation("Valid requests must contain either LaunchTemplate, LaunchConfigurationName, InstanceId or MixedInstancesPolicy parameter.")
-	}
-	azs := f.members("AvailabilityZones")
-	for _, az := range azs {
-		if !contains(s.opts.Zones, az) {
-			return validation("The availability zone %s is not legally formatted or does not exist in region %s", az, s.opts.Region)
-		}
-	}
-	if create && len(azs) == 0 {
-		if f.str("VPCZoneIdentifier") == "" {
-			return validation("At least one Availability Zone or VPC Subnet is required.")
-		}
-		azs = append([]string(nil), s.opts.Zones...) // subnets are not modelled: one per zone
 	}
 	if create {
 		s.desiredChangedLocked(g, desired, fmt.Sprintf("At %s a user request created an AutoScalingGroup changing the desired capacity from 0 to %d.", s.clock.Now().UTC().Format(causeTime), desired))
 	} else {
-		s.desiredChangedLocked(g, desired, fmt.Sprintf("At %s a user request update of AutoScalingGroup constraints to min: %d, max: %d, desired: %d changing the desired capacity from %d to %d.", s.clock.Now().UTC().Format(causeTime), min, max, desired, g.Desired, desired))
+		s.desiredChangedLocked(g, desired, fmt.Sprintf("At %s a user request update of AutoScalingGroup constraints to min: %d, max: %d, desired: %d changing the desired capacity from %d to %d.", s.clock.Now().UTC().Format(causeTime), minSize, maxSize, desired, g.Desired, desired))
 	}
-	g.Min, g.Max, g.Desired = min, max, desired
+	g.Min, g.Max, g.Desired = minSize, maxSize, desired
 	if lt != nil {
 		g.LT, g.MixedLT, g.Overrides = lt, nil, nil
 	}
@@ -284,6 +213,106 @@ func (s *Server) applyGroupSpec(g *group, f form, create bool) *apiError {
 	if len(azs) > 0 {
 		g.AZs = azs
 	}
+	applyGroupOptions(g, f)
+	return nil
+}
+
+// groupSizes reads MinSize, MaxSize and DesiredCapacity (an update keeps what it does
+// not name) and checks min <= desired <= max.
+func groupSizes(g *group, f form, create bool) (minSize, maxSize, desired int, _ *apiError) {
+	minSize, hasMin, err := intParam(f, "MinSize")
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	maxSize, hasMax, err := intParam(f, "MaxSize")
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	desired, hasDesired, err := intParam(f, "DesiredCapacity")
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	if create && (!hasMin || !hasMax) {
+		return 0, 0, 0, validation("1 validation error detected: MinSize and MaxSize are required")
+	}
+	if !hasMin {
+		minSize = g.Min
+	}
+	if !hasMax {
+		maxSize = g.Max
+	}
+	if minSize < 0 || maxSize < 0 {
+		return 0, 0, 0, validation("MinSize and MaxSize must not be negative")
+	}
+	if minSize > maxSize {
+		return 0, 0, 0, validation("Max bound, %d, must be greater than or equal to min bound, %d", maxSize, minSize)
+	}
+	switch {
+	case hasDesired:
+	case create:
+		desired = minSize
+	default:
+		// Changing only min/max moves desired capacity into the new bounds.
+		desired = min(max(g.Desired, minSize), maxSize)
+	}
+	if desired < minSize || desired > maxSize {
+		return 0, 0, 0, validation("Desired capacity:%d must be between the specified min size:%d and max size:%d", desired, minSize, maxSize)
+	}
+	return minSize, maxSize, desired, nil
+}
+
+// groupTemplates reads LaunchTemplate or MixedInstancesPolicy and checks that the
+// template (and version) it names exists; a create needs one of them.
+func (s *Server) groupTemplates(f form, create bool) (lt *ltRef, mixed form, mixedLT *ltRef, _ *apiError) {
+	lt = parseLTRef(f.sub("LaunchTemplate"))
+	mixed = f.sub("MixedInstancesPolicy")
+	mixedLT = parseLTRef(mixed.sub("LaunchTemplate").sub("LaunchTemplateSpecification"))
+	ref := lt
+	if ref == nil {
+		ref = mixedLT
+	}
+	if ref == nil {
+		if create {
+			return nil, mixed, nil, validation("Valid requests must contain either LaunchTemplate, LaunchConfigurationName, InstanceId or MixedInstancesPolicy parameter.")
+		}
+		return nil, mixed, nil, nil
+	}
+	if (ref.ID == "") == (ref.Name == "") {
+		return nil, mixed, nil, validation("Valid requests must contain either LaunchTemplateId or LaunchTemplateName")
+	}
+	t := s.findTemplateLocked(ref.ID, ref.Name)
+	if t == nil {
+		if ref.ID != "" {
+			return nil, mixed, nil, validation("You must use a valid fully-formed launch template. The specified launch template, with template ID %s, does not exist.", ref.ID)
+		}
+		return nil, mixed, nil, validation("You must use a valid fully-formed launch template. The specified launch template, with template name %s, does not exist.", ref.Name)
+	}
+	if _, verr := t.resolve(ref.Version); verr != nil {
+		return nil, mixed, nil, validation("You must use a valid fully-formed launch template. The specified launch template version %s of template %s does not exist.", ref.Version, t.ID)
+	}
+	return lt, mixed, mixedLT, nil
+}
+
+// groupZones reads AvailabilityZones (each must be one of the region's); a create
+// without zones needs VPCZoneIdentifier and then spans every zone.
+func (s *Server) groupZones(f form, create bool) ([]string, *apiError) {
+	azs := f.members("AvailabilityZones")
+	for _, az := range azs {
+		if !contains(s.opts.Zones, az) {
+			return nil, validation("The availability zone %s is not legally formatted or does not exist in region %s", az, s.opts.Region)
+		}
+	}
+	if create && len(azs) == 0 {
+		if f.str("VPCZoneIdentifier") == "" {
+			return nil, validation("At least one Availability Zone or VPC Subnet is required.")
+		}
+		azs = append([]string(nil), s.opts.Zones...) // subnets are not modelled: one per zone
+	}
+	return azs, nil
+}
+
+// applyGroupOptions sets the optional settings a request names; the others stay.
+func applyGroupOptions(g *group, f form) {
 	if v := f.str("HealthCheckType"); v != "" {
 		g.HealthCheckType = v
 	}
@@ -299,7 +328,6 @@ func (s *Server) applyGroupSpec(g *group, f form, create bool) *apiError {
 	if b, ok := f.boolOpt("NewInstancesProtectedFromScaleIn"); ok {
 		g.NewProtected = b
 	}
-	return nil
 }
 
 func contains(list []string, v string) bool {
@@ -449,11 +477,11 @@ func xInstLT(inst *instance) *xLT {
 
 // page applies NextToken/MaxRecords (tokens are offsets, opaque to callers).
 func page(f form, maxName string, n, defMax, limit int) (from, to int, next string, err *apiError) {
-	max := defMax
+	size := defMax
 	if v, ok, perr := f.intOpt(maxName); perr != nil || (ok && (v < 1 || v > limit)) {
 		return 0, 0, "", validation("Value '%s' at '%s' failed to satisfy constraint: Member must have value between 1 and %d", f.str(maxName), lowerFirst(maxName), limit)
 	} else if ok {
-		max = v
+		size = v
 	}
 	if tok := f.str("NextToken"); tok != "" {
 		off, perr := strconv.Atoi(strings.TrimPrefix(tok, "sim-"))
@@ -462,7 +490,7 @@ func page(f form, maxName string, n, defMax, limit int) (from, to int, next stri
 		}
 		from = off
 	}
-	to = min(from+max, n)
+	to = min(from+size, n)
 	if to < n {
 		next = "sim-" + strconv.Itoa(to)
 	}

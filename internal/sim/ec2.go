@@ -203,11 +203,11 @@ func anyMatch(field, patterns []string) bool {
 }
 
 func ec2Page(f form, n int) (from, to int, next string, err *apiError) {
-	max := n
+	size := n
 	if v, ok, perr := f.intOpt("MaxResults"); perr != nil || (ok && (v < 5 || v > 1000)) {
 		return 0, 0, "", ec2Error("InvalidParameterValue", "Value ( %s ) for parameter maxResults is invalid. Expecting a value between 5 and 1000.", f.str("MaxResults"))
 	} else if ok {
-		max = v
+		size = v
 	}
 	if tok := f.str("NextToken"); tok != "" {
 		off, perr := strconv.Atoi(strings.TrimPrefix(tok, "sim-"))
@@ -216,7 +216,7 @@ func ec2Page(f form, n int) (from, to int, next string, err *apiError) {
 		}
 		from = off
 	}
-	to = min(from+max, n)
+	to = min(from+size, n)
 	if to < n {
 		next = "sim-" + strconv.Itoa(to)
 	}
@@ -324,16 +324,17 @@ func (s *Server) startInstances(f form) (any, *apiError) {
 	})
 }
 
-func parseEC2Tags(f form, name string) []tag {
+// parseEC2Tags reads f's Tag.N.Key/Value list.
+func parseEC2Tags(f form) []tag {
 	var out []tag
-	for _, t := range f.structs(name) {
+	for _, t := range f.structs("Tag") {
 		out = append(out, tag{Key: t.str("Key"), Value: t.str("Value")})
 	}
 	return out
 }
 
 func (s *Server) createTags(f form) (any, *apiError) {
-	ids, tags := f.list("ResourceId"), parseEC2Tags(f, "Tag")
+	ids, tags := f.list("ResourceId"), parseEC2Tags(f)
 	if len(ids) == 0 {
 		return nil, ec2Error("MissingParameter", "The request must contain the parameter resourceIdSet")
 	}
@@ -350,7 +351,7 @@ func (s *Server) createTags(f form) (any, *apiError) {
 }
 
 func (s *Server) deleteTags(f form) (any, *apiError) {
-	ids, tags := f.list("ResourceId"), parseEC2Tags(f, "Tag")
+	ids, tags := f.list("ResourceId"), parseEC2Tags(f)
 	return s.eachTaggable(ids, func(m map[string]string) {
 		for _, t := range tags {
 			if v, ok := m[t.Key]; ok && (t.Value == "" || t.Value == v) {
@@ -510,7 +511,7 @@ func applyLTData(v *ltVersion, f form) {
 	}
 	for _, spec := range d.structs("TagSpecification") {
 		if spec.str("ResourceType") == "instance" {
-			v.InstanceTags = parseEC2Tags(spec, "Tag")
+			v.InstanceTags = parseEC2Tags(spec)
 		}
 	}
 }
@@ -521,7 +522,7 @@ func validLTName(n string) bool {
 		return false
 	}
 	for _, r := range n {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("()./_-", r)) {
+		if (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') && (r < '0' || r > '9') && !strings.ContainsRune("()./_-", r) {
 			return false
 		}
 	}
@@ -546,7 +547,7 @@ func (s *Server) createLaunchTemplate(f form) (any, *apiError) {
 	lt.Versions = []*ltVersion{v}
 	for _, spec := range f.structs("TagSpecification") {
 		if spec.str("ResourceType") == "launch-template" {
-			lt.Tags = parseEC2Tags(spec, "Tag")
+			lt.Tags = parseEC2Tags(spec)
 		}
 	}
 	s.templates[lt.ID] = lt

@@ -3,6 +3,7 @@ package sim
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -125,8 +126,28 @@ func (s *Server) nodeInstance(inst *instance) Instance {
 }
 
 func (s *Server) stepInstanceLocked(inst *instance, now time.Time) bool {
-	changed := false
 	g := s.groups[inst.Group]
+	changed, gone := s.stepEC2StateLocked(g, inst, now)
+	if gone {
+		return true
+	}
+	if inst.Lifecycle == lcPendingWait || inst.Lifecycle == lcTerminatingWait {
+		if s.expireHookActionsLocked(g, inst, now) {
+			changed = true
+		}
+	}
+	if g == nil {
+		return changed
+	}
+	if s.stepMemberLocked(g, inst, now) {
+		changed = true
+	}
+	return changed
+}
+
+// stepEC2StateLocked moves the instance's EC2 state on once its transition is due;
+// gone: a terminated instance outside any group was dropped from the listing.
+func (s *Server) stepEC2StateLocked(g *group, inst *instance, now time.Time) (changed, gone bool) {
 	switch inst.State {
 	case ec2Pending:
 		if !now.Before(inst.StateAt) {
@@ -138,43 +159,53 @@ func (s *Server) stepInstanceLocked(inst *instance, now time.Time) bool {
 			if g != nil && inst.Lifecycle == lcPending {
 				s.launchedLocked(g, inst, inst.StateAt)
 			}
-			changed = true
+			return true, false
 		}
 	case ec2Stopping:
 		if !now.Before(inst.StateAt) {
 			inst.State = ec2Stopped
-			changed = true
+			return true, false
 		}
 	case ec2ShuttingDown:
 		if !now.Before(inst.StateAt) {
 			inst.State = ec2Terminated
 			inst.GoneAt = inst.StateAt.Add(terminatedVisibleFor)
-			changed = true
+			return true, false
 		}
 	case ec2Terminated:
 		if inst.Group == "" && !now.Before(inst.GoneAt) {
 			delete(s.instances, inst.ID)
-			return true
+			return true, true
 		}
 	}
-	if inst.Lifecycle == lcPendingWait || inst.Lifecycle == lcTerminatingWait {
-		for _, a := range inst.Actions {
-			if !a.Done && !now.Before(minTime(a.Deadline, a.GlobalDeadline)) {
-				a.Done = true
-				a.Result = "ABANDON"
-				if g != nil && g.Hooks[a.Hook] != nil {
-					a.Result = g.Hooks[a.Hook].DefaultResult
-				}
-				changed = true
+	return false, false
+}
+
+// expireHookActionsLocked completes, with the hook's default result, every lifecycle
+// action of a waiting instance whose heartbeat or global timeout passed, then moves
+// the instance on if all its actions are done.
+func (s *Server) expireHookActionsLocked(g *group, inst *instance, now time.Time) bool {
+	changed := false
+	for _, a := range inst.Actions {
+		if !a.Done && !now.Before(minTime(a.Deadline, a.GlobalDeadline)) {
+			a.Done = true
+			a.Result = "ABANDON"
+			if g != nil && g.Hooks[a.Hook] != nil {
+				a.Result = g.Hooks[a.Hook].DefaultResult
 			}
-		}
-		if s.evaluateHooksLocked(g, inst, now) {
 			changed = true
 		}
 	}
-	if g == nil {
-		return changed
+	if s.evaluateHooksLocked(g, inst, now) {
+		changed = true
 	}
+	return changed
+}
+
+// stepMemberLocked steps what the group does to a member: due transitions, health
+// checks and the replacement of an unhealthy instance, removal once terminated.
+func (s *Server) stepMemberLocked(g *group, inst *instance, now time.Time) bool {
+	changed := false
 	if !inst.lifecycleAt.IsZero() && !now.Before(inst.lifecycleAt) {
 		s.finishTransitionLocked(g, inst)
 		changed = true
@@ -372,91 +403,113 @@ func (s *Server) azCountsLocked(g *group) map[string]int {
 // reconcileGroupLocked keeps the number of counted instances equal to desired capacity.
 func (s *Server) reconcileGroupLocked(g *group, now time.Time) bool {
 	if g.Deleting {
-		changed := false
-		for _, id := range append([]string(nil), g.Instances...) {
-			inst := s.instances[id]
-			if inst == nil {
-				g.removeInstance(id)
-				continue
-			}
-			if !strings.HasPrefix(inst.Lifecycle, lcTerminating) {
-				s.startTerminateLocked(g, inst, now, fmt.Sprintf("At %s an instance was taken out of service in response to a user request (group deletion).", now.UTC().Format(causeTime)))
-				changed = true
-			}
-		}
-		if len(g.Instances) == 0 {
-			delete(s.groups, g.Name)
-			return true
-		}
-		return changed
+		return s.deleteGroupLocked(g, now)
 	}
 	counted := s.countedLocked(g)
 	switch {
 	case len(counted) < g.Desired:
-		if g.suspended("Launch") || now.Before(g.NextLaunchTry) {
-			return false
-		}
-		from := len(counted)
-		for n := from; n < g.Desired; n++ {
-			cause := fmt.Sprintf("At %s an instance was started in response to a difference between desired and actual capacity, increasing the capacity from %d to %d.", now.UTC().Format(causeTime), from, g.Desired)
-			if len(g.triggers) > 0 {
-				cause = g.triggers[0] + " " + cause
-			}
-			if !s.launchLocked(g, now, cause, false) {
-				g.NextLaunchTry = now.Add(launchRetryDelay)
-				return true
-			}
-			if len(g.triggers) > 0 {
-				g.triggers = g.triggers[1:]
-			}
-		}
-		return true
+		return s.scaleOutLocked(g, len(counted), now)
 	case len(counted) > g.Desired:
-		g.triggers = nil
-		if g.suspended("Terminate") {
-			return false
-		}
-		for _, inst := range counted {
-			if inst.rebalance && inst.Lifecycle != lcInService {
-				return false // AZRebalance launches before it terminates
-			}
-		}
-		from := len(counted)
-		for n := from; n > g.Desired; n-- {
-			victim := s.pickVictimLocked(g)
-			if victim == nil {
-				return n != from
-			}
-			s.startTerminateLocked(g, victim, now, fmt.Sprintf("At %s an instance was taken out of service in response to a difference between desired and actual capacity, shrinking the capacity from %d to %d.", now.UTC().Format(causeTime), from, g.Desired))
-		}
-		return true
+		return s.scaleInLocked(g, counted, now)
 	default:
-		g.triggers = nil
-		for _, inst := range counted {
-			inst.rebalance = false
-			if inst.Lifecycle != lcInService {
-				return false
-			}
+		return s.rebalanceLocked(g, counted, now)
+	}
+}
+
+// deleteGroupLocked terminates a deleted group's instances; the group goes once they have.
+func (s *Server) deleteGroupLocked(g *group, now time.Time) bool {
+	changed := false
+	for _, id := range append([]string(nil), g.Instances...) {
+		inst := s.instances[id]
+		if inst == nil {
+			g.removeInstance(id)
+			continue
 		}
-		if g.Desired == 0 || g.suspended("AZRebalance") || g.suspended("Launch") || g.suspended("Terminate") {
-			return false
+		if !strings.HasPrefix(inst.Lifecycle, lcTerminating) {
+			s.startTerminateLocked(g, inst, now, fmt.Sprintf("At %s an instance was taken out of service in response to a user request (group deletion).", now.UTC().Format(causeTime)))
+			changed = true
 		}
-		lo, hi := -1, -1
-		for _, c := range s.azCountsLocked(g) {
-			if lo < 0 || c < lo {
-				lo = c
-			}
-			if c > hi {
-				hi = c
-			}
-		}
-		if hi-lo <= 1 {
-			return false
-		}
-		cause := fmt.Sprintf("At %s an instance was launched to rebalance instances across Availability Zones.", now.UTC().Format(causeTime))
-		s.launchLocked(g, now, cause, true)
+	}
+	if len(g.Instances) == 0 {
+		delete(s.groups, g.Name)
 		return true
 	}
+	return changed
+}
+
+// scaleOutLocked launches from the counted instances up to desired capacity; a failed
+// launch is retried after launchRetryDelay.
+func (s *Server) scaleOutLocked(g *group, from int, now time.Time) bool {
+	if g.suspended("Launch") || now.Before(g.NextLaunchTry) {
+		return false
+	}
+	for n := from; n < g.Desired; n++ {
+		cause := fmt.Sprintf("At %s an instance was started in response to a difference between desired and actual capacity, increasing the capacity from %d to %d.", now.UTC().Format(causeTime), from, g.Desired)
+		if len(g.triggers) > 0 {
+			cause = g.triggers[0] + " " + cause
+		}
+		if !s.launchLocked(g, now, cause, false) {
+			g.NextLaunchTry = now.Add(launchRetryDelay)
+			return true
+		}
+		if len(g.triggers) > 0 {
+			g.triggers = g.triggers[1:]
+		}
+	}
+	return true
+}
+
+// scaleInLocked terminates counted instances down to desired capacity, by the
+// termination policy.
+func (s *Server) scaleInLocked(g *group, counted []*instance, now time.Time) bool {
+	g.triggers = nil
+	if g.suspended("Terminate") {
+		return false
+	}
+	for _, inst := range counted {
+		if inst.rebalance && inst.Lifecycle != lcInService {
+			return false // AZRebalance launches before it terminates
+		}
+	}
+	from := len(counted)
+	for n := from; n > g.Desired; n-- {
+		victim := s.pickVictimLocked(g)
+		if victim == nil {
+			return n != from
+		}
+		s.startTerminateLocked(g, victim, now, fmt.Sprintf("At %s an instance was taken out of service in response to a difference between desired and actual capacity, shrinking the capacity from %d to %d.", now.UTC().Format(causeTime), from, g.Desired))
+	}
+	return true
+}
+
+// rebalanceLocked, at desired capacity with every instance InService, launches one
+// instance when the zones differ by more than one (AZRebalance; scale-in follows).
+func (s *Server) rebalanceLocked(g *group, counted []*instance, now time.Time) bool {
+	g.triggers = nil
+	for _, inst := range counted {
+		inst.rebalance = false
+		if inst.Lifecycle != lcInService {
+			return false
+		}
+	}
+	if g.Desired == 0 || g.suspended("AZRebalance") || g.suspended("Launch") || g.suspended("Terminate") {
+		return false
+	}
+	lo, hi := -1, -1
+	for _, c := range s.azCountsLocked(g) {
+		if lo < 0 || c < lo {
+			lo = c
+		}
+		if c > hi {
+			hi = c
+		}
+	}
+	if hi-lo <= 1 {
+		return false
+	}
+	cause := fmt.Sprintf("At %s an instance was launched to rebalance instances across Availability Zones.", now.UTC().Format(causeTime))
+	s.launchLocked(g, now, cause, true)
+	return true
 }
 
 // pickVictimLocked follows the Default termination policy: the Availability Zone
@@ -474,8 +527,7 @@ func (s *Server) pickVictimLocked(g *group) *instance {
 		return nil
 	}
 	version := func(i *instance) int {
-		var n int
-		fmt.Sscanf(i.LT.Version, "%d", &n)
+		n, _ := strconv.Atoi(i.LT.Version) // a launched instance's version is a number; none ("") counts as 0
 		return n
 	}
 	sort.SliceStable(cands, func(a, b int) bool {

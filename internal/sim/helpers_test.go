@@ -128,16 +128,17 @@ func byState(g astypes.AutoScalingGroup, state astypes.LifecycleState) []string 
 	return ids
 }
 
-// seed creates a group of n InService instances (through the Go API) and boots them.
-func (h *harness) seed(name string, min, max, desired int) astypes.AutoScalingGroup {
+// seed creates group "ng" (the group these tests use) with desired InService
+// instances (through the Go API) and boots them.
+func (h *harness) seed(minSize, maxSize, desired int) astypes.AutoScalingGroup {
 	h.t.Helper()
-	if err := h.sim.CreateGroup(GroupSpec{Name: name, Min: min, Max: max, Desired: desired}); err != nil {
+	if err := h.sim.CreateGroup(GroupSpec{Name: "ng", Min: minSize, Max: maxSize, Desired: desired}); err != nil {
 		h.t.Fatal(err)
 	}
 	h.step(h.sim.opts.BootDelay)
-	g := h.group(name)
+	g := h.group("ng")
 	if got := len(byState(g, astypes.LifecycleStateInService)); got != desired {
-		h.t.Fatalf("seeded group %s: %d InService, want %d", name, got, desired)
+		h.t.Fatalf("seeded group ng: %d InService, want %d", got, desired)
 	}
 	return g
 }

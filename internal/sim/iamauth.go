@@ -165,7 +165,7 @@ func (s *Server) StartAuthenticator(ctx context.Context, opts AuthenticatorOptio
 		}
 		select {
 		case <-a.done:
-			return fail(fmt.Errorf("exited while starting (%v):\n%s", a.waitErr, a.logTail()))
+			return fail(fmt.Errorf("exited while starting (%w):\n%s", a.waitErr, a.logTail()))
 		case <-ctx.Done():
 			return fail(ctx.Err())
 		case <-time.After(50 * time.Millisecond):

@@ -13,15 +13,16 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 )
 
-func (h *harness) inService(name string) int {
-	return len(byState(h.group(name), astypes.LifecycleStateInService))
+// inService counts the InService instances of group "ng", the group these tests seed.
+func (h *harness) inService() int {
+	return len(byState(h.group("ng"), astypes.LifecycleStateInService))
 }
 
 // TestStandbyReplacementDetachTerminateKeepsCapacity is Recycler's surge/retire cycle:
 // the group's InService count never drops below desired.
 func TestStandbyReplacementDetachTerminateKeepsCapacity(t *testing.T) {
 	h := newHarness(t, Options{})
-	g := h.seed("ng", 1, 4, 3)
+	g := h.seed(1, 4, 3)
 	old := byState(g, astypes.LifecycleStateInService)[0]
 	oldNode := ""
 	for name, n := range h.nodes.snapshot() {
@@ -65,11 +66,11 @@ func TestStandbyReplacementDetachTerminateKeepsCapacity(t *testing.T) {
 		t.Fatal("standby instance lost its Node")
 	}
 	h.step(20 * time.Second)
-	if n := h.inService("ng"); n != 2 {
+	if n := h.inService(); n != 2 {
 		t.Fatalf("while the replacement boots: %d InService, want 2 (+1 standby)", n)
 	}
 	h.step(20 * time.Second)
-	if n := h.inService("ng"); n != 3 {
+	if n := h.inService(); n != 3 {
 		t.Fatalf("replacement did not become InService: %d", n)
 	}
 
@@ -77,12 +78,12 @@ func TestStandbyReplacementDetachTerminateKeepsCapacity(t *testing.T) {
 		t.Fatalf("DetachInstances of a Standby instance: %v", err)
 	}
 	g = h.group("ng")
-	if aws.ToInt32(g.DesiredCapacity) != 3 || len(byState(g, astypes.LifecycleStateDetaching)) != 1 || h.inService("ng") != 3 {
+	if aws.ToInt32(g.DesiredCapacity) != 3 || len(byState(g, astypes.LifecycleStateDetaching)) != 1 || h.inService() != 3 {
 		t.Fatalf("right after detach: desired %d, %+v; want the old one Detaching", aws.ToInt32(g.DesiredCapacity), g.Instances)
 	}
 	h.step(defaultTransitionDelay)
 	g = h.group("ng")
-	if aws.ToInt32(g.DesiredCapacity) != 3 || len(g.Instances) != 3 || h.inService("ng") != 3 {
+	if aws.ToInt32(g.DesiredCapacity) != 3 || len(g.Instances) != 3 || h.inService() != 3 {
 		t.Fatalf("after detach: desired %d, %+v", aws.ToInt32(g.DesiredCapacity), g.Instances)
 	}
 	ai, _ := h.asg.DescribeAutoScalingInstances(h.ctx, &autoscaling.DescribeAutoScalingInstancesInput{InstanceIds: []string{old}})
@@ -97,7 +98,7 @@ func TestStandbyReplacementDetachTerminateKeepsCapacity(t *testing.T) {
 	if _, ok := h.nodes.snapshot()[oldNode]; ok {
 		t.Fatal("terminated instance's Node still registered")
 	}
-	if n := h.inService("ng"); n != 3 || len(h.group("ng").Instances) != 3 {
+	if n := h.inService(); n != 3 || len(h.group("ng").Instances) != 3 {
 		t.Fatalf("after terminate: %d InService", n)
 	}
 	di, _ := h.ec2.DescribeInstances(h.ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{old}})
@@ -108,7 +109,7 @@ func TestStandbyReplacementDetachTerminateKeepsCapacity(t *testing.T) {
 
 func TestExitStandbyIncrementsDesiredAndRespectsMaxSize(t *testing.T) {
 	h := newHarness(t, Options{})
-	g := h.seed("ng", 1, 3, 2)
+	g := h.seed(1, 3, 2)
 	ids := byState(g, astypes.LifecycleStateInService)
 	if _, err := h.asg.EnterStandby(h.ctx, &autoscaling.EnterStandbyInput{AutoScalingGroupName: aws.String("ng"), InstanceIds: ids[:1], ShouldDecrementDesiredCapacity: aws.Bool(true)}); err != nil {
 		t.Fatal(err)
@@ -130,12 +131,12 @@ func TestExitStandbyIncrementsDesiredAndRespectsMaxSize(t *testing.T) {
 	}
 	// Back through Pending (counted at once, so nothing else launches), then InService.
 	g = h.group("ng")
-	if aws.ToInt32(g.DesiredCapacity) != 2 || h.inService("ng") != 1 || len(byState(g, astypes.LifecycleStatePending)) != 1 {
+	if aws.ToInt32(g.DesiredCapacity) != 2 || h.inService() != 1 || len(byState(g, astypes.LifecycleStatePending)) != 1 {
 		t.Fatalf("right after ExitStandby: desired %d, %+v; want one Pending", aws.ToInt32(g.DesiredCapacity), g.Instances)
 	}
 	h.step(defaultTransitionDelay)
 	g = h.group("ng")
-	if aws.ToInt32(g.DesiredCapacity) != 2 || h.inService("ng") != 2 || len(g.Instances) != 2 {
+	if aws.ToInt32(g.DesiredCapacity) != 2 || h.inService() != 2 || len(g.Instances) != 2 {
 		t.Fatalf("ExitStandby: desired %d, %+v", aws.ToInt32(g.DesiredCapacity), g.Instances)
 	}
 
@@ -158,7 +159,7 @@ func TestExitStandbyIncrementsDesiredAndRespectsMaxSize(t *testing.T) {
 
 func TestRefusedCallsReturnAWSErrors(t *testing.T) {
 	h := newHarness(t, Options{})
-	g := h.seed("ng", 0, 30, 2)
+	g := h.seed(0, 30, 2)
 	inService := byState(g, astypes.LifecycleStateInService)
 	if _, err := h.asg.SetDesiredCapacity(h.ctx, &autoscaling.SetDesiredCapacityInput{AutoScalingGroupName: aws.String("ng"), DesiredCapacity: aws.Int32(3)}); err != nil {
 		t.Fatal(err)
@@ -211,7 +212,7 @@ func TestRefusedCallsReturnAWSErrors(t *testing.T) {
 
 func TestTerminateInstanceInGroupWithAndWithoutDecrement(t *testing.T) {
 	h := newHarness(t, Options{})
-	ids := byState(h.seed("ng", 1, 4, 3), astypes.LifecycleStateInService)
+	ids := byState(h.seed(1, 4, 3), astypes.LifecycleStateInService)
 	out, err := h.asg.TerminateInstanceInAutoScalingGroup(h.ctx, &autoscaling.TerminateInstanceInAutoScalingGroupInput{InstanceId: aws.String(ids[0]), ShouldDecrementDesiredCapacity: aws.Bool(false)})
 	if err != nil || !strings.Contains(aws.ToString(out.Activity.Description), ids[0]) {
 		t.Fatalf("terminate without decrement: %v %+v", err, out)
@@ -225,7 +226,7 @@ func TestTerminateInstanceInGroupWithAndWithoutDecrement(t *testing.T) {
 	}
 	h.step(40 * time.Second)
 	g = h.group("ng")
-	if aws.ToInt32(g.DesiredCapacity) != 2 || h.inService("ng") != 2 || len(g.Instances) != 2 {
+	if aws.ToInt32(g.DesiredCapacity) != 2 || h.inService() != 2 || len(g.Instances) != 2 {
 		t.Fatalf("after terminate with decrement: desired %d %+v", aws.ToInt32(g.DesiredCapacity), g.Instances)
 	}
 	_, err = h.asg.TerminateInstanceInAutoScalingGroup(h.ctx, &autoscaling.TerminateInstanceInAutoScalingGroupInput{InstanceId: aws.String(ids[2]), ShouldDecrementDesiredCapacity: aws.Bool(true)})
@@ -238,7 +239,7 @@ func TestTerminateInstanceInGroupWithAndWithoutDecrement(t *testing.T) {
 
 func TestLifecycleHooks(t *testing.T) {
 	h := newHarness(t, Options{})
-	ids := byState(h.seed("ng", 0, 5, 2), astypes.LifecycleStateInService)
+	ids := byState(h.seed(0, 5, 2), astypes.LifecycleStateInService)
 	if _, err := h.asg.PutLifecycleHook(h.ctx, &autoscaling.PutLifecycleHookInput{AutoScalingGroupName: aws.String("ng"), LifecycleHookName: aws.String("drain"),
 		LifecycleTransition: aws.String("autoscaling:EC2_INSTANCE_TERMINATING"), HeartbeatTimeout: aws.Int32(60), DefaultResult: aws.String("CONTINUE")}); err != nil {
 		t.Fatal(err)
@@ -321,14 +322,14 @@ func TestLifecycleHooks(t *testing.T) {
 		InstanceId: aws.String(next[0]), LifecycleActionResult: aws.String("CONTINUE")}); err != nil {
 		t.Fatal(err)
 	}
-	if h.inService("ng") != 1 {
+	if h.inService() != 1 {
 		t.Fatalf("CONTINUE should put the instance InService: %+v", h.group("ng").Instances)
 	}
 }
 
 func TestSuspendedProcessesChangeBehaviour(t *testing.T) {
 	h := newHarness(t, Options{})
-	ids := byState(h.seed("ng", 0, 9, 3), astypes.LifecycleStateInService)
+	ids := byState(h.seed(0, 9, 3), astypes.LifecycleStateInService)
 	suspend := func(p ...string) {
 		if _, err := h.asg.SuspendProcesses(h.ctx, &autoscaling.SuspendProcessesInput{AutoScalingGroupName: aws.String("ng"), ScalingProcesses: p}); err != nil {
 			t.Fatal(err)
@@ -349,7 +350,7 @@ func TestSuspendedProcessesChangeBehaviour(t *testing.T) {
 	}
 	resume("Launch")
 	h.step(40 * time.Second)
-	if h.inService("ng") != 3 {
+	if h.inService() != 3 {
 		t.Fatal("resuming Launch did not launch the replacement")
 	}
 
@@ -374,7 +375,7 @@ func TestSuspendedProcessesChangeBehaviour(t *testing.T) {
 			t.Fatalf("stopped instance not replaced: %+v", g.Instances)
 		}
 	}
-	if h.inService("ng") != 3 {
+	if h.inService() != 3 {
 		t.Fatalf("after replacing the stopped instance: %+v", g.Instances)
 	}
 
@@ -411,7 +412,7 @@ func TestSuspendedProcessesChangeBehaviour(t *testing.T) {
 			zones[*i.AvailabilityZone]++
 		}
 	}
-	if len(zones) != 2 || h.inService("ng") != 2 {
+	if len(zones) != 2 || h.inService() != 2 {
 		t.Fatalf("AZRebalance did not move an instance to another zone: %v", zones)
 	}
 }
@@ -441,7 +442,7 @@ func TestFailedLaunchIsRecordedAndRetried(t *testing.T) {
 // throttled; the SDK's standard retryer gets through, and the calls are counted.
 func TestThrottlingStormStillCompletes(t *testing.T) {
 	h := newHarness(t, Options{Seed: 7})
-	g := h.seed("ng", 1, 10, 5)
+	g := h.seed(1, 10, 5)
 	if err := h.sim.SetFaults(Faults{ThrottleRate: 0.3, ServerErrorRate: 0.05}); err != nil {
 		t.Fatal(err)
 	}
@@ -457,7 +458,7 @@ func TestThrottlingStormStillCompletes(t *testing.T) {
 	if _, err := h.ec2.TerminateInstances(h.ctx, &ec2.TerminateInstancesInput{InstanceIds: old[:2]}); err != nil {
 		t.Fatal(err)
 	}
-	if n := h.inService("ng"); n != 5 {
+	if n := h.inService(); n != 5 {
 		t.Fatalf("InService %d after the cycle, want 5", n)
 	}
 	calls := h.sim.Calls()
@@ -469,7 +470,7 @@ func TestThrottlingStormStillCompletes(t *testing.T) {
 
 func TestSlowBootFaultDelaysInService(t *testing.T) {
 	h := newHarness(t, Options{})
-	h.seed("ng", 1, 4, 2)
+	h.seed(1, 4, 2)
 	if err := h.sim.SetFaults(Faults{BootDelay: Duration(3 * time.Minute)}); err != nil {
 		t.Fatal(err)
 	}
@@ -477,14 +478,14 @@ func TestSlowBootFaultDelaysInService(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.step(2 * time.Minute)
-	if n := h.inService("ng"); n != 2 {
+	if n := h.inService(); n != 2 {
 		t.Fatalf("slow boot: %d InService after 2m, want 2", n)
 	}
 	if len(h.nodes.snapshot()) != 2 {
 		t.Fatalf("a booting instance already has a Node: %v", h.nodes.snapshot())
 	}
 	h.step(time.Minute)
-	if n := h.inService("ng"); n != 3 || len(h.nodes.snapshot()) != 3 {
+	if n := h.inService(); n != 3 || len(h.nodes.snapshot()) != 3 {
 		t.Fatalf("slow boot: %d InService, %d Nodes after 3m", n, len(h.nodes.snapshot()))
 	}
 }
@@ -492,7 +493,7 @@ func TestSlowBootFaultDelaysInService(t *testing.T) {
 // Heartbeats extend a lifecycle action only up to the global timeout, min(48 h, 100 × HeartbeatTimeout).
 func TestHeartbeatsStopAtTheGlobalTimeout(t *testing.T) {
 	h := newHarness(t, Options{})
-	ids := byState(h.seed("ng", 0, 3, 1), astypes.LifecycleStateInService)
+	ids := byState(h.seed(0, 3, 1), astypes.LifecycleStateInService)
 	if _, err := h.asg.PutLifecycleHook(h.ctx, &autoscaling.PutLifecycleHookInput{AutoScalingGroupName: aws.String("ng"), LifecycleHookName: aws.String("drain"),
 		LifecycleTransition: aws.String("autoscaling:EC2_INSTANCE_TERMINATING"), HeartbeatTimeout: aws.Int32(30)}); err != nil {
 		t.Fatal(err)
@@ -520,7 +521,7 @@ func TestHeartbeatsStopAtTheGlobalTimeout(t *testing.T) {
 
 func TestContentionAndRateLimitFaults(t *testing.T) {
 	h := newHarness(t, Options{})
-	h.seed("ng", 0, 5, 1)
+	h.seed(0, 5, 1)
 	once := func(o *autoscaling.Options) { o.RetryMaxAttempts = 1 }
 	if err := h.sim.SetFaults(Faults{ContentionRate: 1}); err != nil {
 		t.Fatal(err)

@@ -96,7 +96,6 @@ type Server struct {
 	http     *http.Server
 	cancel   context.CancelFunc
 	done     chan struct{}
-	nodesWG  sync.WaitGroup
 }
 
 type nodeOp struct {

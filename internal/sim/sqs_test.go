@@ -176,7 +176,7 @@ func TestScaleInWithTerminateHookPutsTheEventOnTheQueue(t *testing.T) {
 	h := newHarness(t, Options{})
 	c := sqsClient(h)
 	work, _ := queues(t, h, c, 3)
-	h.seed("ng", 1, 4, 2)
+	h.seed(1, 4, 2)
 	if err := h.sim.PutEventRule(EventRule{Name: "hooks", DetailTypes: []string{detailTerminateAction}, Queue: "events"}); err != nil {
 		t.Fatal(err)
 	}

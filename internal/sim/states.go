@@ -529,7 +529,7 @@ func awsHistory(hist []engine.Event) []map[string]any {
 			typ, detailsKey = "LambdaFunctionScheduled", "lambdaFunctionScheduledEventDetails"
 			details["resource"], details["input"] = str("resource"), str("parameters")
 			if v, ok := d["timeoutInSeconds"]; ok && string(v) != "0" {
-				details["timeoutInSeconds"] = json.RawMessage(v)
+				details["timeoutInSeconds"] = v
 			}
 		case ev.Type == "TaskStarted" && lambda:
 			typ = "LambdaFunctionStarted"

@@ -21,9 +21,9 @@ import (
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
-// presignFor presigns GetCallerIdentity with the cluster header signed, as an
-// EKS token does, with the given keys, at the simulation's (fake) time.
-func presignFor(t *testing.T, h *harness, endpoint, cluster string, creds aws.Credentials) string {
+// presignFor presigns GetCallerIdentity with the cluster header (cluster "prod")
+// signed, as an EKS token does, with the given keys, at the simulation's (fake) time.
+func presignFor(t *testing.T, h *harness, endpoint string, creds aws.Credentials) string {
 	t.Helper()
 	cfg, err := config.LoadDefaultConfig(h.ctx, config.WithRegion(h.sim.Region()), config.WithBaseEndpoint(endpoint),
 		config.WithCredentialsProvider(credentials.StaticCredentialsProvider{Value: creds}))
@@ -35,7 +35,7 @@ func presignFor(t *testing.T, h *harness, endpoint, cluster string, creds aws.Cr
 	})
 	req, err := pc.PresignGetCallerIdentity(h.ctx, &sts.GetCallerIdentityInput{}, func(o *sts.PresignOptions) {
 		o.ClientOptions = append(o.ClientOptions, func(so *sts.Options) {
-			so.APIOptions = append(so.APIOptions, smithyhttp.SetHeaderValue("x-k8s-aws-id", cluster), smithyhttp.SetHeaderValue("X-Amz-Expires", "60"))
+			so.APIOptions = append(so.APIOptions, smithyhttp.SetHeaderValue("x-k8s-aws-id", "prod"), smithyhttp.SetHeaderValue("X-Amz-Expires", "60"))
 		})
 	})
 	if err != nil {
@@ -81,20 +81,23 @@ func TestPresignedGetCallerIdentityIsVerified(t *testing.T) {
 	good := aws.Credentials{AccessKeyID: role.AccessKeyID, SecretAccessKey: role.SecretAccessKey, SessionToken: role.SessionToken}
 	client := http.DefaultClient
 
-	u := presignFor(t, h, h.sim.URL(), "prod", good)
+	u := presignFor(t, h, h.sim.URL(), good)
 	status, body := getPresigned(t, client, u, "prod")
 	if status != 200 {
 		t.Fatalf("valid presigned URL: %d %s", status, body)
 	}
 	var out struct {
 		GetCallerIdentityResponse struct {
-			GetCallerIdentityResult struct{ Account, Arn, UserId string }
+			GetCallerIdentityResult struct {
+				Account, Arn string
+				UserID       string `json:"UserId"`
+			}
 		}
 	}
 	if err := json.Unmarshal([]byte(body), &out); err != nil {
 		t.Fatalf("want the JSON answer aws-iam-authenticator reads: %v\n%s", err, body)
 	}
-	if got := out.GetCallerIdentityResponse.GetCallerIdentityResult; got.Arn != role.ARN || got.Account != "123456789012" || !strings.HasSuffix(got.UserId, ":fn") {
+	if got := out.GetCallerIdentityResponse.GetCallerIdentityResult; got.Arn != role.ARN || got.Account != "123456789012" || !strings.HasSuffix(got.UserID, ":fn") {
 		t.Fatalf("caller = %+v, want the assumed role %s", got, role.ARN)
 	}
 
@@ -102,9 +105,9 @@ func TestPresignedGetCallerIdentityIsVerified(t *testing.T) {
 		name, url, cluster, want string
 	}{
 		{"token for another cluster", u, "staging", "SignatureDoesNotMatch"},
-		{"wrong secret", presignFor(t, h, h.sim.URL(), "prod", aws.Credentials{AccessKeyID: good.AccessKeyID, SecretAccessKey: "guess", SessionToken: good.SessionToken}), "prod", "SignatureDoesNotMatch"},
-		{"wrong session token", presignFor(t, h, h.sim.URL(), "prod", aws.Credentials{AccessKeyID: good.AccessKeyID, SecretAccessKey: good.SecretAccessKey, SessionToken: "stale"}), "prod", "InvalidClientTokenId"},
-		{"unknown key", presignFor(t, h, h.sim.URL(), "prod", aws.Credentials{AccessKeyID: "AKIDNOBODY", SecretAccessKey: "x"}), "prod", "InvalidClientTokenId"},
+		{"wrong secret", presignFor(t, h, h.sim.URL(), aws.Credentials{AccessKeyID: good.AccessKeyID, SecretAccessKey: "guess", SessionToken: good.SessionToken}), "prod", "SignatureDoesNotMatch"},
+		{"wrong session token", presignFor(t, h, h.sim.URL(), aws.Credentials{AccessKeyID: good.AccessKeyID, SecretAccessKey: good.SecretAccessKey, SessionToken: "stale"}), "prod", "InvalidClientTokenId"},
+		{"unknown key", presignFor(t, h, h.sim.URL(), aws.Credentials{AccessKeyID: "AKIDNOBODY", SecretAccessKey: "x"}), "prod", "InvalidClientTokenId"},
 		{"tampered query", strings.Replace(u, "Version=2011-06-15", "Version=2011-06-16", 1), "prod", "SignatureDoesNotMatch"},
 	} {
 		status, body := getPresigned(t, client, tc.url, tc.cluster)
@@ -131,7 +134,7 @@ func TestProxyAnswersForTheRealSTSHostOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	client := &http.Client{Transport: tr}
-	u := presignFor(t, h, "https://sts.us-east-1.amazonaws.com", "prod", aws.Credentials{AccessKeyID: AccessKeyID, SecretAccessKey: SecretAccessKey})
+	u := presignFor(t, h, "https://sts.us-east-1.amazonaws.com", aws.Credentials{AccessKeyID: AccessKeyID, SecretAccessKey: SecretAccessKey})
 	if !strings.HasPrefix(u, "https://sts.us-east-1.amazonaws.com/?") {
 		t.Fatalf("presigned URL %s does not name the STS host", u)
 	}

@@ -16,7 +16,7 @@ import (
 // Detaching, and the call that needs the end state is refused meanwhile.
 func TestTransitionDelaysAreConfigurable(t *testing.T) {
 	h := newHarness(t, Options{})
-	g := h.seed("ng", 1, 4, 2)
+	g := h.seed(1, 4, 2)
 	ids := byState(g, astypes.LifecycleStateInService)
 	if err := h.sim.SetFaults(Faults{TransitionDelays: map[string]Duration{lcEnteringStandby: Duration(time.Minute), lcDetaching: Duration(30 * time.Second)}}); err != nil {
 		t.Fatal(err)
@@ -66,7 +66,7 @@ func TestTransitionDelaysAreConfigurable(t *testing.T) {
 // replacement from the autoscaler's launches by this.
 func TestLaunchCausesNameTheirTrigger(t *testing.T) {
 	h := newHarness(t, Options{})
-	g := h.seed("ng", 1, 6, 2)
+	g := h.seed(1, 6, 2)
 	old := byState(g, astypes.LifecycleStateInService)[0]
 	if _, err := h.asg.EnterStandby(h.ctx, &autoscaling.EnterStandbyInput{AutoScalingGroupName: aws.String("ng"), InstanceIds: []string{old}, ShouldDecrementDesiredCapacity: aws.Bool(false)}); err != nil {
 		t.Fatal(err)
@@ -98,7 +98,7 @@ func TestLaunchCausesNameTheirTrigger(t *testing.T) {
 
 func TestInstanceProtectionAndGroupTags(t *testing.T) {
 	h := newHarness(t, Options{})
-	g := h.seed("ng", 1, 4, 3)
+	g := h.seed(1, 4, 3)
 	ids := byState(g, astypes.LifecycleStateInService)
 	if _, err := h.asg.SetInstanceProtection(h.ctx, &autoscaling.SetInstanceProtectionInput{AutoScalingGroupName: aws.String("ng"), InstanceIds: ids[1:], ProtectedFromScaleIn: aws.Bool(true)}); err != nil {
 		t.Fatal(err)

@@ -185,7 +185,7 @@ func (e *Environment) WaitNodesReady(ctx context.Context, n int) error {
 		nodes, err := e.Kube.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 		if err != nil {
 			last = err.Error()
-			return false, nil
+			return false, nil //nolint:nilerr // a failed List is retried at the next poll; the wait's error names it (last)
 		}
 		ready := map[string]bool{}
 		for _, node := range nodes.Items {

@@ -130,8 +130,8 @@ func TestNodesFollowInstances(t *testing.T) {
 		t.Fatal(err)
 	}
 	poll("terminated instance's Node deleted", func(ctx context.Context) (bool, error) {
-		nodes, err := nodesFor(ctx, env, ids[:1])
-		return err == nil && len(nodes) == 0, err
+		got, err := nodesFor(ctx, env, ids[:1])
+		return err == nil && len(got) == 0, err
 	})
 	var neverReady, normal string
 	poll("both new instances InService, the normal one's Node Ready", func(ctx context.Context) (bool, error) {
@@ -147,8 +147,8 @@ func TestNodesFollowInstances(t *testing.T) {
 		if neverReady == "" || normal == "" {
 			return false, nil
 		}
-		nodes, err := nodesFor(ctx, env, []string{neverReady, normal})
-		return err == nil && len(nodes) == 2 && ready(nodes[normal]), err
+		got, err := nodesFor(ctx, env, []string{neverReady, normal})
+		return err == nil && len(got) == 2 && ready(got[normal]), err
 	})
 	nodes, _ = nodesFor(ctx, env, []string{neverReady})
 	if ready(nodes[neverReady]) {
