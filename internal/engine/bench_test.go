@@ -111,7 +111,7 @@ func BenchmarkTransitions(b *testing.B) {
 
 // runTransitions returns state transitions and transactions committed per second.
 func runTransitions(b *testing.B, def []byte, execs int, syncFull bool) (float64, float64) {
-	noop := func(ctx context.Context, in json.RawMessage) (json.RawMessage, error) { return in, nil }
+	noop := func(_ context.Context, in json.RawMessage) (json.RawMessage, error) { return in, nil }
 	e := benchEngineOpts(b, Options{SyncFull: syncFull, Registry: asl.Registry{"noop": noop}})
 	ctx := context.Background()
 	before, beforeT := e.commits.Load(), e.transitions.Load()

@@ -202,7 +202,7 @@ func TestPruneRemovesOldEndedExecutionsAndTheirDocuments(t *testing.T) {
 		}
 	}
 	h, _ := te.History(ctx, recent.ID)
-	if !sameJSON(json.RawMessage(h[0].Details), json.RawMessage(`{"input":`+shared+`,"name":"`+recent.Name+`","stateMachine":"m"}`)) {
+	if !sameJSON(h[0].Details, json.RawMessage(`{"input":`+shared+`,"name":"`+recent.Name+`","stateMachine":"m"}`)) {
 		t.Errorf("a document shared with a pruned history is gone: %s", h[0].Details)
 	}
 	var docsAfter, refs int

@@ -592,8 +592,8 @@ func (e *Engine) machineByHash(ctx context.Context, q querier, h string) (*machi
 	}
 	e.machMu.Lock()
 	defer e.machMu.Unlock()
-	if mi, ok := e.machines[h]; ok {
-		return mi, nil
+	if cached, ok := e.machines[h]; ok {
+		return cached, nil
 	}
 	mi = &machineInfo{hash: h, def: def, m: m, types: stateTypes(def)}
 	e.machines[h] = mi

@@ -62,13 +62,13 @@ func openTest(t *testing.T, reg asl.Registry, path string, fc *clocktesting.Fake
 }
 
 // waitEvent blocks until an event of type typ for execution id was committed.
-func (te *testEngine) waitEvent(t *testing.T, id, typ string) Event {
+func (te *testEngine) waitEvent(t *testing.T, id, typ string) {
 	t.Helper()
-	return te.waitEventN(t, id, typ, 1)
+	te.waitEventN(t, id, typ, 1)
 }
 
 // waitEventN blocks until the n-th event of type typ for execution id was committed.
-func (te *testEngine) waitEventN(t *testing.T, id, typ string, n int) Event {
+func (te *testEngine) waitEventN(t *testing.T, id, typ string, n int) {
 	t.Helper()
 	deadline := time.After(10 * time.Second)
 	for {
@@ -78,7 +78,7 @@ func (te *testEngine) waitEventN(t *testing.T, id, typ string, n int) Event {
 			if ev.ExecutionID == id && ev.Type == typ {
 				if seen++; seen == n {
 					te.rec.mu.Unlock()
-					return ev
+					return
 				}
 			}
 		}
@@ -279,7 +279,7 @@ func (f flaky) ErrorName() string { return f.name }
 
 func TestRetryThenSucceed(t *testing.T) {
 	var calls atomic.Int32
-	reg := asl.Registry{"flaky": func(ctx context.Context, in json.RawMessage) (json.RawMessage, error) {
+	reg := asl.Registry{"flaky": func(context.Context, json.RawMessage) (json.RawMessage, error) {
 		if calls.Add(1) <= 2 {
 			return nil, flaky{"Recycler.NotReady"}
 		}
@@ -315,7 +315,7 @@ func TestRetryThenSucceed(t *testing.T) {
 }
 
 func TestTaskTimeoutIsStatesTimeout(t *testing.T) {
-	reg := asl.Registry{"hang": func(ctx context.Context, in json.RawMessage) (json.RawMessage, error) {
+	reg := asl.Registry{"hang": func(ctx context.Context, _ json.RawMessage) (json.RawMessage, error) {
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}}
@@ -354,7 +354,9 @@ func TestExecutionTimeout(t *testing.T) {
 		t.Fatalf("status %s error %s", ex.Status, ex.Error)
 	}
 	var n int
-	te.db.QueryRow(`SELECT (SELECT COUNT(*) FROM frames) + (SELECT COUNT(*) FROM timers)`).Scan(&n)
+	if err := te.db.QueryRow(`SELECT (SELECT COUNT(*) FROM frames) + (SELECT COUNT(*) FROM timers)`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
 	if n != 0 {
 		t.Fatalf("%d frames/timers left after timeout", n)
 	}
@@ -426,7 +428,9 @@ func TestParallelFailureFailsExecution(t *testing.T) {
 		t.Fatalf("status %s error %s cause %s", ex.Status, ex.Error, ex.Cause)
 	}
 	var n int
-	te.db.QueryRow(`SELECT (SELECT COUNT(*) FROM frames) + (SELECT COUNT(*) FROM timers)`).Scan(&n)
+	if err := te.db.QueryRow(`SELECT (SELECT COUNT(*) FROM frames) + (SELECT COUNT(*) FROM timers)`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
 	if n != 0 {
 		t.Fatalf("%d frames/timers left after the Parallel failed", n)
 	}
@@ -470,7 +474,7 @@ func TestStopRunsRollback(t *testing.T) {
 
 func TestStopCancelsRunningTask(t *testing.T) {
 	started := make(chan struct{})
-	reg := asl.Registry{"hang": func(ctx context.Context, in json.RawMessage) (json.RawMessage, error) {
+	reg := asl.Registry{"hang": func(ctx context.Context, _ json.RawMessage) (json.RawMessage, error) {
 		close(started)
 		<-ctx.Done()
 		return nil, ctx.Err()
@@ -496,7 +500,7 @@ func TestTaskInFlightIsRerunAfterRestart(t *testing.T) {
 	fc := clocktesting.NewFakeClock(t0)
 	started := make(chan struct{}, 1)
 	var calls atomic.Int32
-	reg := asl.Registry{"t": func(ctx context.Context, in json.RawMessage) (json.RawMessage, error) {
+	reg := asl.Registry{"t": func(ctx context.Context, _ json.RawMessage) (json.RawMessage, error) {
 		if calls.Add(1) == 1 {
 			started <- struct{}{}
 			<-ctx.Done() // the "crash" happens while we run
@@ -613,7 +617,7 @@ func TestPassiveEngineFollowsTheRunner(t *testing.T) {
 
 func TestMapStopsAfterAFailedIteration(t *testing.T) {
 	var calls atomic.Int32
-	reg := asl.Registry{"item": func(ctx context.Context, in json.RawMessage) (json.RawMessage, error) {
+	reg := asl.Registry{"item": func(_ context.Context, in json.RawMessage) (json.RawMessage, error) {
 		calls.Add(1)
 		if string(in) == "2" {
 			return nil, flaky{"Recycler.NodeBroken"}
@@ -644,7 +648,7 @@ func TestMapStopsAfterAFailedIteration(t *testing.T) {
 }
 
 func TestPanickingTaskFailsOnlyItsExecution(t *testing.T) {
-	reg := asl.Registry{"boom": func(ctx context.Context, in json.RawMessage) (json.RawMessage, error) {
+	reg := asl.Registry{"boom": func(context.Context, json.RawMessage) (json.RawMessage, error) {
 		panic("nil map")
 	}}
 	te := openTest(t, reg, "", nil)
@@ -735,8 +739,8 @@ func TestFailedWriteIsRetriedWithoutRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	te.clock.Step(retryWriteAfter)
-	if ex := te.wait(t, ex.ID); ex.Status != StatusSucceeded {
-		t.Fatalf("after the disk recovered: %s", ex.Status)
+	if got := te.wait(t, ex.ID); got.Status != StatusSucceeded {
+		t.Fatalf("after the disk recovered: %s", got.Status)
 	}
 	want := []string{"ExecutionStarted", "WaitStateEntered", "WaitStateExited", "PassStateEntered", "PassStateExited", "ExecutionSucceeded"}
 	if got := types(te.history(t, ex.ID)); !slices.Equal(got, want) {

@@ -173,11 +173,9 @@ func (e *Engine) runFrame(w work) {
 		var task *taskOutcome
 		if f.phase == phaseTask {
 			// Everything before the task is committed; the task runs outside any transaction.
-			res, terr, ok := e.invoke(f)
-			if !ok {
+			if task = e.invoke(f); task == nil {
 				return
 			}
-			task = &taskOutcome{res: res, err: terr}
 		}
 		var more bool
 		var post []func()
@@ -648,19 +646,21 @@ func (t taskTimeout) ErrorName() string { return "States.Timeout" }
 
 var errTaskTimedOut = errors.New("task timed out")
 
-// invoke runs the frame's task under its timeout. ok is false when the run was cut by
-// Stop or Close: then nothing is recorded and the task re-runs on resume (if any).
-func (e *Engine) invoke(f *frame) (json.RawMessage, error, bool) {
+// invoke runs the frame's task under its timeout and returns what it answered (its
+// error is the task's, a value for the state machine). It returns nil when the run
+// was cut by Stop or Close: then nothing is recorded and the task re-runs on resume
+// (if any).
+func (e *Engine) invoke(f *frame) *taskOutcome {
 	ectx, ok := e.execCtx(f.execID)
 	if !ok {
-		return nil, nil, false
+		return nil
 	}
 	defer e.execCtxDone(f.execID)
 	ctx, cancel := context.WithCancelCause(ectx)
 	defer cancel(nil)
 	t := f.task
 	if t.Timeout > 0 {
-		if _, real := e.clock.(clock.RealClock); real {
+		if _, isReal := e.clock.(clock.RealClock); isReal {
 			var c2 context.CancelFunc
 			ctx, c2 = context.WithTimeout(ctx, t.Timeout)
 			defer c2()
@@ -685,10 +685,10 @@ func (e *Engine) invoke(f *frame) (json.RawMessage, error, bool) {
 		res, terr = e.callTask(ctx, t)
 	}
 	if ectx.Err() != nil {
-		return nil, nil, false
+		return nil
 	}
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.Is(context.Cause(ctx), errTaskTimedOut) {
-		return nil, taskTimeout{after: t.Timeout}, true
+		return &taskOutcome{err: taskTimeout{after: t.Timeout}}
 	}
 	if terr == nil && !json.Valid(res) {
 		if len(res) == 0 {
@@ -697,7 +697,7 @@ func (e *Engine) invoke(f *frame) (json.RawMessage, error, bool) {
 			terr = fmt.Errorf("task %s returned invalid JSON", t.Resource)
 		}
 	}
-	return res, terr, true
+	return &taskOutcome{res: res, err: terr}
 }
 
 // callTask runs the task, turning a panic into a task failure: one broken task must

@@ -72,7 +72,9 @@ func TestSchemaIsVersionedAndNewerFilesAreRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 		var n, v int
-		e.db.QueryRow(`SELECT COUNT(*), MAX(version) FROM schema_migrations`).Scan(&n, &v)
+		if err := e.db.QueryRow(`SELECT COUNT(*), MAX(version) FROM schema_migrations`).Scan(&n, &v); err != nil {
+			t.Fatal(err)
+		}
 		if n != len(migrations)-1 || v != len(migrations)-1 {
 			t.Fatalf("schema_migrations has %d rows, max %d", n, v)
 		}

@@ -178,6 +178,11 @@ func openPassiveDB(ctx context.Context, path string) (*sql.DB, error) {
 	return db, nil
 }
 
+// abandon rolls back a transaction that already failed. The failure is the error
+// worth reporting; Rollback's own error adds nothing, and database/sql releases the
+// connection whatever it returns.
+func abandon(tx *sql.Tx) { _ = tx.Rollback() }
+
 func migrate(ctx context.Context, db *sql.DB) error {
 	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations(
 		version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`); err != nil {
@@ -197,12 +202,12 @@ func migrate(ctx context.Context, db *sql.DB) error {
 		}
 		for _, stmt := range migrations[v] {
 			if _, err := tx.ExecContext(ctx, stmt); err != nil {
-				tx.Rollback()
+				abandon(tx)
 				return fmt.Errorf("version %d: %w", v, err)
 			}
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations(version, applied_at) VALUES(?, ?)`, v, time.Now().Unix()); err != nil {
-			tx.Rollback()
+			abandon(tx)
 			return err
 		}
 		if err := tx.Commit(); err != nil {

@@ -206,7 +206,7 @@ func (e *Engine) commitGroup(batch []*writeReq) {
 			err = w.flush()
 		}
 		if err != nil {
-			tx.Rollback()
+			abandon(tx)
 			w.rolledBack()
 			r.done <- writeRes{err: err}
 			return
@@ -225,7 +225,7 @@ func (e *Engine) commitGroup(batch []*writeReq) {
 	for i, r := range batch {
 		w := &writer{e: e, tx: tx, now: e.clock.Now().UTC(), execs: map[string]*execState{}, defs: map[string]bool{}}
 		if _, err := tx.Exec(`SAVEPOINT w`); err != nil {
-			tx.Rollback()
+			abandon(tx)
 			fail(fmt.Errorf("savepoint: %w", err))
 			return
 		}
@@ -240,13 +240,13 @@ func (e *Engine) commitGroup(batch []*writeReq) {
 			w.rolledBack()
 			w.undo = nil
 			if _, rerr := tx.Exec(`ROLLBACK TO w`); rerr != nil {
-				tx.Rollback()
+				abandon(tx)
 				fail(fmt.Errorf("rollback to savepoint: %w (after %w)", rerr, err))
 				return
 			}
 		}
 		if _, err := tx.Exec(`RELEASE w`); err != nil {
-			tx.Rollback()
+			abandon(tx)
 			fail(fmt.Errorf("release savepoint: %w", err))
 			return
 		}
@@ -488,7 +488,7 @@ func (w *writer) byName(machine, name string) (prevExec, bool, error) {
 	if err != nil {
 		return prevExec{}, false, fmt.Errorf("look up execution %s/%s: %w", machine, name, err)
 	}
-	return prevExec{Execution: r.Execution, defHash: r.defHash}, true, nil
+	return prevExec(r), true, nil
 }
 
 // finishExec records the final status and removes the execution's frames and timers.
