@@ -262,7 +262,9 @@ func startCrashRig(t *testing.T) *crashRig {
 	}()
 	env, err := sim.Up(ctx, sim.UpOptions{Nodes: 3, BootDelay: 2 * time.Second})
 	if err != nil {
-		<-built
+		if berr := <-built; berr != nil {
+			t.Logf("(and %v)", berr)
+		}
 		t.Fatalf("sim up: %v", err)
 	}
 	t.Cleanup(func() {

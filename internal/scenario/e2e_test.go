@@ -16,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
 	"github.com/recycler/recycler/internal/cloud"
@@ -148,25 +149,13 @@ func TestRecycleWaitsForSelectedPodsMovesOthersWithPDBs(t *testing.T) {
 
 	// While the drain runs, the replacement is protected from a cluster autoscaler.
 	protectedInDrain := make(chan string, 1)
+	// The observer never fails the recycle: what it sees goes to the channel.
 	onEvent := func(ev engine.Event) error {
-		var d struct {
-			Name  string          `json:"name"`
-			Input json.RawMessage `json:"input"`
+		if len(protectedInDrain) == 0 {
+			if seen, ok := replacementProtectionAtDrain(ctx, w.env.Kube.Client, ev); ok {
+				protectedInDrain <- seen
+			}
 		}
-		if ev.Type != "TaskStateEntered" || json.Unmarshal(ev.Details, &d) != nil || d.Name != "Drain" || len(protectedInDrain) > 0 {
-			return nil
-		}
-		var st recycle.State
-		if json.Unmarshal(d.Input, &st) != nil || st.Replacement == nil || len(st.Replacement.Nodes) == 0 {
-			protectedInDrain <- "no replacement node recorded before Drain"
-			return nil
-		}
-		n, err := w.env.Kube.Client.CoreV1().Nodes().Get(ctx, st.Replacement.Nodes[0], metav1.GetOptions{})
-		if err != nil {
-			protectedInDrain <- err.Error()
-			return nil
-		}
-		protectedInDrain <- n.Name + "=" + n.Annotations[kube.AnnotationScaleDownDisabled]
 		return nil
 	}
 	started := time.Now()
@@ -579,4 +568,26 @@ func TestSamplerMeasuresDeadlinesFromTheDrainStart(t *testing.T) {
 			t.Errorf("check %q = ok %v (%s); want it to flag %s, killed %s before its deadline", c.Name, c.OK, c.Measured, victim, maxWait)
 		}
 	}
+}
+
+// replacementProtectionAtDrain reads, when ev enters the Drain step, the replacement
+// node's scale-down-disabled annotation ("node=value"), or what kept it from reading
+// it; ok is false for any other event.
+func replacementProtectionAtDrain(ctx context.Context, cs kubernetes.Interface, ev engine.Event) (seen string, ok bool) {
+	var d struct {
+		Name  string          `json:"name"`
+		Input json.RawMessage `json:"input"`
+	}
+	if ev.Type != "TaskStateEntered" || json.Unmarshal(ev.Details, &d) != nil || d.Name != "Drain" {
+		return "", false
+	}
+	var st recycle.State
+	if json.Unmarshal(d.Input, &st) != nil || st.Replacement == nil || len(st.Replacement.Nodes) == 0 {
+		return "no replacement node recorded before Drain", true
+	}
+	n, err := cs.CoreV1().Nodes().Get(ctx, st.Replacement.Nodes[0], metav1.GetOptions{})
+	if err != nil {
+		return err.Error(), true
+	}
+	return n.Name + "=" + n.Annotations[kube.AnnotationScaleDownDisabled], true
 }
