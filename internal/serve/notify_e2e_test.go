@@ -32,7 +32,7 @@ func TestServeNotifiesStartBlockedAndDoneOnWebhookAndSNS(t *testing.T) {
 		mu   sync.Mutex
 		hook []serve.Notification
 	)
-	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	web := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
 		var n serve.Notification
 		b, _ := io.ReadAll(r.Body)
 		var slack struct{ Text string }
