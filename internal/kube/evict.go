@@ -42,8 +42,12 @@ func (c *Client) Evict(ctx context.Context, pod Pod, attempt int) error {
 	if !byBudget {
 		return fmt.Errorf("evict pod %s: %w", pod, err)
 	}
+	live, pdbs := c.budgetsOf(ctx, pod)
+	if done, err := c.completeGranted(ctx, pod, live, pdbs); done || err != nil {
+		return err
+	}
 	blocked := &EvictionBlockedError{Namespace: pod.Namespace, Pod: pod.Name, Message: msg, Attempt: attempt}
-	blocked.PDBs = c.budgetsFor(ctx, pod, msg)
+	blocked.PDBs = budgetNames(pdbs, msg)
 	blocked.RetryAfter = c.backoff.Delay(attempt, c.jitter())
 	if s, ok := apierrors.SuggestsClientDelay(err); ok && time.Duration(s)*time.Second > blocked.RetryAfter {
 		blocked.RetryAfter = time.Duration(s) * time.Second
@@ -87,22 +91,33 @@ func budgetRefusal(err error) (string, bool) {
 
 var budgetNameRE = regexp.MustCompile(`The disruption budget (\S+) `)
 
-// budgetsFor names the PodDisruptionBudgets in the pod's namespace whose
-// selector matches the pod, falling back to the name in the server's message.
-func (c *Client) budgetsFor(ctx context.Context, pod Pod, msg string) []string {
-	var names []string
+// budgetsOf returns the live pod and the PodDisruptionBudgets in its namespace
+// whose selector matches it (none when either read fails).
+func (c *Client) budgetsOf(ctx context.Context, pod Pod) (*corev1.Pod, []policyv1.PodDisruptionBudget) {
 	live, err := c.cs.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
-	if err == nil {
-		pdbs, err := c.cs.PolicyV1().PodDisruptionBudgets(pod.Namespace).List(ctx, metav1.ListOptions{})
-		if err == nil {
-			for _, pdb := range pdbs.Items {
-				sel, err := metav1.LabelSelectorAsSelector(pdb.Spec.Selector)
-				// nil selects nothing, {} everything in the namespace (policy/v1).
-				if err == nil && sel.Matches(labels.Set(live.Labels)) {
-					names = append(names, pdb.Name)
-				}
-			}
+	if err != nil {
+		return nil, nil
+	}
+	list, err := c.cs.PolicyV1().PodDisruptionBudgets(pod.Namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return live, nil
+	}
+	var out []policyv1.PodDisruptionBudget
+	for _, pdb := range list.Items {
+		sel, err := metav1.LabelSelectorAsSelector(pdb.Spec.Selector)
+		// nil selects nothing, {} everything in the namespace (policy/v1).
+		if err == nil && sel.Matches(labels.Set(live.Labels)) {
+			out = append(out, pdb)
 		}
+	}
+	return live, out
+}
+
+// budgetNames names the budgets, falling back to the name in the server's message.
+func budgetNames(pdbs []policyv1.PodDisruptionBudget, msg string) []string {
+	var names []string
+	for _, pdb := range pdbs {
+		names = append(names, pdb.Name)
 	}
 	for _, m := range budgetNameRE.FindAllStringSubmatch(msg, -1) {
 		if !slices.Contains(names, m[1]) {
@@ -111,6 +126,49 @@ func (c *Client) budgetsFor(ctx context.Context, pod Pod, msg string) []string {
 	}
 	slices.Sort(names)
 	return names
+}
+
+// grantFresh is how long after the API server granted a pod's eviction the grant
+// is carried out on the server's word: half the disruption controller's
+// DeletionTimeout (2 minutes), after which it counts the pod as healthy again.
+const grantFresh = time.Minute
+
+// completeGranted carries out an eviction the API server granted but never
+// finished. The eviction handler first decrements the budget and records the pod
+// in status.disruptedPods, then deletes it; when that delete fails (the evicting
+// process died mid-request, as a killed recycle does mid-Drain) the pod stays, and
+// for the next 2 minutes the disruption controller counts it as gone, so every
+// eviction of it is refused. Deleting it, UID as precondition, is what the
+// server was about to do: the budget already spent its disruption on this pod.
+// Only while the grant is fresh, the budget observed, and — the pod counted as
+// gone — still met (currentHealthy ≥ desiredHealthy), for every budget of the pod.
+func (c *Client) completeGranted(ctx context.Context, pod Pod, live *corev1.Pod, pdbs []policyv1.PodDisruptionBudget) (bool, error) {
+	if live == nil || live.UID != pod.UID || live.DeletionTimestamp != nil || len(pdbs) == 0 {
+		return false, nil
+	}
+	now := c.clock.Now()
+	for _, pdb := range pdbs {
+		at, ok := pdb.Status.DisruptedPods[pod.Name]
+		switch {
+		case !ok, now.Sub(at.Time) >= grantFresh, at.Time.After(now.Add(grantFresh)),
+			pdb.Status.ObservedGeneration < pdb.Generation,
+			pdb.Status.CurrentHealthy < pdb.Status.DesiredHealthy:
+			return false, nil
+		}
+	}
+	err := c.cs.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{
+		Preconditions: &metav1.Preconditions{UID: &pod.UID},
+	})
+	switch {
+	case err == nil:
+		c.record(ctx, pod.Node, corev1.EventTypeNormal, ReasonEvicted, "Evict",
+			fmt.Sprintf("Evicted pod %s (completing the eviction its PodDisruptionBudget had granted; the delete had not happened)", pod), podRef(pod))
+		return true, nil
+	case apierrors.IsNotFound(err), apierrors.IsConflict(err):
+		return true, nil
+	default:
+		return false, fmt.Errorf("evict pod %s: complete the granted eviction: %w", pod, err)
+	}
 }
 
 // ForceDelete deletes pod without the Eviction API (PodDisruptionBudgets are

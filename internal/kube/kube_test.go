@@ -19,6 +19,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -27,6 +28,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+	testingclock "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 
 	"github.com/recycler/recycler/internal/kube"
@@ -909,5 +911,125 @@ func TestDeleteNodeOnlyFencedNodes(t *testing.T) {
 	}
 	if err := k.DeleteNode(ctx, n.Name); err != nil {
 		t.Fatalf("second DeleteNode = %v, want nil", err)
+	}
+}
+
+// An eviction the API server granted but never carried out: it decrements the
+// budget and records the pod in status.disruptedPods before it deletes the pod,
+// and the delete can fail after that — when the evicting process dies mid-request
+// (the crash test's SIGKILL mid-Drain), or, reproducibly, when the delete's UID
+// precondition does not match. The disruption controller then counts the pod as
+// gone for 2 minutes, so every eviction of it is refused: a resumed drain sat
+// blocked by the budget for minutes. Evict completes such a granted eviction,
+// unless the budget no longer allows it.
+func TestEvictCompletesAnEvictionTheBudgetAlreadyGranted(t *testing.T) {
+	env := testenv.Shared(t)
+	ctx := context.Background()
+	cs := env.Client
+	ns := env.Namespace(t)
+	pool := map[string]string{"recycler-test/pool": ns}
+	node := newNode(t, env, "old", testenv.NodeSpec{ProviderID: "aws:///us-east-1a/" + instanceID(t), Labels: pool})
+	nodeReady(t, env, node.Name)
+	web := map[string]string{"app": "web"}
+	_, err := cs.AppsV1().Deployments(ns).Create(ctx, &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "web"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](3),
+			Selector: &metav1.LabelSelector{MatchLabels: web},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: web},
+				Spec: corev1.PodSpec{NodeSelector: pool, Containers: []corev1.Container{{Name: "c", Image: "nginx"}},
+					TerminationGracePeriodSeconds: ptr.To[int64](5)},
+			},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	until[*appsv1.Deployment](t, 60*time.Second, cs.AppsV1().Deployments(ns), byName("web"), "web available",
+		func(d *appsv1.Deployment) bool { return d.Status.AvailableReplicas == 3 })
+	_, err = cs.PolicyV1().PodDisruptionBudgets(ns).Create(ctx, &policyv1.PodDisruptionBudget{
+		ObjectMeta: metav1.ObjectMeta{Name: "web"},
+		Spec:       policyv1.PodDisruptionBudgetSpec{MinAvailable: ptr.To(intstr.FromInt32(2)), Selector: &metav1.LabelSelector{MatchLabels: web}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	observed := func(what string, cond func(*policyv1.PodDisruptionBudget) bool) *policyv1.PodDisruptionBudget {
+		return until[*policyv1.PodDisruptionBudget](t, 30*time.Second, cs.PolicyV1().PodDisruptionBudgets(ns), byName("web"), what,
+			func(p *policyv1.PodDisruptionBudget) bool {
+				return p.Status.ObservedGeneration == p.Generation && cond(p)
+			})
+	}
+	observed("budget allows one disruption", func(p *policyv1.PodDisruptionBudget) bool { return p.Status.DisruptionsAllowed == 1 })
+	sel, err := kube.NewPodSelector("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := kube.New(cs)
+	set, err := k.PodsOnNode(ctx, node.Name, sel)
+	if err != nil || len(set.Evictable) != 3 {
+		t.Fatalf("pods on %s: %+v %v; want the 3 web pods", node.Name, set, err)
+	}
+	victim, other := set.Evictable[0], set.Evictable[1]
+
+	// The server grants the disruption, then its delete fails (409): the pod stays.
+	wrong := types.UID("not-" + string(victim.UID))
+	err = cs.CoreV1().Pods(ns).EvictV1(ctx, &policyv1.Eviction{
+		ObjectMeta:    metav1.ObjectMeta{Namespace: ns, Name: victim.Name},
+		DeleteOptions: &metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &wrong}},
+	})
+	if !apierrors.IsConflict(err) {
+		t.Fatalf("eviction with a stale UID: %v; want 409 Conflict after the budget was decremented", err)
+	}
+	held := observed("budget holding the victim", func(p *policyv1.PodDisruptionBudget) bool {
+		_, ok := p.Status.DisruptedPods[victim.Name]
+		return ok && p.Status.DisruptionsAllowed == 0
+	})
+	// Judge the grant's age on a clock stopped at the grant, so a slow machine cannot age it.
+	k = kube.New(cs, kube.WithClock(testingclock.NewFakeClock(held.Status.DisruptedPods[victim.Name].Time)))
+
+	// Not for another pod: the budget has no disruption left for it.
+	var blocked *kube.EvictionBlockedError
+	if err := k.Evict(ctx, other, 0); !errors.As(err, &blocked) {
+		t.Fatalf("evict %s while the budget holds %s: %v; want blocked", other, victim, err)
+	}
+	// Not when the budget, counting the victim as gone already, is short meanwhile.
+	tighten := func(n int32) {
+		t.Helper()
+		p, err := cs.PolicyV1().PodDisruptionBudgets(ns).Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Spec.MinAvailable = ptr.To(intstr.FromInt32(n))
+		if _, err := cs.PolicyV1().PodDisruptionBudgets(ns).Update(ctx, p, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		observed(fmt.Sprintf("minAvailable %d", n), func(p *policyv1.PodDisruptionBudget) bool {
+			_, ok := p.Status.DisruptedPods[victim.Name]
+			return ok && p.Status.DesiredHealthy == n
+		})
+	}
+	tighten(3)
+	if err := k.Evict(ctx, victim, 0); !errors.As(err, &blocked) {
+		t.Fatalf("evict %s under minAvailable 3 with 2 healthy: %v; want blocked", victim, err)
+	}
+	if p, err := cs.CoreV1().Pods(ns).Get(ctx, victim.Name, metav1.GetOptions{}); err != nil || p.DeletionTimestamp != nil {
+		t.Fatalf("victim after a refused completion: %v, deleting %v; want untouched", err, p.DeletionTimestamp)
+	}
+	// The budget allows it again: the granted eviction is carried out now, not 2 minutes later.
+	tighten(2)
+	if err := k.Evict(ctx, victim, 0); err != nil {
+		t.Fatalf("evict %s, whose disruption the budget granted: %v; want it evicted", victim, err)
+	}
+	p, err := cs.CoreV1().Pods(ns).Get(ctx, victim.Name, metav1.GetOptions{})
+	if err == nil && p.DeletionTimestamp == nil {
+		t.Fatalf("victim %s not deleted after Evict returned nil", victim)
+	}
+	if err != nil && !apierrors.IsNotFound(err) {
+		t.Fatal(err)
+	}
+	if evs := nodeEvents(t, cs, node.Name, kube.ReasonEvicted); len(evs) == 0 {
+		t.Errorf("no %s event for the completed eviction", kube.ReasonEvicted)
 	}
 }

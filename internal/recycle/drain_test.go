@@ -8,7 +8,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
 	"github.com/recycler/recycler/internal/kube"
@@ -377,4 +380,58 @@ func pods(d *recycle.DrainStatus) []string {
 		out = append(out, p.Name)
 	}
 	return out
+}
+
+// A recycle killed mid-Drain can leave an eviction half done: the API server
+// spent the budget's disruption on the pod (status.disruptedPods) but the delete
+// that follows died with the request. The resumed drain's next pass carries that
+// eviction out at once. Before, the budget refused the pod for the 2 minutes the
+// disruption controller keeps such a grant, and the back-off on top: a resumed
+// drain sat blocked "by PodDisruptionBudget web" for minutes.
+func TestResumedDrainCompletesAnEvictionCutOffByTheCrash(t *testing.T) {
+	w := newWorld(t, true)
+	w.deployment("web", 2, ptr.To[int32](1), nil, 0)
+	w.fence()
+	st := w.state(w.request(time.Hour))
+	if err := w.invoke(context.Background(), recycle.TaskDrain, &st); err != nil { // the first pass: records, evicts nothing
+		t.Fatal(err)
+	}
+	victim := w.podNames("app=web")[0]
+	live, err := w.cs.CoreV1().Pods(w.ns).Get(context.Background(), victim, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The killed process's eviction, as the server leaves it when the delete fails
+	// after the grant (reproducibly: a UID precondition that does not match).
+	wrong := types.UID("not-" + string(live.UID))
+	err = w.cs.CoreV1().Pods(w.ns).EvictV1(context.Background(), &policyv1.Eviction{
+		ObjectMeta:    metav1.ObjectMeta{Namespace: w.ns, Name: victim},
+		DeleteOptions: &metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &wrong}},
+	})
+	if !apierrors.IsConflict(err) {
+		t.Fatalf("eviction with a stale UID: %v; want 409 Conflict after the budget was decremented", err)
+	}
+	var granted time.Time
+	w.waitFor("the budget holding "+victim, func(ctx context.Context) (bool, error) {
+		p, err := w.cs.PolicyV1().PodDisruptionBudgets(w.ns).Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		at, ok := p.Status.DisruptedPods[victim]
+		granted = at.Time
+		return ok && p.Status.DisruptionsAllowed == 0, nil
+	})
+	w.clk.SetTime(granted) // the resume comes right after the kill, whatever the wall clock did meanwhile
+
+	// A minute of passes (fake clock; the budget's hold runs on the real one).
+	err = w.loop(recycle.TaskDrain, &st, time.Minute, func(recycle.State) bool { return w.podGone(victim) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := w.clk.Since(granted); took > 10*time.Second {
+		t.Errorf("the cut-off eviction of %s was completed %s after the resume, want in its first pass", victim, took)
+	}
+	if !slices.ContainsFunc(st.Drain.Evicted, func(p kube.Pod) bool { return p.Name == victim }) {
+		t.Errorf("drain status lists evicted %v, want %s among them", pods(st.Drain), victim)
+	}
 }
