@@ -84,6 +84,7 @@ type crashRun struct {
 	plan       []crashKill
 	kills      []crashKill
 	resumeExit int
+	resumeTook time.Duration // the last resume, start to exit
 	elapsed    time.Duration
 	ex         engine.Execution
 	hist       []engine.Event
@@ -206,23 +207,23 @@ func TestCrashResumeEndsLikeUninterrupted(t *testing.T) {
 	}
 
 	var b strings.Builder
-	const row = "%-4d %-19s %-34s %-15s %-22s %-15s %-6s %s\n"
-	fmt.Fprintf(&b, "%-4s %-19s %-34s %-15s %-22s %-15s %-6s %s\n", "run", "old instance", "kill", "aimed at", "state at kill", "step", "resume", "elapsed")
+	const row = "%-4d %-19s %-34s %-15s %-22s %-15s %-6s %-8s %s\n"
+	fmt.Fprintf(&b, "%-4s %-19s %-34s %-15s %-22s %-15s %-6s %-8s %s\n", "run", "old instance", "kill", "aimed at", "state at kill", "step", "resume", "took", "elapsed")
 	for _, run := range runs {
 		if len(run.kills) == 0 {
 			what, aimed, exit := "(uninterrupted)", "-", "-"
 			if len(run.plan) > 0 {
 				what, aimed, exit = "(ended before the kill)", crashOr(run.plan[0].target, run.plan[0].onCall), fmt.Sprint(run.resumeExit)
 			}
-			fmt.Fprintf(&b, row, run.n, run.inst, "-", aimed, what, "-", exit, run.elapsed.Round(10*time.Millisecond))
+			fmt.Fprintf(&b, row, run.n, run.inst, "-", aimed, what, "-", exit, crashTook(run), run.elapsed.Round(10*time.Millisecond))
 		}
 		for i, k := range run.kills {
-			exit := "-"
+			exit, took := "-", "-"
 			if i == len(run.kills)-1 {
-				exit = fmt.Sprint(run.resumeExit)
+				exit, took = fmt.Sprint(run.resumeExit), crashTook(run)
 			}
 			fmt.Fprintf(&b, row, run.n, run.inst, crashKillText(k),
-				crashOr(k.target, "-"), k.state, crashOr(recycle.StepOf(k.state), "-"), exit, run.elapsed.Round(10*time.Millisecond))
+				crashOr(k.target, "-"), k.state, crashOr(recycle.StepOf(k.state), "-"), exit, took, run.elapsed.Round(10*time.Millisecond))
 		}
 	}
 	t.Logf("crash runs (seed %d, %s in all):\n%s", crashSeed, time.Since(began).Round(time.Second), b.String())
@@ -381,7 +382,10 @@ func (r *crashRig) run(t *testing.T, n int, plan []crashKill) *crashRun {
 		}
 	}
 	if len(plan) > 0 {
-		if run.resumeExit, _, err = r.exec(ctx, &logs, nil, "resume", "--state", db); err != nil {
+		began := time.Now()
+		run.resumeExit, _, err = r.exec(ctx, &logs, nil, "resume", "--state", db)
+		run.resumeTook = time.Since(began)
+		if err != nil {
 			t.Fatalf("run %d: %v", n, err)
 		}
 		if run.resumeExit != 0 {
@@ -422,6 +426,10 @@ func (r *crashRig) exec(ctx context.Context, logs io.Writer, k *crashKill, args 
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, r.bin, args...)
+	// A process past the 3 minutes first dumps its goroutines (SIGQUIT), so a hang says
+	// where it waits.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGQUIT) }
+	cmd.WaitDelay = 15 * time.Second
 	cmd.Env = r.vars
 	fmt.Fprintf(logs, "$ recycler %s\n", strings.Join(args, " "))
 	cmd.Stdout, cmd.Stderr = logs, logs
@@ -527,6 +535,14 @@ func (s *callSwitch) answered() {
 		fire()
 		fired <- time.Now()
 	}
+}
+
+// crashTook is how long the run's last resume took ("-" when none ran).
+func crashTook(run *crashRun) string {
+	if run.resumeTook == 0 {
+		return "-"
+	}
+	return run.resumeTook.Round(10 * time.Millisecond).String()
 }
 
 func exitCode(err error, what string) (int, error) {
