@@ -506,23 +506,9 @@ func TestDrainHonoursPDBAndMovesPods(t *testing.T) {
 	oldNode := newNode(t, env, "old", testenv.NodeSpec{ProviderID: "aws:///us-east-1a/" + instanceID(t), Labels: pool})
 	nodeReady(t, env, oldNode.Name)
 
-	web := map[string]string{"app": "web"}
+	web := webDeployment(t, cs, ns, pool)
 	container := []corev1.Container{{Name: "c", Image: "nginx"}}
-	_, err := cs.AppsV1().Deployments(ns).Create(ctx, &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "web"},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To[int32](3),
-			Selector: &metav1.LabelSelector{MatchLabels: web},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: web},
-				Spec:       corev1.PodSpec{NodeSelector: pool, Containers: container, TerminationGracePeriodSeconds: ptr.To[int64](5)},
-			},
-		},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = cs.AppsV1().DaemonSets(ns).Create(ctx, &appsv1.DaemonSet{
+	_, err := cs.AppsV1().DaemonSets(ns).Create(ctx, &appsv1.DaemonSet{
 		ObjectMeta: metav1.ObjectMeta{Name: "agent"},
 		Spec: appsv1.DaemonSetSpec{
 			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "agent"}},
@@ -730,6 +716,29 @@ func TestDrainHonoursPDBAndMovesPods(t *testing.T) {
 	}
 }
 
+// webDeployment creates Deployment web (3 replicas, 5 s grace) on the pool's
+// nodes and returns its pod labels.
+func webDeployment(t *testing.T, cs kubernetes.Interface, ns string, pool map[string]string) map[string]string {
+	t.Helper()
+	web := map[string]string{"app": "web"}
+	_, err := cs.AppsV1().Deployments(ns).Create(context.Background(), &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "web"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](3),
+			Selector: &metav1.LabelSelector{MatchLabels: web},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: web},
+				Spec: corev1.PodSpec{NodeSelector: pool, Containers: []corev1.Container{{Name: "c", Image: "nginx"}},
+					TerminationGracePeriodSeconds: ptr.To[int64](5)},
+			},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return web
+}
+
 func mapsValues(m map[string]string) []string {
 	var out []string
 	for _, v := range m {
@@ -930,25 +939,10 @@ func TestEvictCompletesAnEvictionTheBudgetAlreadyGranted(t *testing.T) {
 	pool := map[string]string{"recycler-test/pool": ns}
 	node := newNode(t, env, "old", testenv.NodeSpec{ProviderID: "aws:///us-east-1a/" + instanceID(t), Labels: pool})
 	nodeReady(t, env, node.Name)
-	web := map[string]string{"app": "web"}
-	_, err := cs.AppsV1().Deployments(ns).Create(ctx, &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "web"},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To[int32](3),
-			Selector: &metav1.LabelSelector{MatchLabels: web},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: web},
-				Spec: corev1.PodSpec{NodeSelector: pool, Containers: []corev1.Container{{Name: "c", Image: "nginx"}},
-					TerminationGracePeriodSeconds: ptr.To[int64](5)},
-			},
-		},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	web := webDeployment(t, cs, ns, pool)
 	until[*appsv1.Deployment](t, 60*time.Second, cs.AppsV1().Deployments(ns), byName("web"), "web available",
 		func(d *appsv1.Deployment) bool { return d.Status.AvailableReplicas == 3 })
-	_, err = cs.PolicyV1().PodDisruptionBudgets(ns).Create(ctx, &policyv1.PodDisruptionBudget{
+	_, err := cs.PolicyV1().PodDisruptionBudgets(ns).Create(ctx, &policyv1.PodDisruptionBudget{
 		ObjectMeta: metav1.ObjectMeta{Name: "web"},
 		Spec:       policyv1.PodDisruptionBudgetSpec{MinAvailable: ptr.To(intstr.FromInt32(2)), Selector: &metav1.LabelSelector{MatchLabels: web}},
 	}, metav1.CreateOptions{})
