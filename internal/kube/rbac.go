@@ -33,7 +33,7 @@ func NewRule(group, resources, verbs, why string) Rule {
 func RBAC() []Rule {
 	return []Rule{
 		NewRule("", "nodes", "get list watch patch delete", "resolve, watch readiness, fence and unfence, delete at retire"),
-		NewRule("", "pods", "get list watch delete", "drain; delete only for --on-timeout force"),
+		NewRule("", "pods", "get list watch delete", "drain; delete for --on-timeout force, and to finish an eviction its budget granted (docs/kube.md)"),
 		NewRule("", "pods/eviction", "create", "evict through the Eviction API"),
 		NewRule("policy", "poddisruptionbudgets", "list", "name the budget that blocks an eviction"),
 		NewRule("apps", "replicasets deployments statefulsets", "get watch", "the workloads a drain moves: recorded before, watched until available again"),
