@@ -150,7 +150,7 @@ func (c *Client) completeGranted(ctx context.Context, pod Pod, live *corev1.Pod,
 	for _, pdb := range pdbs {
 		at, ok := pdb.Status.DisruptedPods[pod.Name]
 		switch {
-		case !ok, now.Sub(at.Time) >= grantFresh, at.Time.After(now.Add(grantFresh)),
+		case !ok, now.Sub(at.Time) >= grantFresh, at.After(now.Add(grantFresh)),
 			pdb.Status.ObservedGeneration < pdb.Generation,
 			pdb.Status.CurrentHealthy < pdb.Status.DesiredHealthy:
 			return false, nil
