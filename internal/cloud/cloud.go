@@ -82,12 +82,16 @@ type Surger interface {
 	// Returns a *LaunchFailedError (ErrLaunchFailed) when the surge's launch failed,
 	// so the caller does not wait for nothing. Read-only.
 	FindReplacement(ctx context.Context, rec SurgeRecord) (Replacement, error)
-	// ClaimReplacement marks ids as the replacements of rec (tags TagReplacementFor,
-	// TagExecution and TagProtectedBefore) and protects them from scale-in, so
-	// neither the group nor a cluster autoscaler's scale-in takes them while the
-	// recycle needs them. Retire and Rollback restore the protection they had.
-	// Idempotent.
-	ClaimReplacement(ctx context.Context, rec SurgeRecord, ids []string) error
+	// ClaimReplacement marks found.InService (a Ready answer of FindReplacement,
+	// just made) as the replacements of rec (tags TagReplacementFor, TagExecution
+	// and, for those it protects, TagProtectedBefore) and protects them from
+	// scale-in, so neither the group nor a cluster autoscaler's scale-in takes them
+	// while the recycle needs them. It works from found's look at the group; only a
+	// replacement found protected already has its records read (our earlier claim,
+	// or someone else's protection). It returns the replacements whose protection
+	// this execution set (now or in an earlier attempt): Retire and Rollback lift
+	// exactly those. Idempotent.
+	ClaimReplacement(ctx context.Context, rec SurgeRecord, found Replacement) ([]string, error)
 	// Rollback undoes a surge, as far as the records on the instances and the group
 	// say it happened: ExitStandby for the surged instances this execution put in
 	// standby, then — unless rec.KeepReplacements — the replacements this surge
@@ -389,8 +393,12 @@ type SurgeRecord struct {
 	SuspendedAZRebalance bool `json:"suspendedAZRebalance"`
 	// ActivitiesBefore is the id of the group's newest scaling activity before the
 	// surge ("" when none): FindReplacement only looks at activities after it.
-	ActivitiesBefore string    `json:"activitiesBefore"`
-	StartedAt        time.Time `json:"startedAt"`
+	ActivitiesBefore string `json:"activitiesBefore"`
+	// StandbyActivity is the id of the surge's own EnterStandby activity, from that
+	// call's answer (so no activity needs describing first): the launches it caused
+	// are the activities after it.
+	StandbyActivity string    `json:"standbyActivity,omitempty"`
+	StartedAt       time.Time `json:"startedAt"`
 	// KeepReplacements is set by the caller before Rollback when workloads may
 	// already run on the replacements (the old node was being drained): Rollback
 	// then only exits standby and terminates nothing, leaving desired capacity one
@@ -404,6 +412,16 @@ type SurgeRecord struct {
 	// Replacements are the replacement ids once FindReplacement found them (the
 	// caller fills them in, so later checks and the rollback need no search).
 	Replacements []string `json:"replacements,omitempty"`
+	// Launched are the instances a FindReplacement found launched for this surge,
+	// still on their way (the caller fills them in): later checks read the group
+	// only, not the activities again, while those instances are in it.
+	Launched []string `json:"launched,omitempty"`
+	// Claimed is set by the caller once ClaimReplacement answered for
+	// Replacements; ProtectedReplacements is that answer (the replacements whose
+	// scale-in protection this execution set). Retire and Rollback then lift it
+	// without reading the replacements' records first.
+	Claimed               bool     `json:"claimed,omitempty"`
+	ProtectedReplacements []string `json:"protectedReplacements,omitempty"`
 }
 
 // IDs returns the ids of the surged instances.
@@ -423,6 +441,9 @@ type Replacement struct {
 	InService []string `json:"inService"`
 	// Pending are new instances still launching (Pending, Pending:Wait, …).
 	Pending []string `json:"pending"`
+	// Protected are the InService ones already protected from scale-in at this
+	// look (ClaimReplacement uses the look instead of describing them again).
+	Protected []string `json:"protected,omitempty"`
 	// Ambiguous, when set, says why new instances could not be told apart from
 	// launches of other causes; they are not taken for the replacement.
 	Ambiguous string `json:"ambiguous,omitempty"`

@@ -65,6 +65,13 @@ type ReplacementStatus struct {
 	// Watch maps a replacement instance to the name of its Node, once known, so the
 	// next check watches that one Node by name.
 	Watch map[string]string `json:"watch,omitempty"`
+	// Protected: InService replacements already protected from scale-in at this
+	// look; the claim works from it.
+	Protected []string `json:"protected,omitempty"`
+	// Claimed once ClaimReplacement answered; ProtectedByUs is its answer (the
+	// replacements whose protection Retire or Rollback lifts).
+	Claimed       bool     `json:"claimed,omitempty"`
+	ProtectedByUs []string `json:"protectedByUs,omitempty"`
 }
 
 // DrainStatus is Drain's result; it carries the drain's deadlines, its record of

@@ -23,6 +23,11 @@ type Cloud interface {
 	cloud.Surger
 	cloud.Retirer
 	cloud.Lifecycle
+	// Membership is Instance with only what Resolve needs (group, lifecycle, zone):
+	// one call for a group member.
+	Membership(ctx context.Context, id string) (cloud.Instance, error)
+	// GroupMembers is Group without resolving launch templates or reading hooks.
+	GroupMembers(ctx context.Context, name string) (cloud.Group, error)
 }
 
 // Cluster is what a recycle needs from Kubernetes; *kube.Client implements it.
@@ -141,7 +146,7 @@ func (t *Tasks) Resolve(ctx context.Context, s State) (*Target, error) {
 	if err := t.checkNode(ctx, node, req); err != nil {
 		return nil, err
 	}
-	inst, err := t.Cloud.Instance(ctx, pid.InstanceID)
+	inst, err := t.Cloud.Membership(ctx, pid.InstanceID)
 	if err != nil {
 		return nil, badInputIf(err, "describe instance %s of node %s", pid.InstanceID, node.Name)
 	}
@@ -155,7 +160,11 @@ func (t *Tasks) Resolve(ctx context.Context, s State) (*Target, error) {
 	if inst.Lifecycle != wantLifecycle && (req.LifecycleHook == nil || inst.Lifecycle != cloud.LifecycleInService) {
 		return nil, newError(ErrPrecondition, "instance %s in group %s is %s, not %s: recycle it once it is %s", inst.ID, inst.Group, inst.Lifecycle, wantLifecycle, wantLifecycle)
 	}
-	g, err := t.Cloud.Group(ctx, inst.Group)
+	describe := t.Cloud.GroupMembers // sizes, members, processes: one call
+	if req.LifecycleHook != nil {
+		describe = t.Cloud.Group // and its lifecycle hooks
+	}
+	g, err := describe(ctx, inst.Group)
 	if err != nil {
 		return nil, fmt.Errorf("describe group %s: %w", inst.Group, err)
 	}
@@ -317,9 +326,12 @@ func (t *Tasks) checkReplacement(ctx context.Context, execution string, s State)
 // annotation, a cluster autoscaler's) and records it on the old Node.
 func (t *Tasks) claim(ctx context.Context, execution string, s State, st *ReplacementStatus) error {
 	rec := t.surgeRecord(execution, s)
-	if err := t.Cloud.ClaimReplacement(ctx, rec, st.Instances); err != nil {
+	found := cloud.Replacement{Ready: true, InService: st.Instances, Protected: st.Protected}
+	ours, err := t.Cloud.ClaimReplacement(ctx, rec, found)
+	if err != nil {
 		return fmt.Errorf("claim replacement %v: %w", st.Instances, err)
 	}
+	st.Claimed, st.ProtectedByUs = true, ours
 	if err := t.Cluster.NoteFence(ctx, s.Target.Node, execution, func(in *kube.RecycleInfo) {
 		in.Replacement, in.ReplacementNode = firstOf(st.Instances), firstOf(st.Nodes)
 	}); err != nil {
@@ -340,7 +352,7 @@ func (t *Tasks) replacementOnce(ctx context.Context, execution string, s State) 
 		}
 		return nil, fmt.Errorf("find replacement in %s: %w", rec.Group, err)
 	}
-	st := &ReplacementStatus{Instances: rep.InService, Pending: rep.Pending, Watch: map[string]string{}}
+	st := &ReplacementStatus{Instances: rep.InService, Pending: rep.Pending, Protected: rep.Protected, Watch: map[string]string{}}
 	if s.Replacement != nil {
 		maps.Copy(st.Watch, s.Replacement.Watch)
 	}
@@ -729,8 +741,14 @@ func (t *Tasks) surgeRecord(execution string, s State) cloud.SurgeRecord {
 	if rec.ExecutionID == "" {
 		rec.ExecutionID = execution
 	}
-	if s.Replacement != nil && s.Replacement.Done && len(rec.Replacements) == 0 {
-		rec.Replacements = slices.Clone(s.Replacement.Instances)
+	switch r := s.Replacement; {
+	case r == nil:
+	case r.Done && len(rec.Replacements) == 0:
+		rec.Replacements = slices.Clone(r.Instances)
+		rec.Claimed, rec.ProtectedReplacements = r.Claimed, slices.Clone(r.ProtectedByUs)
+	case !r.Done:
+		// What the last look found launched for this surge: the next look starts there.
+		rec.Launched = append(slices.Clone(r.Pending), r.Instances...)
 	}
 	return rec
 }

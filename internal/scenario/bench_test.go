@@ -2,8 +2,11 @@ package scenario_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -45,6 +48,7 @@ func BenchmarkRecycleOverhead(b *testing.B) {
 	type row struct {
 		name                string
 		t, added, aws, kube []float64
+		byOp                map[string]int64 // the last run's AWS calls per operation
 	}
 	var rows []row
 	ctx := context.Background()
@@ -86,6 +90,10 @@ func BenchmarkRecycleOverhead(b *testing.B) {
 			r.added = append(r.added, (out.Elapsed - world).Seconds())
 			r.aws = append(r.aws, float64(out.AWSCalls))
 			r.kube = append(r.kube, float64(out.KubeCalls))
+			r.byOp = out.AWSByOp
+			if err := checkAWSCalls(out); err != nil {
+				b.Errorf("%s run %d: AWS calls over budget:\n%v", cfg.name, i, err)
+			}
 		}
 		eng.Close()
 		if err := env.Down(ctx); err != nil {
@@ -98,6 +106,11 @@ func BenchmarkRecycleOverhead(b *testing.B) {
 	for i, r := range rows {
 		fmt.Printf("%-12s %5s %5s %8.2f %10.2f %10.0f %10.0f\n", r.name, configs[i].boot, configs[i].p, median(r.t), median(r.added), median(r.aws), median(r.kube))
 		b.ReportMetric(median(r.added), "added-s-"+r.name)
+	}
+	for _, r := range rows {
+		for _, op := range slices.Sorted(maps.Keys(r.byOp)) {
+			b.Logf("%-12s %-45s %3d calls", r.name, op, r.byOp[op])
+		}
 	}
 	b.ReportMetric(median(append(rows[0].added, rows[1].added...)), "added-s-median")
 }
@@ -172,4 +185,55 @@ func median(xs []float64) float64 {
 		return 0
 	}
 	return s[len(s)/2]
+}
+
+// awsBudget is what one recycle (surge by standby, AZRebalance suspended and
+// resumed by it, no MaxSize raise) may call, per operation, besides its looks
+// while it waits: issue 11 sets 20 AWS calls per recycled node. Each step
+// writes its records in one call and reads what it needs once (docs/cloud.md).
+var awsBudget = map[string]int64{
+	"Auto Scaling/DescribeAutoScalingInstances": 1, // Resolve: where the instance is
+	"Auto Scaling/DescribeAutoScalingGroups":    5, // Resolve, Surge, the look that finds the replacement InService, Retire ×2
+	"Auto Scaling/DescribeScalingActivities":    1, // the first look: which launch is ours
+	"Auto Scaling/CreateOrUpdateTags":           1, // Surge's group record
+	"Auto Scaling/SuspendProcesses":             1,
+	"EC2/CreateTags":                            3, // Surge, the claim, the detach
+	"Auto Scaling/EnterStandby":                 1,
+	"Auto Scaling/SetInstanceProtection":        2, // the claim, and its release
+	"Auto Scaling/DetachInstances":              1,
+	"EC2/TerminateInstances":                    1,
+	"Auto Scaling/ResumeProcesses":              1,
+	"Auto Scaling/DeleteTags":                   1,
+	"EC2/DeleteTags":                            1,
+}
+
+// checkAWSCalls compares one successful recycle's AWS calls with awsBudget: every
+// operation within its budget, DescribeAutoScalingGroups allowed one more per
+// extra pass of CheckReplacement or Retire (a look while waiting for AWS), and
+// the total within 20 when nothing had to wait.
+func checkAWSCalls(out scenario.Outcome) error {
+	passes := map[string]int{}
+	for _, ev := range out.History {
+		var d struct {
+			Name string `json:"name"`
+		}
+		if ev.Type == "TaskStateEntered" && json.Unmarshal(ev.Details, &d) == nil {
+			passes[d.Name]++
+		}
+	}
+	waits := int64(max(passes["CheckReplacement"]-1, 0) + max(passes["Retire"]-2, 0))
+	var errs []error
+	for _, op := range slices.Sorted(maps.Keys(out.AWSByOp)) {
+		n, limit := out.AWSByOp[op], awsBudget[op]
+		if op == "Auto Scaling/DescribeAutoScalingGroups" {
+			limit += waits
+		}
+		if n > limit {
+			errs = append(errs, fmt.Errorf("%s: %d calls, budget %d", op, n, limit))
+		}
+	}
+	if out.AWSCalls > 20+waits {
+		errs = append(errs, fmt.Errorf("%d AWS calls in all (%d passes waited), want at most 20 per recycled node", out.AWSCalls, waits))
+	}
+	return errors.Join(errs...)
 }

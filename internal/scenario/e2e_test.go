@@ -169,6 +169,9 @@ func TestRecycleWaitsForSelectedPodsMovesOthersWithPDBs(t *testing.T) {
 		t.Fatalf("recycle %s: %s %s", out.Execution.Status, out.Execution.Error, out.Execution.Cause)
 	}
 	t.Logf("recycled in %s with %d AWS calls, %d Kubernetes requests\n%s", out.Elapsed, out.AWSCalls, out.KubeCalls, out.Report)
+	if err := checkAWSCalls(out); err != nil {
+		t.Errorf("AWS calls of one recycle over budget (%v):\n%v", out.AWSByOp, err)
+	}
 	if !out.Report.OK() {
 		t.Errorf("invariants broken:\n%s", out.Report)
 	}

@@ -87,6 +87,27 @@ func (p *Provider) Instances(ctx context.Context, ids ...string) ([]cloud.Instan
 	return out, nil
 }
 
+// Membership describes an instance's place in its group with one
+// DescribeAutoScalingInstances call (group, lifecycle, zone, health, protection,
+// launch template); no EC2 fields. An instance in no group is described as
+// Instance does, so the answer tells "in no group" from ErrNotFound.
+func (p *Provider) Membership(ctx context.Context, id string) (cloud.Instance, error) {
+	if err := cloud.ValidateInstanceID(id); err != nil {
+		return cloud.Instance{}, err
+	}
+	details, err := p.describeASGInstances(ctx, []string{id})
+	if err != nil {
+		return cloud.Instance{}, err
+	}
+	d, ok := details[id]
+	if !ok {
+		return p.Instance(ctx, id)
+	}
+	in := toInstance(ec2types.Instance{InstanceId: d.InstanceId}, d)
+	in.AZ = sdkaws.ToString(d.AvailabilityZone)
+	return in, nil
+}
+
 // Instance implements cloud.Describer.
 func (p *Provider) Instance(ctx context.Context, id string) (cloud.Instance, error) {
 	got, err := p.Instances(ctx, id)

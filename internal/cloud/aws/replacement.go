@@ -6,7 +6,6 @@ import (
 	"maps"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 
 	sdkaws "github.com/aws/aws-sdk-go-v2/aws"
@@ -78,8 +77,14 @@ func (p *Provider) launchesSince(ctx context.Context, rec cloud.SurgeRecord) ([]
 			return nil, false, classify("describe scaling activities of "+rec.Group, err)
 		}
 		for _, a := range res.Activities {
-			if (rec.ActivitiesBefore != "" && sdkaws.ToString(a.ActivityId) == rec.ActivitiesBefore) ||
-				(rec.ActivitiesBefore == "" && sdkaws.ToTime(a.StartTime).Before(rec.StartedAt)) {
+			aid := sdkaws.ToString(a.ActivityId)
+			if rec.StandbyActivity != "" && aid == rec.StandbyActivity {
+				// The surge's own standby: an activity since the surge, and the oldest.
+				slices.Reverse(out)
+				return out, true, nil
+			}
+			if (rec.ActivitiesBefore != "" && aid == rec.ActivitiesBefore) ||
+				(rec.ActivitiesBefore == "" && rec.StandbyActivity == "" && sdkaws.ToTime(a.StartTime).Before(rec.StartedAt)) {
 				slices.Reverse(out)
 				return out, seen, nil
 			}
@@ -123,7 +128,13 @@ func (p *Provider) identify(ctx context.Context, g cloud.Group, rec cloud.SurgeR
 	if err != nil {
 		return identified{}, err
 	}
-	if !seen {
+	return identifyFrom(launches, seen, &g, rec), nil
+}
+
+// identifyFrom is identify over launches already read; g is needed (and only
+// read) when the cloud recorded no activity since the surge.
+func identifyFrom(launches []launch, seen bool, g *cloud.Group, rec cloud.SurgeRecord) identified {
+	if !seen && g != nil {
 		for _, in := range g.Instances {
 			if !slices.Contains(rec.Snapshot, in.ID) && live(in.Lifecycle) && in.Lifecycle != cloud.LifecycleStandby {
 				launches = append(launches, launch{instance: in.ID})
@@ -162,18 +173,74 @@ func (p *Provider) identify(ctx context.Context, g cloud.Group, rec cloud.SurgeR
 		id.ambiguous = fmt.Sprintf("%d instances (%s) were launched for causes the group does not name, %d of them for this surge: Recycler cannot tell which",
 			len(unnamed), strings.Join(unnamed, ", "), need)
 	}
-	return id, nil
+	return id
 }
 
-// FindReplacement implements cloud.Surger.
-func (p *Provider) FindReplacement(ctx context.Context, rec cloud.SurgeRecord) (cloud.Replacement, error) {
-	g, err := p.describeGroup(ctx, rec.Group)
-	if err != nil {
-		return cloud.Replacement{}, fmt.Errorf("find replacement: %w", err)
+// launching reports whether every launch of ids is still in progress (its activity
+// not ended): those instances are Pending without asking the group.
+func launching(launches []launch, ids []string) bool {
+	for _, id := range ids {
+		found := false
+		for _, l := range launches {
+			if l.instance == id {
+				found = true
+				if !l.activity.End.IsZero() || l.activity.Status == string(asgtypes.ScalingActivityStatusCodeSuccessful) ||
+					l.activity.Status == string(asgtypes.ScalingActivityStatusCodeFailed) || l.activity.Status == string(asgtypes.ScalingActivityStatusCodeCancelled) {
+					return false
+				}
+			}
+		}
+		if !found {
+			return false
+		}
 	}
-	id, err := p.identify(ctx, g, rec)
-	if err != nil {
-		return cloud.Replacement{}, fmt.Errorf("find replacement: %w", err)
+	return true
+}
+
+// FindReplacement implements cloud.Surger. One call per look once the launch is
+// known: the first look reads the activities (and, while the launch is still in
+// progress, nothing else); later looks read the group only, starting from what
+// the caller learned (rec.Replacements, else rec.Launched while those are still
+// in the group).
+func (p *Provider) FindReplacement(ctx context.Context, rec cloud.SurgeRecord) (cloud.Replacement, error) {
+	var id identified
+	var g cloud.Group
+	var err error
+	switch {
+	case len(rec.Replacements) > 0:
+		id.ids = slices.Clone(rec.Replacements)
+	case len(rec.Launched) > 0:
+		if g, err = p.describeGroup(ctx, rec.Group); err != nil {
+			return cloud.Replacement{}, fmt.Errorf("find replacement: %w", err)
+		}
+		id.ids = slices.Clone(rec.Launched)
+		for _, lid := range rec.Launched {
+			if gi, ok := g.Instance(lid); !ok || !(gi.Lifecycle == cloud.LifecycleInService || pending(gi.Lifecycle)) {
+				// One is gone (a failed launch, a health replacement): read the
+				// activities again, which also say whether our launch failed.
+				if id, err = p.identify(ctx, g, rec); err != nil {
+					return cloud.Replacement{}, fmt.Errorf("find replacement: %w", err)
+				}
+				break
+			}
+		}
+	default:
+		launches, seen, err := p.launchesSince(ctx, rec)
+		if err != nil {
+			return cloud.Replacement{}, fmt.Errorf("find replacement: %w", err)
+		}
+		if id = identifyFrom(launches, seen, nil, rec); seen && id.ambiguous == "" && len(id.ids) >= len(rec.Instances) && launching(launches, id.ids) {
+			return cloud.Replacement{Pending: id.ids}, nil
+		}
+		if g, err = p.describeGroup(ctx, rec.Group); err != nil {
+			return cloud.Replacement{}, fmt.Errorf("find replacement: %w", err)
+		}
+		id = identifyFrom(launches, seen, &g, rec)
+	}
+	if g.Name == "" {
+		if g, err = p.describeGroup(ctx, rec.Group); err != nil {
+			return cloud.Replacement{}, fmt.Errorf("find replacement: %w", err)
+		}
 	}
 	r := cloud.Replacement{Ambiguous: id.ambiguous}
 	for _, rid := range id.ids {
@@ -182,6 +249,9 @@ func (p *Provider) FindReplacement(ctx context.Context, rec cloud.SurgeRecord) (
 		case !ok:
 		case gi.Lifecycle == cloud.LifecycleInService:
 			r.InService = append(r.InService, rid)
+			if gi.ProtectedFromScaleIn {
+				r.Protected = append(r.Protected, rid)
+			}
 		case pending(gi.Lifecycle):
 			r.Pending = append(r.Pending, rid)
 		}
@@ -194,54 +264,81 @@ func (p *Provider) FindReplacement(ctx context.Context, rec cloud.SurgeRecord) (
 }
 
 // ClaimReplacement implements cloud.Surger.
-func (p *Provider) ClaimReplacement(ctx context.Context, rec cloud.SurgeRecord, ids []string) error {
+func (p *Provider) ClaimReplacement(ctx context.Context, rec cloud.SurgeRecord, found cloud.Replacement) ([]string, error) {
 	if err := requireExecution("claim replacement", rec.ExecutionID); err != nil {
-		return err
+		return nil, err
+	}
+	ids := found.InService
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("claim replacement: no InService replacement given (pass a Ready answer of FindReplacement): %w", cloud.ErrValidation)
 	}
 	if err := cloud.ValidateInstanceIDs(ids); err != nil {
-		return err
+		return nil, err
 	}
-	g, err := p.describeGroup(ctx, rec.Group)
+	var protected []string
+	for _, id := range ids {
+		if slices.Contains(found.Protected, id) {
+			protected = append(protected, id)
+		}
+	}
+	// Protected already: by our own earlier claim (its answer lost) or by someone
+	// else. Only the records tell, so only then are they read.
+	tags, err := p.instanceTags(ctx, protected)
 	if err != nil {
-		return fmt.Errorf("claim replacement: %w", err)
+		return nil, fmt.Errorf("claim replacement: %w", err)
 	}
-	tags, err := p.instanceTags(ctx, ids)
-	if err != nil {
-		return fmt.Errorf("claim replacement: %w", err)
-	}
-	var protect []string
+	var ours, protect []string
+	records := map[string][]string{} // tag set (old id, protected-before) → replacements
 	for i, id := range ids {
-		gi, ok := g.Instance(id)
-		if !ok {
-			return fmt.Errorf("claim replacement %s: not in group %s: %w", id, rec.Group, cloud.ErrNotInGroup)
-		}
-		// The protection before the claim is recorded once: a repeated claim (its
-		// first answer lost) must not record the protection it set itself.
-		if tags[id][cloud.TagProtectedBefore] == "" {
-			old := rec.Instances[min(i, len(rec.Instances)-1)].ID
-			if err := p.tagInstances(ctx, []string{id}, map[string]string{
-				cloud.TagReplacementFor: old, cloud.TagExecution: rec.ExecutionID,
-				cloud.TagProtectedBefore: strconv.FormatBool(gi.ProtectedFromScaleIn),
-			}); err != nil {
-				return err
-			}
-		}
-		if !gi.ProtectedFromScaleIn {
+		old := rec.Instances[min(i, len(rec.Instances)-1)].ID
+		switch t := tags[id]; {
+		case !slices.Contains(protected, id):
 			protect = append(protect, id)
+			ours = append(ours, id)
+			records[old+"\x00false"] = append(records[old+"\x00false"], id)
+		case t[cloud.TagProtectedBefore] == "false" && t[cloud.TagExecution] == rec.ExecutionID:
+			ours = append(ours, id) // claimed by an earlier attempt of ours
+		case t[cloud.TagProtectedBefore] == "":
+			// Someone else's protection: recorded once, never lifted by us.
+			records[old+"\x00true"] = append(records[old+"\x00true"], id)
 		}
 	}
-	return p.protectInstances(ctx, rec.Group, protect, true)
+	// Recorded before the protection, one CreateTags per distinct record.
+	for _, key := range slices.Sorted(maps.Keys(records)) {
+		old, before, _ := strings.Cut(key, "\x00")
+		if err := p.tagInstances(ctx, records[key], map[string]string{
+			cloud.TagReplacementFor: old, cloud.TagExecution: rec.ExecutionID, cloud.TagProtectedBefore: before,
+		}); err != nil {
+			return nil, err
+		}
+	}
+	if err := p.protectInstances(ctx, rec.Group, protect, true); err != nil {
+		return nil, err
+	}
+	return ours, nil
 }
 
 // releaseReplacements restores the scale-in protection of the replacements this
 // execution claimed for rec's instances and removes the claim records.
 // Instances in gone (terminated by this very call) are only untagged.
 func (p *Provider) releaseReplacements(ctx context.Context, g cloud.Group, rec cloud.SurgeRecord, gone ...string) error {
+	var ids, unprotect []string
+	if rec.Claimed {
+		// The caller kept the claim's answer: nothing to read.
+		for _, id := range rec.ProtectedReplacements {
+			if gi, ok := g.Instance(id); ok && !slices.Contains(gone, id) && gi.ProtectedFromScaleIn && !strings.HasPrefix(gi.Lifecycle, cloud.LifecycleTerminating) {
+				unprotect = append(unprotect, id)
+			}
+		}
+		if err := p.protectInstances(ctx, rec.Group, unprotect, false); err != nil {
+			return err
+		}
+		return p.untagInstances(ctx, rec.Replacements, cloud.TagReplacementFor, cloud.TagProtectedBefore, cloud.TagExecution, cloud.TagTerminatedAt)
+	}
 	claimed, err := p.taggedInstances(ctx, cloud.TagReplacementFor, rec.IDs())
 	if err != nil {
 		return err
 	}
-	var ids, unprotect []string
 	for _, id := range slices.Sorted(maps.Keys(claimed)) {
 		tags := claimed[id]
 		if tags[cloud.TagExecution] != rec.ExecutionID {

@@ -9,6 +9,7 @@ import (
 
 	sdkaws "github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	asgtypes "github.com/aws/aws-sdk-go-v2/service/autoscaling/types"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 
@@ -31,13 +32,32 @@ func (p *Provider) Retire(ctx context.Context, id string, opts cloud.RetireOptio
 		return cloud.RetireResult{}, err
 	}
 	var res cloud.RetireResult
-	details, err := p.describeASGInstances(ctx, []string{id})
-	if err != nil {
-		return res, fmt.Errorf("retire %s: %w", id, err)
+	// With a surge, one look at its group says where the instance is and is what
+	// the release after the termination needs; without, ask where the instance is.
+	var g *cloud.Group
+	group, lifecycle, inGroup := "", "", false
+	if opts.Surge != nil {
+		sg, err := p.describeGroup(ctx, opts.Surge.Group)
+		if err != nil && !errors.Is(err, cloud.ErrNotFound) {
+			return res, fmt.Errorf("retire %s: %w", id, err)
+		}
+		if err == nil {
+			g = &sg
+			if gi, ok := sg.Instance(id); ok {
+				group, lifecycle, inGroup = sg.Name, gi.Lifecycle, true
+			}
+		}
 	}
-	d, inGroup := details[id]
+	if !inGroup && !p.surgedByUs(id, opts) {
+		details, err := p.describeASGInstances(ctx, []string{id})
+		if err != nil {
+			return res, fmt.Errorf("retire %s: %w", id, err)
+		}
+		if d, ok := details[id]; ok {
+			group, lifecycle, inGroup = sdkaws.ToString(d.AutoScalingGroupName), sdkaws.ToString(d.LifecycleState), true
+		}
+	}
 	if inGroup {
-		group, lifecycle := sdkaws.ToString(d.AutoScalingGroupName), sdkaws.ToString(d.LifecycleState)
 		if opts.Surge != nil && opts.Surge.Group != group {
 			return res, fmt.Errorf("retire %s: instance is in group %s, the surge was in %s: %w", id, group, opts.Surge.Group, cloud.ErrNotInGroup)
 		}
@@ -64,25 +84,40 @@ func (p *Provider) Retire(ctx context.Context, id string, opts cloud.RetireOptio
 			// The group is terminating it already (Terminating:Wait: once its lifecycle
 			// action is completed, which is the caller's job).
 			res.AlreadyDone = true
-			return res, p.releaseAfterRetire(ctx, id, opts)
+			return res, p.releaseAfterRetire(ctx, g, id, opts)
 		default:
 			return res, fmt.Errorf("retire %s: instance is %s in group %s; retire works on InService, Standby or terminating instances; wait until it is InService: %w",
 				id, lifecycle, group, cloud.ErrValidation)
 		}
 	}
+	// Out of the surge's group, and the surge and its claim are on record: the
+	// instance is ours and nothing needs reading before it is terminated (a gone
+	// or terminated one answers so).
+	if opts.Mode == cloud.RetireTerminate && p.surgedByUs(id, opts) {
+		done, err := p.terminate(ctx, id)
+		if err != nil {
+			return res, err
+		}
+		res.Detached, res.Terminated, res.AlreadyDone = true, !done, done
+		return res, p.releaseAfterRetire(ctx, g, id, opts)
+	}
 	// Not in a group: only go on if this execution detached it (or the instance is
 	// gone anyway); never terminate an instance that was never ours.
-	in, err := p.Instances(ctx, id)
+	found, err := p.describeEC2(ctx, []string{id}) // Auto Scaling just said: in no group
 	if err != nil {
 		return res, fmt.Errorf("retire %s: %w", id, err)
 	}
+	var in []cloud.Instance
+	if e, ok := found[id]; ok {
+		in = append(in, toInstance(e, asgtypes.AutoScalingInstanceDetails{}))
+	}
 	if len(in) == 0 || in[0].State == cloud.StateTerminated || in[0].State == cloud.StateShuttingDown {
 		res.AlreadyDone = true
-		return res, p.releaseAfterRetire(ctx, id, opts)
+		return res, p.releaseAfterRetire(ctx, g, id, opts)
 	}
 	if opts.Mode == cloud.RetireStop && in[0].State == cloud.StateStopped && in[0].Tags[cloud.TagRetiredAt] != "" {
 		res.AlreadyDone = true
-		return res, p.releaseAfterRetire(ctx, id, opts)
+		return res, p.releaseAfterRetire(ctx, g, id, opts)
 	}
 	tags := in[0].Tags
 	detachedByUs := tags[cloud.TagDetachedAt] != "" && tags[cloud.TagExecution] == opts.ExecutionID
@@ -106,7 +141,13 @@ func (p *Provider) Retire(ctx context.Context, id string, opts cloud.RetireOptio
 		}
 		res.Terminated = !done
 	}
-	return res, p.releaseAfterRetire(ctx, id, opts)
+	return res, p.releaseAfterRetire(ctx, g, id, opts)
+}
+
+// surgedByUs: the surge record names id and the caller kept its claim's answer —
+// everything Retire would otherwise read from the instances' records.
+func (p *Provider) surgedByUs(id string, opts cloud.RetireOptions) bool {
+	return opts.Surge != nil && opts.Surge.Claimed && p.wasOurs(id, opts)
 }
 
 func (p *Provider) wasOurs(id string, opts cloud.RetireOptions) bool {
@@ -123,25 +164,19 @@ func (p *Provider) wasOurs(id string, opts cloud.RetireOptions) bool {
 
 // releaseAfterRetire restores, for the surge this retirement completes, what it
 // changed on the group and on its replacements.
-func (p *Provider) releaseAfterRetire(ctx context.Context, id string, opts cloud.RetireOptions) error {
-	if opts.Surge == nil {
+// g is the surge's group as this call saw it (nil: not described, or gone).
+func (p *Provider) releaseAfterRetire(ctx context.Context, g *cloud.Group, id string, opts cloud.RetireOptions) error {
+	if opts.Surge == nil || g == nil {
 		return nil
-	}
-	g, err := p.describeGroup(ctx, opts.Surge.Group)
-	if cloud.ErrorName(err) == "NotFound" {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("retire %s: %w", id, err)
 	}
 	rec := *opts.Surge
 	if rec.ExecutionID == "" {
 		rec.ExecutionID = opts.ExecutionID
 	}
-	if _, err := p.release(ctx, g, rec, false); err != nil {
+	if _, err := p.release(ctx, *g, rec, false); err != nil {
 		return err
 	}
-	return p.releaseReplacements(ctx, g, rec)
+	return p.releaseReplacements(ctx, *g, rec)
 }
 
 // terminate returns done=true when the instance was already terminated or gone.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -97,37 +99,46 @@ func (p *Provider) Surge(ctx context.Context, group string, ids []string, opts c
 		rec.MaxRaised, rec.MaxBefore, rec.MaxAfter = true, before, after
 	}
 
-	if err := p.markStart(ctx, &rec, retried); err != nil {
+	// The launches a standby causes come after its own activity, which EnterStandby
+	// answers with; only a repeated call or the desired+1 path looks activities up.
+	if err := p.markStart(ctx, &rec, retried, retried || len(toDesired) > 0); err != nil {
 		return cloud.SurgeRecord{}, err
 	}
 
 	now := p.stamp()
+	suspend := (len(toStandby) > 0 || retried) && !g.Suspended(cloud.ProcessAZRebalance)
+	maxBefore := g.MaxSize
+	if rec.MaxRaised {
+		maxBefore = rec.MaxBefore
+	}
+	// The group's records of this step, written in one call before either change.
+	records := map[string]string{}
+	if raise {
+		records[cloud.TagMaxRaised] = fmt.Sprintf("%d:%d", maxBefore, need)
+	}
+	if suspend {
+		records[cloud.TagSuspendedAZRebalance] = opts.ExecutionID + "@" + now
+	}
 	var wrote []string // group records this call wrote (undone if nothing entered standby)
 	raisedNow, suspendedNow, surged := false, false, false
 	err = func() error {
-		if raise {
-			before := g.MaxSize
-			if rec.MaxRaised {
-				before = rec.MaxBefore
-			}
-			if err := p.tagGroup(ctx, group, map[string]string{cloud.TagMaxRaised: fmt.Sprintf("%d:%d", before, need)}); err != nil {
+		if len(records) > 0 {
+			if err := p.tagGroup(ctx, group, records); err != nil {
 				return err
 			}
-			wrote = append(wrote, cloud.TagMaxRaised)
+			wrote = slices.Sorted(maps.Keys(records))
+		}
+		if raise {
 			if _, err := p.asg.UpdateAutoScalingGroup(ctx, &autoscaling.UpdateAutoScalingGroupInput{
 				AutoScalingGroupName: &group, MaxSize: sdkaws.Int32(need),
 			}); err != nil {
 				return classify(fmt.Sprintf("raise MaxSize of %s from %d to %d", group, g.MaxSize, need), err)
 			}
-			rec.MaxRaised, rec.MaxBefore, rec.MaxAfter, raisedNow = true, before, need, true
+			rec.MaxRaised, rec.MaxBefore, rec.MaxAfter, raisedNow = true, maxBefore, need, true
 		}
 		if len(toStandby) > 0 || retried {
 			switch {
-			case !g.Suspended(cloud.ProcessAZRebalance):
-				if err := p.tagGroup(ctx, group, map[string]string{cloud.TagSuspendedAZRebalance: opts.ExecutionID + "@" + now}); err != nil {
-					return err
-				}
-				wrote = append(wrote, cloud.TagSuspendedAZRebalance)
+			case suspend:
 				if _, err := p.asg.SuspendProcesses(ctx, &autoscaling.SuspendProcessesInput{
 					AutoScalingGroupName: &group, ScalingProcesses: []string{cloud.ProcessAZRebalance},
 				}); err != nil {
@@ -144,10 +155,16 @@ func (p *Provider) Surge(ctx context.Context, group string, ids []string, opts c
 			return err
 		}
 		for _, chunk := range chunks(toStandby, standbyChunk) {
-			if _, err := p.asg.EnterStandby(ctx, &autoscaling.EnterStandbyInput{
+			out, err := p.asg.EnterStandby(ctx, &autoscaling.EnterStandbyInput{
 				AutoScalingGroupName: &group, InstanceIds: chunk, ShouldDecrementDesiredCapacity: sdkaws.Bool(false),
-			}); err != nil && !p.movedAnyway(ctx, err, group, chunk, false, cloud.LifecycleEnteringStandby, cloud.LifecycleStandby) {
+			})
+			if err != nil && !p.movedAnyway(ctx, err, group, chunk, false, cloud.LifecycleEnteringStandby, cloud.LifecycleStandby) {
 				return classify(fmt.Sprintf("enter standby %s in %s", strings.Join(chunk, ","), group), err)
+			}
+			// The first chunk's activity is the oldest of this surge. Without one (a
+			// lost answer, a cloud that answers none) FindReplacement goes by StartedAt.
+			if out != nil && len(out.Activities) > 0 && !surged && rec.ActivitiesBefore == "" {
+				rec.StandbyActivity = sdkaws.ToString(out.Activities[0].ActivityId)
 			}
 			surged = true
 		}
@@ -177,7 +194,10 @@ func (p *Provider) Surge(ctx context.Context, group string, ids []string, opts c
 // only the launches after it: the group's newest activity now, or — for a repeated
 // call, whose standby already happened — the time the first call recorded on the
 // instances (its launch is older than any activity now).
-func (p *Provider) markStart(ctx context.Context, rec *cloud.SurgeRecord, retried bool) error {
+func (p *Provider) markStart(ctx context.Context, rec *cloud.SurgeRecord, retried, lookup bool) error {
+	if !lookup {
+		return nil
+	}
 	if retried {
 		tags, err := p.instanceTags(ctx, rec.IDs())
 		if err != nil {

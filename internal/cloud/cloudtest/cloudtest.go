@@ -919,9 +919,15 @@ func testClaim(newProvider NewFunc) func(t *testing.T) {
 			t.Fatalf("surge: %v", err)
 		}
 		r := WaitReplacement(t, p, h, rec, before.Desired)
-		for i := range 2 { // the second claim changes nothing
-			if err := p.ClaimReplacement(ctxFor(t), rec, r.InService); err != nil {
-				t.Fatalf("claim #%d: %v", i+1, err)
+		var ours []string
+		for i := range 2 { // the second claim (its first answer lost) changes nothing
+			if i > 0 {
+				if r, err = p.FindReplacement(ctxFor(t), rec); err != nil || !slices.Equal(r.Protected, r.InService) {
+					t.Fatalf("look after the claim: %+v, %v; want the replacement protected", r, err)
+				}
+			}
+			if ours, err = p.ClaimReplacement(ctxFor(t), rec, r); err != nil || !slices.Equal(ours, r.InService) {
+				t.Fatalf("claim #%d: %v, %v; want %v protected by this execution", i+1, ours, err, r.InService)
 			}
 		}
 		repl := r.InService[0]
@@ -951,7 +957,7 @@ func testClaim(newProvider NewFunc) func(t *testing.T) {
 		if _, ok := found[repl]; !ok || len(found) != 2 {
 			t.Errorf("recorded instances %v: want exactly the old %s and the replacement %s", slices.Sorted(maps.Keys(found)), old, repl)
 		}
-		rec.Replacements = r.InService
+		rec.Replacements, rec.Claimed, rec.ProtectedReplacements = r.InService, true, ours
 		if _, err := RetireUntilDone(t, p, h, old, cloud.RetireOptions{Surge: &rec}); err != nil {
 			t.Fatalf("retire: %v", err)
 		}
