@@ -1083,6 +1083,10 @@ func (s *Server) completeLifecycleAction(f form) (any, *apiError) {
 		return nil, err
 	}
 	a.Done, a.Result = true, result
+	if s.answers == nil {
+		s.answers = map[string][]string{}
+	}
+	s.answers[inst.ID] = append(s.answers[inst.ID], a.Hook+"="+result)
 	s.evaluateHooksLocked(s.groups[inst.Group], inst, s.clock.Now())
 	return emptyResult{}, nil
 }

@@ -3,6 +3,7 @@ package sim
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -129,4 +130,13 @@ func (s *Server) HookDeadline(id, hook string) time.Time {
 		}
 	}
 	return time.Time{}
+}
+
+// LifecycleAnswers returns the CompleteLifecycleAction answers given for instance
+// id, in order ("hook=CONTINUE"): tests check who answered what, after the
+// instance is gone too.
+func (s *Server) LifecycleAnswers(id string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.answers[id])
 }

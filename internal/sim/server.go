@@ -73,6 +73,7 @@ type Server struct {
 	rnd        *rand.Rand
 	faults     Faults
 	calls      map[string]int
+	answers    map[string][]string // CompleteLifecycleAction answers by instance ("hook=RESULT"), for tests
 	groups     map[string]*group
 	instances  map[string]*instance
 	templates  map[string]*launchTemplate // by id
