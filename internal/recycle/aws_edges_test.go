@@ -145,6 +145,7 @@ func (w *edgeWorld) step(t *testing.T, execution, task string, st *recycle.State
 		field := map[string]any{
 			recycle.TaskResolve: &st.Target, recycle.TaskFence: &st.Fence, recycle.TaskSurge: &st.Surge,
 			recycle.TaskCheckReplacement: &st.Replacement, recycle.TaskRetire: &st.Retire, recycle.TaskRollback: &st.Rollback,
+			recycle.TaskAnswerHook: &st.Answer,
 		}[task]
 		if err := json.Unmarshal(out, field); err != nil {
 			t.Fatal(err)

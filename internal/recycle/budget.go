@@ -23,10 +23,12 @@ const (
 	// (TestBudgetFollowsTheDefinition keeps them in step).
 	taskRetries     = 25
 	rollbackRetries = 25 + 3
-	// The states outside the loops, worst path: ExecutionStarted, Resolve, Fence,
-	// SurgeOrNot, Surge, Retire failing into Rollback, the end state, the
-	// execution's end; each of those Tasks retried as often as its Retry allows.
-	eventsFixed = 1 + 5*eventsTask + 2 + 2 + 1 + (4*taskRetries+rollbackRetries)*eventsRetry
+	// The states outside the loops, worst path: ExecutionStarted, Resolve,
+	// HookOnly?, Fence, SurgeOrNot, Surge, Retire failing into Rollback, the end
+	// state, the execution's end; each of those Tasks retried as often as its Retry
+	// allows. (A lifecycle action that is only answered loops in AnswerHook instead
+	// of Drain, for at most as long.)
+	eventsFixed = 1 + 5*eventsTask + 2 + 2 + 2 + 1 + (4*taskRetries+rollbackRetries)*eventsRetry
 )
 
 // LoopPasses is the most rounds a wait loop makes when it lasts wait and each

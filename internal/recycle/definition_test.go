@@ -94,6 +94,7 @@ func (s script) registry(calls *[]string) asl.Registry {
 func TestStateMachinePaths(t *testing.T) {
 	done := map[string]bool{"done": true}
 	notYet := map[string]bool{"done": false}
+	hookOnly := map[string]any{"hookOnly": map[string]any{"by": "exec-1", "reason": "answer only"}}
 	for _, tc := range []struct {
 		name      string
 		script    script
@@ -136,6 +137,18 @@ func TestStateMachinePaths(t *testing.T) {
 		{"an unnamed failure after fencing rolls back",
 			script{"Fence": {errors.New("boom")}},
 			"States.TaskFailed", "Resolve Fence Rollback"},
+		{"a lifecycle action that only needs an answer is answered, nothing recycled",
+			script{"Resolve": {hookOnly}, "AnswerHook": {done}},
+			"", "Resolve AnswerHook"},
+		{"a lifecycle action for a node another recycle holds waits for its drain",
+			script{"Resolve": {hookOnly}, "AnswerHook": {notYet, notYet, done}},
+			"", "Resolve AnswerHook AnswerHook AnswerHook"},
+		{"a holder that let go of the node: back to Resolve, which recycles it",
+			script{"Resolve": {hookOnly, map[string]any{}}, "AnswerHook": {map[string]any{"done": false, "resolve": true}}, "CheckReplacement": {done}, "Drain": {done}, "CheckWorkloads": {done}},
+			"", "Resolve AnswerHook Resolve Fence Surge CheckReplacement Drain CheckWorkloads Retire"},
+		{"a failing answer goes to Rollback (which answers CONTINUE)",
+			script{"Resolve": {hookOnly}, "AnswerHook": {errors.New("boom")}},
+			"States.TaskFailed", "Resolve AnswerHook Rollback"},
 		{"a failing rollback needs a person",
 			script{"Fence": {errors.New("boom")}, "Rollback": {errors.New("still broken")}},
 			ErrRollbackFailed, "Resolve Fence Rollback Rollback Rollback Rollback"},

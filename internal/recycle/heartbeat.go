@@ -99,6 +99,9 @@ func lastHeartbeat(s State) time.Time {
 	if s.Workloads != nil && s.Workloads.HeartbeatAt.After(last) {
 		last = s.Workloads.HeartbeatAt
 	}
+	if s.Answer != nil && s.Answer.HeartbeatAt.After(last) {
+		last = s.Answer.HeartbeatAt
+	}
 	return last
 }
 

@@ -1,6 +1,8 @@
 package recycle
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"strconv"
 	"strings"
 
@@ -53,4 +55,14 @@ func Attempts(instanceID string, exs []engine.Execution) (last int, running *eng
 		}
 	}
 	return last, running
+}
+
+// HookExecutionName names an execution that only answers a terminate lifecycle
+// action (token) for instanceID while another recycle of it runs (Resolve finds the
+// holder's fence; AnswerHook heartbeats and answers): "<instance>-hook-" and a
+// hash of the token, so each action has one and it never counts as an attempt
+// (AttemptOf), while Attempts still sees it running.
+func HookExecutionName(instanceID, token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return instanceID + "-hook-" + hex.EncodeToString(sum[:4])
 }

@@ -21,6 +21,9 @@ type State struct {
 	Workloads   *WorkloadsStatus   `json:"workloads,omitempty"`
 	Retire      *RetireStatus      `json:"retire,omitempty"`
 	Rollback    *RollbackStatus    `json:"rollback,omitempty"`
+	// Answer: AnswerHook's result, when Resolve found a lifecycle action that only
+	// needs an answer (Target.HookOnly).
+	Answer *HookAnswer `json:"answer,omitempty"`
 	// Error is what a Catch stored: the error that sent the execution to Rollback.
 	Error *StepError `json:"error,omitempty"`
 }
@@ -46,6 +49,9 @@ type Target struct {
 	ResolvedAt time.Time `json:"resolvedAt"`
 	// Hook is set when a lifecycle hook started the recycle (its timeouts, Resolve's heartbeat).
 	Hook *HookTiming `json:"hook,omitempty"`
+	// HookOnly: that lifecycle action only needs an answer (our own termination, or
+	// a node another recycle holds); the state machine goes to AnswerHook.
+	HookOnly *HookOnly `json:"hookOnly,omitempty"`
 }
 
 // SurgeStatus is Surge's result.

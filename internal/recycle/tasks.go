@@ -76,6 +76,7 @@ const (
 	TaskCheckWorkloads   = "CheckWorkloads"
 	TaskRetire           = "Retire"
 	TaskRollback         = "Rollback"
+	TaskAnswerHook       = "AnswerHook"
 )
 
 // Registry returns the task registry both engines use: one resource (the function
@@ -117,9 +118,11 @@ func (t *Tasks) Invoke(ctx context.Context, raw json.RawMessage) (json.RawMessag
 		out, err = t.retire(ctx, p.Execution, p.State)
 	case TaskRollback:
 		out, err = t.rollback(ctx, p.Execution, p.State)
+	case TaskAnswerHook:
+		out, err = t.answerHook(ctx, p.State)
 	default:
-		return nil, newError(ErrBadInput, "unknown task %q (want one of %s, %s, %s, %s, %s, %s, %s, %s)", p.Task,
-			TaskResolve, TaskFence, TaskSurge, TaskCheckReplacement, TaskDrain, TaskCheckWorkloads, TaskRetire, TaskRollback)
+		return nil, newError(ErrBadInput, "unknown task %q (want one of %s, %s, %s, %s, %s, %s, %s, %s, %s)", p.Task,
+			TaskResolve, TaskFence, TaskSurge, TaskCheckReplacement, TaskDrain, TaskCheckWorkloads, TaskRetire, TaskRollback, TaskAnswerHook)
 	}
 	if err != nil {
 		return nil, classify(p.Task, err)
@@ -143,7 +146,12 @@ func (t *Tasks) Resolve(ctx context.Context, s State) (*Target, error) {
 	if err != nil {
 		return nil, newError(ErrBadInput, "node %s: %v", node.Name, err)
 	}
-	if err := t.checkNode(ctx, node, req); err != nil {
+	// A terminate hook for a node another recycle holds is that recycle's to drain:
+	// this execution only answers it (AnswerHook), so the holder decides, not checkNode.
+	heldBy := ""
+	if rec, ok := kube.FenceOf(node); ok && req.LifecycleHook != nil {
+		heldBy = rec.ExecutionID
+	} else if err := t.checkNode(ctx, node, req); err != nil {
 		return nil, err
 	}
 	inst, err := t.Cloud.Membership(ctx, pid.InstanceID)
@@ -152,6 +160,12 @@ func (t *Tasks) Resolve(ctx context.Context, s State) (*Target, error) {
 	}
 	if inst.Group == "" {
 		return nil, newError(ErrBadInput, "instance %s (node %s) is in no Auto Scaling group: Recycler only replaces group members (the group launches the replacement)", inst.ID, node.Name)
+	}
+	if by := ownTermination(inst); by != "" && req.LifecycleHook != nil {
+		// Our own termination (a rollback's of its replacement, Retire's of a drained
+		// old instance): the node is drained already. Answer, touch nothing.
+		return &Target{Node: node.Name, InstanceID: inst.ID, AZ: inst.AZ, Group: inst.Group, ResolvedAt: t.Clock.Now().UTC(),
+			HookOnly: &HookOnly{By: by, Own: true, Reason: fmt.Sprintf("instance %s was terminated by Recycler itself (execution %s), its node drained already", inst.ID, by)}}, nil
 	}
 	wantLifecycle := cloud.LifecycleInService
 	if req.LifecycleHook != nil {
@@ -191,6 +205,9 @@ func (t *Tasks) Resolve(ctx context.Context, s State) (*Target, error) {
 		if tgt.Hook, err = t.resolveHook(ctx, req, inst.ID, g); err != nil {
 			return nil, err
 		}
+	}
+	if heldBy != "" {
+		tgt.HookOnly = &HookOnly{By: heldBy, Reason: fmt.Sprintf("node %s is being recycled by execution %s: its lifecycle action is heartbeated while that drain runs and answered CONTINUE once the node is drained", node.Name, heldBy)}
 	}
 	return tgt, nil
 }
@@ -554,13 +571,16 @@ func (t *Tasks) rollback(ctx context.Context, execution string, s State) (*Rollb
 		return st, nil
 	}
 	st.Before = &GroupCounts{Desired: tgt.Desired, InService: tgt.InService}
-	if err := t.Cluster.Unfence(ctx, tgt.Node, execution); err != nil && !errors.Is(err, kube.ErrNodeNotFound) {
+	// A node another execution holds is not ours to unfence (we only answered its hook).
+	var held *kube.NodeHeldError
+	if err := t.Cluster.Unfence(ctx, tgt.Node, execution); err != nil && !errors.Is(err, kube.ErrNodeNotFound) && !errors.As(err, &held) {
 		return nil, fmt.Errorf("unfence %s: %w", tgt.Node, err)
 	}
 	st.Unfenced = true
 	// --no-surge changes nothing on AWS before Retire: an instance the autoscaler
-	// launched meanwhile is not ours to remove.
-	if s.Surge != nil || !s.Request.NoSurge {
+	// launched meanwhile is not ours to remove. Nor does a recycle that only
+	// answers a lifecycle action.
+	if s.Surge != nil || (!s.Request.NoSurge && tgt.HookOnly == nil) {
 		rec := t.surgeRecord(execution, s)
 		// First the old instance back in service; the replacement stays meanwhile.
 		rec.HoldReplacements = true

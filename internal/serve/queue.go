@@ -154,8 +154,10 @@ func (l *leader) actOnInstance(ctx context.Context, ev trigger.Event, id string)
 		}
 		return outcomeIgnored, fmt.Sprintf("instance %s has no Node in this cluster", id)
 	}
-	if exec, ok := l.busy(node.Name, id); ok {
-		return l.alreadyRecycled(ev, node.Name, "execution "+exec)
+	// A terminate hook goes on to start: the recycle holding the node cannot answer
+	// that action, an execution of its own does (start).
+	if exec, ok := l.busy(node.Name, id); ok && ev.Hook == nil {
+		return l.alreadyRecycled(node.Name, "execution "+exec)
 	}
 	if ev.Hook == nil {
 		if on, until := l.dedup.CoolingDown(node.Name); on {
@@ -172,7 +174,7 @@ func (l *leader) actOnInstance(ctx context.Context, ev trigger.Event, id string)
 	case errors.As(err, &already) && already.Event != "":
 		return outcomeDuplicate, already.Error() // delivered again: its execution is found
 	case errors.As(err, &already):
-		return l.alreadyRecycled(ev, node.Name, already.Error())
+		return l.alreadyRecycled(node.Name, already.Error())
 	case err != nil:
 		return outcomeFailed, fmt.Sprintf("start recycle of %s: %v", id, err)
 	}
@@ -181,13 +183,8 @@ func (l *leader) actOnInstance(ctx context.Context, ev trigger.Event, id string)
 }
 
 // alreadyRecycled acknowledges an event for a node that a running recycle (by) has
-// in hand. A terminate hook is the rare case worth a warning: the running recycle
-// cannot answer that lifecycle action and a second recycle of the instance is
-// refused (its name is taken), so the hook waits for its heartbeat timeout.
-func (l *leader) alreadyRecycled(ev trigger.Event, node, by string) (string, string) {
-	if ev.Hook != nil {
-		l.o.Log.Warn("terminate hook for a node already being recycled: the hook waits for its heartbeat timeout", "node", node, "by", by)
-	}
+// in hand.
+func (l *leader) alreadyRecycled(node, by string) (string, string) {
 	return outcomeDuplicate, fmt.Sprintf("node %s is being recycled: %s", node, by)
 }
 

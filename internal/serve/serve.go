@@ -21,6 +21,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/recycler/recycler/internal/engine"
+	"github.com/recycler/recycler/internal/kube"
 	"github.com/recycler/recycler/internal/metrics"
 	"github.com/recycler/recycler/internal/recycle"
 	"github.com/recycler/recycler/internal/trigger"
@@ -355,10 +356,22 @@ func (l *leader) start(ctx context.Context, instance string, req recycle.Request
 		}
 	}
 	last, running := recycle.Attempts(instance, attempts)
-	if running != nil {
+	name := recycle.ExecutionName(instance, last+1)
+	switch {
+	case running != nil && req.LifecycleHook != nil:
+		// A terminate hook for a node a recycle holds: an execution of its own only
+		// answers it (Resolve finds the holder's fence; AnswerHook heartbeats while
+		// the holder drains, then CONTINUE). Before the holder has fenced the node
+		// that Resolve would recycle it a second time: the message comes back.
+		if n := l.nodes.byInstanceID(instance); n != nil {
+			if _, fenced := kube.FenceOf(n); !fenced {
+				return engine.Execution{}, fmt.Errorf("execution %s recycles %s but has not fenced its node yet; the lifecycle action is taken up once it has", running.ID, instance)
+			}
+		}
+		name = recycle.HookExecutionName(instance, req.LifecycleHook.Token)
+	case running != nil:
 		return *running, &alreadyError{Existing: *running, Reason: "recycles it, since " + running.StartTime.UTC().Format(time.RFC3339)}
 	}
-	name := recycle.ExecutionName(instance, last+1)
 	input, err := json.Marshal(recycle.State{Request: req})
 	if err != nil {
 		return engine.Execution{}, err

@@ -320,9 +320,11 @@ func (p *Provider) ClaimReplacement(ctx context.Context, rec cloud.SurgeRecord, 
 
 // releaseReplacements restores the scale-in protection of the replacements this
 // execution claimed for rec's instances and removes the claim records.
-// Instances in gone (terminated by this very call) are only untagged.
+// Instances in gone (terminated by this very call) are only untagged, and keep
+// TagTerminatedAt and TagExecution: whoever answers their terminate lifecycle
+// hook reads there that Recycler terminated them (recycle.ownTermination).
 func (p *Provider) releaseReplacements(ctx context.Context, g cloud.Group, rec cloud.SurgeRecord, gone ...string) error {
-	var ids, unprotect []string
+	var ids, going, unprotect []string
 	if rec.Claimed {
 		// The caller kept the claim's answer: nothing to read.
 		for _, id := range rec.ProtectedReplacements {
@@ -333,7 +335,14 @@ func (p *Provider) releaseReplacements(ctx context.Context, g cloud.Group, rec c
 		if err := p.protectInstances(ctx, rec.Group, unprotect, false); err != nil {
 			return err
 		}
-		return p.untagInstances(ctx, rec.Replacements, cloud.TagReplacementFor, cloud.TagProtectedBefore, cloud.TagExecution, cloud.TagTerminatedAt)
+		for _, id := range rec.Replacements {
+			if slices.Contains(gone, id) {
+				going = append(going, id)
+			} else {
+				ids = append(ids, id)
+			}
+		}
+		return p.untagReleased(ctx, ids, going)
 	}
 	claimed, err := p.taggedInstances(ctx, cloud.TagReplacementFor, rec.IDs())
 	if err != nil {
@@ -344,12 +353,25 @@ func (p *Provider) releaseReplacements(ctx context.Context, g cloud.Group, rec c
 		if tags[cloud.TagExecution] != rec.ExecutionID {
 			continue
 		}
+		if slices.Contains(gone, id) {
+			going = append(going, id)
+			continue
+		}
 		ids = append(ids, id)
-		if gi, ok := g.Instance(id); ok && !slices.Contains(gone, id) && gi.ProtectedFromScaleIn && tags[cloud.TagProtectedBefore] == "false" && !strings.HasPrefix(gi.Lifecycle, cloud.LifecycleTerminating) {
+		if gi, ok := g.Instance(id); ok && gi.ProtectedFromScaleIn && tags[cloud.TagProtectedBefore] == "false" && !strings.HasPrefix(gi.Lifecycle, cloud.LifecycleTerminating) {
 			unprotect = append(unprotect, id)
 		}
 	}
 	if err := p.protectInstances(ctx, rec.Group, unprotect, false); err != nil {
+		return err
+	}
+	return p.untagReleased(ctx, ids, going)
+}
+
+// untagReleased removes the claim records from released replacements (ids) and,
+// but for TagTerminatedAt and TagExecution, from those terminated (going).
+func (p *Provider) untagReleased(ctx context.Context, ids, going []string) error {
+	if err := p.untagInstances(ctx, going, cloud.TagReplacementFor, cloud.TagProtectedBefore); err != nil {
 		return err
 	}
 	return p.untagInstances(ctx, ids, cloud.TagReplacementFor, cloud.TagProtectedBefore, cloud.TagExecution, cloud.TagTerminatedAt)
