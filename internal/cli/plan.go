@@ -76,6 +76,9 @@ func (f *fleetFlags) options() (rollout.Options, error) {
 	if f.output != "text" && f.output != "json" {
 		errs = append(errs, fmt.Errorf("-o %q: use text or json", f.output))
 	}
+	if err := f.check(); err != nil {
+		errs = append(errs, err)
+	}
 	if f.olderThan != "" {
 		d, err := rollout.ParseAge(f.olderThan)
 		if err != nil {

@@ -49,6 +49,7 @@ type requestFlags struct {
 	keepReplacement    bool
 	readyLabels        map[string]string
 	checkSeconds       int
+	rollbackTimeout    time.Duration
 }
 
 func (f *requestFlags) register(fs *pflag.FlagSet) {
@@ -67,6 +68,7 @@ func (f *requestFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.allowRaiseMax, "allow-raise-max", false, "raise the group's MaxSize by one during the recycle when it has no headroom (restored afterwards)")
 	fs.BoolVar(&f.keepReplacement, "keep-replacement", false, "on rollback, keep a replacement that was already Ready (the group stays one larger) instead of draining and terminating it")
 	fs.StringToStringVar(&f.readyLabels, "ready-label", nil, "labels the replacement node must carry before it counts as ready (key=value, repeatable)")
+	fs.DurationVar(&f.rollbackTimeout, "rollback-timeout", recycle.DefaultRollbackTimeout, "how long a rollback may wait for AWS (an instance between two states) and drain the replacement before it needs a person; also Retire's wait for the old instance (at most 6h)")
 	fs.IntVar(&f.checkSeconds, "check-seconds", recycle.DefaultCheckSeconds, "the longest one check may block on a watch before the state machine loops (checks return as soon as their condition holds; longer means fewer history events)")
 }
 
@@ -80,7 +82,17 @@ func (f *requestFlags) request(target string) recycle.Request {
 	r.EvictOthers, r.NoSurge, r.AllowRaiseMax = f.evictOthers, f.noSurge, f.allowRaiseMax
 	r.EvictTimeout, r.DeleteUnmanaged = recycle.Duration(f.evictTimeout), f.deleteUnmanaged
 	r.ReadyLabels, r.CheckSeconds = f.readyLabels, f.checkSeconds
+	r.RollbackTimeout = recycle.Duration(f.rollbackTimeout)
 	return r
+}
+
+// check refuses what the request cannot tell from its defaults: a zero
+// --rollback-timeout (in a request, 0 means the default).
+func (f *requestFlags) check() error {
+	if f.rollbackTimeout == 0 {
+		return recycle.RollbackTimeoutError(0)
+	}
+	return nil
 }
 
 func newRecycleCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
@@ -129,6 +141,9 @@ func (f *recycleFlags) requests(targets []string) ([]recycle.Request, error) {
 	var reqs []recycle.Request
 	var errs []error
 	seen := map[string]bool{}
+	if err := f.check(); err != nil {
+		errs = append(errs, err)
+	}
 	for _, t := range targets {
 		if seen[t] {
 			errs = append(errs, fmt.Errorf("%s named twice: name each node once", t))

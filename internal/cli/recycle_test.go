@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	"github.com/spf13/pflag"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -266,6 +267,12 @@ func TestRecycleRefusesBadInput(t *testing.T) {
 			want: []string{"--evict-timeout with --on-timeout evict would change nothing", "fail or force"}},
 		{name: "waits that outgrow the history budget", args: []string{n0, "--max-wait", "24h", "--check-seconds", "20"},
 			want: []string{"could write", "history events", "25,000", "raise --check-seconds to 191 or more", "lower --max-wait to"}},
+		{name: "rollback-timeout zero", args: []string{n0, "--rollback-timeout", "0"},
+			want: []string{"--rollback-timeout must be a positive duration of at most 6h", "got 0s"}},
+		{name: "rollback-timeout negative", args: []string{n0, "--rollback-timeout", "-5m"},
+			want: []string{"--rollback-timeout must be a positive duration", "got -5m0s"}},
+		{name: "rollback-timeout beyond the maximum", args: []string{n0, "--rollback-timeout", "7h"},
+			want: []string{"--rollback-timeout must be a positive duration of at most 6h", "needs a person", "got 7h0m0s"}},
 		{name: "evict-others not a bool", args: []string{n0, "--evict-others=maybe"},
 			want: []string{`invalid argument "maybe" for "--evict-others" flag`}},
 		{name: "output yaml", args: []string{n0, "-o", "yaml"},
@@ -346,6 +353,9 @@ func TestRecycleRefusesBadInput(t *testing.T) {
 		{name: "environment on-timeout unknown", env: map[string]string{"RECYCLER_ON_TIMEOUT": "maybe"},
 			args: []string{n0},
 			want: []string{`--on-timeout "maybe" is not one of fail, evict, force`, "from the environment: RECYCLER_ON_TIMEOUT=maybe"}},
+		{name: "environment rollback-timeout beyond the maximum", env: map[string]string{"RECYCLER_ROLLBACK_TIMEOUT": "48h"},
+			args: []string{n0},
+			want: []string{"--rollback-timeout must be a positive duration of at most 6h", "got 48h0m0s", "from the environment: RECYCLER_ROLLBACK_TIMEOUT=48h"}},
 		{name: "instance not InService",
 			setup: func(t *testing.T) { standby(t, f, f.instances[2]) },
 			args:  []string{n2},
@@ -729,4 +739,27 @@ func runningExecution(t *testing.T, path string) string {
 		t.Fatalf("no running execution in %s: %v", path, err)
 	}
 	return id
+}
+
+// --rollback-timeout (RECYCLER_ROLLBACK_TIMEOUT) reaches the request every command
+// builds from the recycle flags (recycle, rollout, serve).
+func TestRollbackTimeoutFlagReachesTheRequest(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want time.Duration
+	}{{nil, recycle.DefaultRollbackTimeout}, {[]string{"--rollback-timeout", "2h30m"}, 150 * time.Minute}} {
+		f := &requestFlags{}
+		fs := pflag.NewFlagSet("recycle", pflag.ContinueOnError)
+		f.register(fs)
+		if err := fs.Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		r := f.request("node-a")
+		if err := errors.Join(f.check(), r.Validate()); err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		if got := time.Duration(r.RollbackTimeout); got != tc.want {
+			t.Errorf("%v: rollbackTimeout %s, want %s", tc.args, got, tc.want)
+		}
+	}
 }

@@ -114,6 +114,9 @@ func defaultIdentity() string {
 func (f *serveFlags) validate() (recycle.Request, *trigger.Cron, rollout.Options, error) {
 	cron, ro, errs := f.validateSchedule()
 	def := f.request("placeholder")
+	if err := f.check(); err != nil && f.schedule == "" { // else the rollout's options said so
+		errs = append(errs, err)
+	}
 	if err := def.Validate(); err != nil {
 		errs = append(errs, err)
 	}

@@ -113,7 +113,18 @@ const (
 	DefaultForceGrace         = 30 * time.Second
 	DefaultCheckSeconds       = 300
 	DefaultRollbackTimeout    = time.Hour
+	// MaxRollbackTimeout: AWS's longest in-between state is an hour (the load
+	// balancers' deregistration delay); a rollback also drains the replacement,
+	// PDBs honoured. Longer than this is a person's job, and the rollback's loop
+	// stays well inside the history budget.
+	MaxRollbackTimeout = 6 * time.Hour
 )
+
+// RollbackTimeoutError explains a --rollback-timeout (rollbackTimeout) out of range.
+func RollbackTimeoutError(d time.Duration) error {
+	return fmt.Errorf("--rollback-timeout must be a positive duration of at most %s (how long a rollback may wait for AWS and drain the replacement before it needs a person), such as 30m or 2h, got %s",
+		strings.TrimSuffix(MaxRollbackTimeout.String(), "0m0s"), d)
+}
 
 // NewRequest returns a request for target with every default filled in.
 func NewRequest(target string) Request {
@@ -189,8 +200,8 @@ func (r Request) Validate() error {
 	errs = append(errs, r.validateDrain()...)
 	positive("--replacement-timeout", r.ReplacementTimeout)
 	positive("--workload-timeout", r.WorkloadTimeout)
-	if r.RollbackTimeout < 0 {
-		bad("rollbackTimeout must be a positive duration such as 30m, got %s", time.Duration(r.RollbackTimeout))
+	if r.RollbackTimeout < 0 || time.Duration(r.RollbackTimeout) > MaxRollbackTimeout {
+		errs = append(errs, RollbackTimeoutError(time.Duration(r.RollbackTimeout)))
 	}
 	if time.Duration(r.ForceGrace) < time.Second {
 		bad("--force-grace must be at least 1s (a zero grace period can leave two copies of a pod running), got %s", time.Duration(r.ForceGrace))
