@@ -112,13 +112,13 @@ func (t *Tasks) answerHook(ctx context.Context, s State) (*HookAnswer, error) {
 		st.Reason = fmt.Sprintf("execution %s drains node %s: %d pod(s) left", only.By, tgt.Node, pods.Remaining())
 		bctx, cancel := t.bound(ctx, checkSeconds(s), st.StartedAt, st.Deadline)
 		_, changed, err := t.Cluster.WaitPodsChange(bctx, tgt.Node, sel, pods)
-		over := bctx.Err() != nil
+		over := bctx.Err() != nil // the bound ended the wait (err, if any, says only that)
 		cancel()
 		if err != nil && !over {
 			return nil, fmt.Errorf("watch pods on %s: %w", tgt.Node, err)
 		}
 		if over || !changed {
-			return st, nil // not yet: the state machine asks again
+			return st, nil //nolint:nilerr // the bound cut the wait: not yet, the state machine asks again
 		}
 	}
 }
