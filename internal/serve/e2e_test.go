@@ -281,45 +281,16 @@ func TestServeLifecycleHookDrainsHeartbeatsAndCompletes(t *testing.T) {
 	victim, node := instances[0], nodes[0]
 	url := f.queue("hook-events")
 	// The minimum timeout (30 s): heartbeats due every ≤ 15 s, so a 25 s drain shows them.
-	if _, err := f.asg.PutLifecycleHook(f.ctx, &autoscaling.PutLifecycleHookInput{AutoScalingGroupName: aws.String("hook"), LifecycleHookName: aws.String("drain"),
-		LifecycleTransition: aws.String("autoscaling:EC2_INSTANCE_TERMINATING"), HeartbeatTimeout: aws.Int32(30), DefaultResult: aws.String("CONTINUE")}); err != nil {
-		t.Fatal(err)
-	}
+	f.terminateHook("hook", 30)
 	ns := f.kube.Namespace(t)
 	const jobRuns = 25 * time.Second
-	job := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "job", Namespace: ns, Labels: map[string]string{"app": "longjob"},
-			Annotations: map[string]string{testenv.PodCompleteDelayAnnotation: jobRuns.String()}},
-		Spec: corev1.PodSpec{NodeName: node, RestartPolicy: corev1.RestartPolicyNever,
-			Containers: []corev1.Container{{Name: "c", Image: "registry.k8s.io/pause:3.10"}}},
-	}
-	if _, err := f.kube.Client.CoreV1().Pods(ns).Create(f.ctx, job, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	f.eventually(time.Minute, "job Running", func() bool {
-		p, err := f.kube.Client.CoreV1().Pods(ns).Get(f.ctx, "job", metav1.GetOptions{})
-		return err == nil && p.Status.Phase == corev1.PodRunning
-	})
+	f.job(ns, "job", "longjob", node, jobRuns)
 	s := f.startServe("hook", "--sqs-queue-url", url, "--selector", "app=longjob", "--namespace", ns, "--max-wait", "10m")
 	f.env.AWS.ResetCalls()
 
 	// Scale in: the group terminates the victim through its terminate hook.
-	if _, err := f.asg.TerminateInstanceInAutoScalingGroup(f.ctx, &autoscaling.TerminateInstanceInAutoScalingGroupInput{
-		InstanceId: &victim, ShouldDecrementDesiredCapacity: aws.Bool(true)}); err != nil {
-		t.Fatal(err)
-	}
-	first := f.env.AWS.HookDeadline(victim, "drain")
-	if first.IsZero() {
-		t.Fatal("no lifecycle action for the victim")
-	}
-	// Sample while the job runs: the instance must not go before the job finished.
-	latest, violation := f.untilTerminated(victim, ns, "job")
-	if violation != "" {
-		t.Fatal(violation)
-	}
-	// Heartbeats extended the action's timeout past what it was at the start.
-	if extended := latest.Sub(first); extended < 10*time.Second {
-		t.Errorf("hook deadline extended by %s only (first %s, latest %s): heartbeats did not keep it alive", extended, first, latest)
+	if extended := f.scaleInUntilTerminated(victim, ns, "job"); extended < 10*time.Second {
+		t.Errorf("hook deadline extended by %s only: heartbeats did not keep it alive", extended)
 	}
 	if n := f.env.AWS.Calls()["autoscaling:RecordLifecycleActionHeartbeat"]; n < 2 {
 		t.Errorf("%d heartbeats, want at least 2 over a %s drain", n, jobRuns)
@@ -337,6 +308,27 @@ func TestServeLifecycleHookDrainsHeartbeatsAndCompletes(t *testing.T) {
 	f.eventually(30*time.Second, "queue and dead-letter queue empty", func() bool {
 		return len(f.env.AWS.QueueMessages("hook-events")) == 0 && len(f.env.AWS.QueueMessages("hook-events-dlq")) == 0
 	})
+}
+
+// scaleInUntilTerminated has the group terminate instance (with decrement), as a
+// scale-in does, through its "drain" terminate hook, and waits until it shut down:
+// never while pod (selected) still runs. It returns how far the lifecycle action's
+// deadline moved past its first value (heartbeats).
+func (f *fixture) scaleInUntilTerminated(instance, ns, pod string) time.Duration {
+	f.t.Helper()
+	if _, err := f.asg.TerminateInstanceInAutoScalingGroup(f.ctx, &autoscaling.TerminateInstanceInAutoScalingGroupInput{
+		InstanceId: &instance, ShouldDecrementDesiredCapacity: aws.Bool(true)}); err != nil {
+		f.t.Fatal(err)
+	}
+	first := f.env.AWS.HookDeadline(instance, "drain")
+	if first.IsZero() {
+		f.t.Fatalf("no lifecycle action for %s", instance)
+	}
+	latest, violation := f.untilTerminated(instance, ns, pod)
+	if violation != "" {
+		f.t.Fatal(violation)
+	}
+	return latest.Sub(first)
 }
 
 // untilTerminated waits for the instance to shut down, sampling meanwhile the

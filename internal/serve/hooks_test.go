@@ -230,20 +230,8 @@ func TestServeScaleInOfANodeOurRecycleDrainsWaitsForThatDrain(t *testing.T) {
 	alarm := exs[0]
 	f.env.AWS.ResetCalls()
 	// Scale-in picks the victim while it drains.
-	if _, err := f.asg.TerminateInstanceInAutoScalingGroup(f.ctx, &autoscaling.TerminateInstanceInAutoScalingGroupInput{
-		InstanceId: &victim, ShouldDecrementDesiredCapacity: aws.Bool(true)}); err != nil {
-		t.Fatal(err)
-	}
-	first := f.env.AWS.HookDeadline(victim, "drain")
-	if first.IsZero() {
-		t.Fatal("no lifecycle action for the victim")
-	}
-	latest, violation := f.untilTerminated(victim, ns, "job")
-	if violation != "" {
-		t.Fatal(violation)
-	}
-	if extended := latest.Sub(first); extended < 10*time.Second {
-		t.Errorf("hook deadline extended by %s only (first %s, latest %s): nobody heartbeated it while our drain ran", extended, first, latest)
+	if extended := f.scaleInUntilTerminated(victim, ns, "job"); extended < 10*time.Second {
+		t.Errorf("hook deadline extended by %s only: nobody heartbeated it while our drain ran", extended)
 	}
 	if got := f.env.AWS.LifecycleAnswers(victim); !slices.Equal(got, []string{"drain=CONTINUE"}) {
 		t.Errorf("lifecycle answers for the victim %v, want exactly [drain=CONTINUE]", got)
