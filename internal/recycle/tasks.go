@@ -154,7 +154,11 @@ func (t *Tasks) Resolve(ctx context.Context, s State) (*Target, error) {
 	} else if err := t.checkNode(ctx, node, req); err != nil {
 		return nil, err
 	}
-	inst, err := t.Cloud.Membership(ctx, pid.InstanceID)
+	member := t.Cloud.Membership // its group and lifecycle: one call
+	if req.LifecycleHook != nil {
+		member = t.Cloud.Instance // and its tags: Recycler's records say whether the termination is ours
+	}
+	inst, err := member(ctx, pid.InstanceID)
 	if err != nil {
 		return nil, badInputIf(err, "describe instance %s of node %s", pid.InstanceID, node.Name)
 	}
