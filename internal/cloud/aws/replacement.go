@@ -215,7 +215,7 @@ func (p *Provider) FindReplacement(ctx context.Context, rec cloud.SurgeRecord) (
 		}
 		id.ids = slices.Clone(rec.Launched)
 		for _, lid := range rec.Launched {
-			if gi, ok := g.Instance(lid); !ok || !(gi.Lifecycle == cloud.LifecycleInService || pending(gi.Lifecycle)) {
+			if gi, ok := g.Instance(lid); !ok || (gi.Lifecycle != cloud.LifecycleInService && !pending(gi.Lifecycle)) {
 				// One is gone (a failed launch, a health replacement): read the
 				// activities again, which also say whether our launch failed.
 				if id, err = p.identify(ctx, g, rec); err != nil {

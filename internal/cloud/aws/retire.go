@@ -31,78 +31,109 @@ func (p *Provider) Retire(ctx context.Context, id string, opts cloud.RetireOptio
 	if err := requireExecution("retire "+id, opts.ExecutionID); err != nil {
 		return cloud.RetireResult{}, err
 	}
-	var res cloud.RetireResult
-	// With a surge, one look at its group says where the instance is and is what
-	// the release after the termination needs; without, ask where the instance is.
-	var g *cloud.Group
-	group, lifecycle, inGroup := "", "", false
-	if opts.Surge != nil {
-		sg, err := p.describeGroup(ctx, opts.Surge.Group)
-		if err != nil && !errors.Is(err, cloud.ErrNotFound) {
-			return res, fmt.Errorf("retire %s: %w", id, err)
-		}
-		if err == nil {
-			g = &sg
-			if gi, ok := sg.Instance(id); ok {
-				group, lifecycle, inGroup = sg.Name, gi.Lifecycle, true
-			}
-		}
+	at, err := p.locateForRetire(ctx, id, opts)
+	if err != nil {
+		return cloud.RetireResult{}, err
 	}
-	if !inGroup && !p.surgedByUs(id, opts) {
-		details, err := p.describeASGInstances(ctx, []string{id})
-		if err != nil {
-			return res, fmt.Errorf("retire %s: %w", id, err)
-		}
-		if d, ok := details[id]; ok {
-			group, lifecycle, inGroup = sdkaws.ToString(d.AutoScalingGroupName), sdkaws.ToString(d.LifecycleState), true
-		}
-	}
-	if inGroup {
-		if opts.Surge != nil && opts.Surge.Group != group {
-			return res, fmt.Errorf("retire %s: instance is in group %s, the surge was in %s: %w", id, group, opts.Surge.Group, cloud.ErrNotInGroup)
-		}
-		switch {
-		case lifecycle == cloud.LifecycleInService || lifecycle == cloud.LifecycleStandby:
-			// Standby instances are outside desired capacity: decrementing would make
-			// the group terminate another instance (AWS user guide, detaching Standby).
-			// KeepCapacity (no surge happened): keep desired so the group launches the replacement now.
-			decrement := lifecycle == cloud.LifecycleInService && !opts.KeepCapacity
-			if err := p.tagInstances(ctx, []string{id}, map[string]string{cloud.TagExecution: opts.ExecutionID, cloud.TagDetachedAt: p.stamp()}); err != nil {
-				return res, err
-			}
-			if _, err := p.asg.DetachInstances(ctx, &autoscaling.DetachInstancesInput{
-				AutoScalingGroupName: &group, InstanceIds: []string{id}, ShouldDecrementDesiredCapacity: &decrement,
-			}); err != nil && !p.movedAnyway(ctx, err, group, []string{id}, true, cloud.LifecycleDetaching) {
-				return res, classify(fmt.Sprintf("retire: detach %s (%s) from %s", id, lifecycle, group), err)
-			}
-			// AWS holds it in Detaching while it leaves the group's load balancers:
-			// terminate it once it is out (the next call finds it detached).
-			return res, &cloud.NotYetError{InstanceID: id, State: cloud.LifecycleDetaching, Waiting: "detach requested; it is terminated once it has left group " + group}
-		case lifecycle == cloud.LifecycleDetaching, lifecycle == cloud.LifecycleEnteringStandby, pending(lifecycle):
-			return res, &cloud.NotYetError{InstanceID: id, State: lifecycle, Waiting: "retire goes on once it is out of this state"}
-		case strings.HasPrefix(lifecycle, cloud.LifecycleTerminating):
-			// The group is terminating it already (Terminating:Wait: once its lifecycle
-			// action is completed, which is the caller's job).
-			res.AlreadyDone = true
-			return res, p.releaseAfterRetire(ctx, g, id, opts)
-		default:
-			return res, fmt.Errorf("retire %s: instance is %s in group %s; retire works on InService, Standby or terminating instances; wait until it is InService: %w",
-				id, lifecycle, group, cloud.ErrValidation)
-		}
+	if at.inGroup {
+		return p.retireFromGroup(ctx, id, at, opts)
 	}
 	// Out of the surge's group, and the surge and its claim are on record: the
 	// instance is ours and nothing needs reading before it is terminated (a gone
 	// or terminated one answers so).
 	if opts.Mode == cloud.RetireTerminate && p.surgedByUs(id, opts) {
+		var res cloud.RetireResult
 		done, err := p.terminate(ctx, id)
 		if err != nil {
 			return res, err
 		}
 		res.Detached, res.Terminated, res.AlreadyDone = true, !done, done
-		return res, p.releaseAfterRetire(ctx, g, id, opts)
+		return res, p.releaseAfterRetire(ctx, at.surgeGroup, opts)
 	}
-	// Not in a group: only go on if this execution detached it (or the instance is
-	// gone anyway); never terminate an instance that was never ours.
+	return p.retireDetached(ctx, id, at.surgeGroup, opts)
+}
+
+// retireLocation is where Retire found the instance.
+type retireLocation struct {
+	// surgeGroup is the surge's group as this call saw it (nil: no surge, or gone),
+	// what the release after the termination needs.
+	surgeGroup *cloud.Group
+	inGroup    bool
+	group      string // with inGroup: the group and the instance's lifecycle state in it
+	lifecycle  string
+}
+
+// locateForRetire finds the instance's group and lifecycle state. With a surge, one
+// look at its group says where the instance is; without (or not found there, and
+// not surged by us), ask Auto Scaling where the instance is.
+func (p *Provider) locateForRetire(ctx context.Context, id string, opts cloud.RetireOptions) (retireLocation, error) {
+	var at retireLocation
+	if opts.Surge != nil {
+		sg, err := p.describeGroup(ctx, opts.Surge.Group)
+		if err != nil && !errors.Is(err, cloud.ErrNotFound) {
+			return at, fmt.Errorf("retire %s: %w", id, err)
+		}
+		if err == nil {
+			at.surgeGroup = &sg
+			if gi, ok := sg.Instance(id); ok {
+				at.group, at.lifecycle, at.inGroup = sg.Name, gi.Lifecycle, true
+			}
+		}
+	}
+	if !at.inGroup && !p.surgedByUs(id, opts) {
+		details, err := p.describeASGInstances(ctx, []string{id})
+		if err != nil {
+			return at, fmt.Errorf("retire %s: %w", id, err)
+		}
+		if d, ok := details[id]; ok {
+			at.group, at.lifecycle, at.inGroup = sdkaws.ToString(d.AutoScalingGroupName), sdkaws.ToString(d.LifecycleState), true
+		}
+	}
+	return at, nil
+}
+
+// retireFromGroup detaches an instance still in its group (terminated once it is
+// out, by a later call), or reports why it cannot go on yet.
+func (p *Provider) retireFromGroup(ctx context.Context, id string, at retireLocation, opts cloud.RetireOptions) (cloud.RetireResult, error) {
+	var res cloud.RetireResult
+	group, lifecycle := at.group, at.lifecycle
+	if opts.Surge != nil && opts.Surge.Group != group {
+		return res, fmt.Errorf("retire %s: instance is in group %s, the surge was in %s: %w", id, group, opts.Surge.Group, cloud.ErrNotInGroup)
+	}
+	switch {
+	case lifecycle == cloud.LifecycleInService || lifecycle == cloud.LifecycleStandby:
+		// Standby instances are outside desired capacity: decrementing would make
+		// the group terminate another instance (AWS user guide, detaching Standby).
+		// KeepCapacity (no surge happened): keep desired so the group launches the replacement now.
+		decrement := lifecycle == cloud.LifecycleInService && !opts.KeepCapacity
+		if err := p.tagInstances(ctx, []string{id}, map[string]string{cloud.TagExecution: opts.ExecutionID, cloud.TagDetachedAt: p.stamp()}); err != nil {
+			return res, err
+		}
+		if _, err := p.asg.DetachInstances(ctx, &autoscaling.DetachInstancesInput{
+			AutoScalingGroupName: &group, InstanceIds: []string{id}, ShouldDecrementDesiredCapacity: &decrement,
+		}); err != nil && !p.movedAnyway(ctx, err, group, []string{id}, true, cloud.LifecycleDetaching) {
+			return res, classify(fmt.Sprintf("retire: detach %s (%s) from %s", id, lifecycle, group), err)
+		}
+		// AWS holds it in Detaching while it leaves the group's load balancers:
+		// terminate it once it is out (the next call finds it detached).
+		return res, &cloud.NotYetError{InstanceID: id, State: cloud.LifecycleDetaching, Waiting: "detach requested; it is terminated once it has left group " + group}
+	case lifecycle == cloud.LifecycleDetaching, lifecycle == cloud.LifecycleEnteringStandby, pending(lifecycle):
+		return res, &cloud.NotYetError{InstanceID: id, State: lifecycle, Waiting: "retire goes on once it is out of this state"}
+	case strings.HasPrefix(lifecycle, cloud.LifecycleTerminating):
+		// The group is terminating it already (Terminating:Wait: once its lifecycle
+		// action is completed, which is the caller's job).
+		res.AlreadyDone = true
+		return res, p.releaseAfterRetire(ctx, at.surgeGroup, opts)
+	default:
+		return res, fmt.Errorf("retire %s: instance is %s in group %s; retire works on InService, Standby or terminating instances; wait until it is InService: %w",
+			id, lifecycle, group, cloud.ErrValidation)
+	}
+}
+
+// retireDetached stops or terminates an instance in no group: only if this execution
+// detached it (or the instance is gone anyway); never one that was never ours.
+func (p *Provider) retireDetached(ctx context.Context, id string, g *cloud.Group, opts cloud.RetireOptions) (cloud.RetireResult, error) {
+	var res cloud.RetireResult
 	found, err := p.describeEC2(ctx, []string{id}) // Auto Scaling just said: in no group
 	if err != nil {
 		return res, fmt.Errorf("retire %s: %w", id, err)
@@ -113,11 +144,11 @@ func (p *Provider) Retire(ctx context.Context, id string, opts cloud.RetireOptio
 	}
 	if len(in) == 0 || in[0].State == cloud.StateTerminated || in[0].State == cloud.StateShuttingDown {
 		res.AlreadyDone = true
-		return res, p.releaseAfterRetire(ctx, g, id, opts)
+		return res, p.releaseAfterRetire(ctx, g, opts)
 	}
 	if opts.Mode == cloud.RetireStop && in[0].State == cloud.StateStopped && in[0].Tags[cloud.TagRetiredAt] != "" {
 		res.AlreadyDone = true
-		return res, p.releaseAfterRetire(ctx, g, id, opts)
+		return res, p.releaseAfterRetire(ctx, g, opts)
 	}
 	tags := in[0].Tags
 	detachedByUs := tags[cloud.TagDetachedAt] != "" && tags[cloud.TagExecution] == opts.ExecutionID
@@ -141,7 +172,7 @@ func (p *Provider) Retire(ctx context.Context, id string, opts cloud.RetireOptio
 		}
 		res.Terminated = !done
 	}
-	return res, p.releaseAfterRetire(ctx, g, id, opts)
+	return res, p.releaseAfterRetire(ctx, g, opts)
 }
 
 // surgedByUs: the surge record names id and the caller kept its claim's answer —
@@ -165,7 +196,7 @@ func (p *Provider) wasOurs(id string, opts cloud.RetireOptions) bool {
 // releaseAfterRetire restores, for the surge this retirement completes, what it
 // changed on the group and on its replacements.
 // g is the surge's group as this call saw it (nil: not described, or gone).
-func (p *Provider) releaseAfterRetire(ctx context.Context, g *cloud.Group, id string, opts cloud.RetireOptions) error {
+func (p *Provider) releaseAfterRetire(ctx context.Context, g *cloud.Group, opts cloud.RetireOptions) error {
 	if opts.Surge == nil || g == nil {
 		return nil
 	}

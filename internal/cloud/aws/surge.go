@@ -44,8 +44,57 @@ func (p *Provider) Surge(ctx context.Context, group string, ids []string, opts c
 		return cloud.SurgeRecord{}, fmt.Errorf("surge: %w", err)
 	}
 	rec := cloud.SurgeRecord{Group: group, ExecutionID: opts.ExecutionID, DesiredBefore: g.Desired, MaxBefore: g.MaxSize, MaxAfter: g.MaxSize, StartedAt: p.clock.Now()}
-	var toStandby, toDesired, missing []string
-	retried := false
+	plan, err := p.planSurge(ctx, g, ids, opts, &rec)
+	if err != nil {
+		return cloud.SurgeRecord{}, err
+	}
+	// The launches a standby causes come after its own activity, which EnterStandby
+	// answers with; only a repeated call or the desired+1 path looks activities up.
+	if err := p.markStart(ctx, &rec, plan.retried, plan.retried || len(plan.toDesired) > 0); err != nil {
+		return cloud.SurgeRecord{}, err
+	}
+	plan.now = p.stamp()
+	var did surgeDone
+	err = p.surgeSetup(ctx, g, plan, opts, &rec, &did)
+	if err == nil {
+		err = p.surgeMove(ctx, g, plan, opts, &rec, &did)
+	}
+	if err != nil && !did.surged {
+		// Nothing entered standby: undo this call's own changes to the group, or a
+		// repeated Surge would take a raised MaxSize or our suspension for someone
+		// else's and never restore them.
+		err = errors.Join(err, p.undoSetup(ctx, rec, did.raised, did.suspended, did.wrote))
+	}
+	return rec, err
+}
+
+// surgePlan is what a Surge call does, decided from one read of the group.
+type surgePlan struct {
+	group     string
+	now       string   // when, as this call's records say it
+	toStandby []string // InService: enter standby
+	toDesired []string // Terminating:Wait: desired capacity +1 each
+	// retried: some instances already are in standby (a repeated call, or a person's).
+	retried bool
+	need    int32 // the MaxSize every live instance plus one launch per surged instance needs
+	raise   bool  // need is above MaxSize: raise it (allowed)
+	suspend bool  // suspend AZRebalance (it is not yet)
+}
+
+// surgeDone is what a Surge call changed, so a call that fails before any instance
+// entered standby can undo exactly that.
+type surgeDone struct {
+	wrote     []string // group records written
+	raised    bool     // MaxSize raised
+	suspended bool     // AZRebalance suspended
+	surged    bool     // an instance entered standby
+}
+
+// planSurge sorts the instances by how they are surged (recording them and the
+// group's snapshot in rec) and checks the headroom.
+func (p *Provider) planSurge(ctx context.Context, g cloud.Group, ids []string, opts cloud.SurgeOptions, rec *cloud.SurgeRecord) (surgePlan, error) {
+	plan := surgePlan{group: g.Name}
+	var missing []string
 	for _, id := range ids {
 		gi, ok := g.Instance(id)
 		if !ok {
@@ -54,28 +103,28 @@ func (p *Provider) Surge(ctx context.Context, group string, ids []string, opts c
 		}
 		switch gi.Lifecycle {
 		case cloud.LifecycleInService:
-			toStandby = append(toStandby, id)
+			plan.toStandby = append(plan.toStandby, id)
 			rec.Instances = append(rec.Instances, cloud.SurgedInstance{ID: id, Method: cloud.SurgeStandby})
 		case cloud.LifecycleStandby, cloud.LifecycleEnteringStandby:
 			// A repeated call (the first one's answer was lost) or an instance a person
 			// put in standby: either way the group is already replacing it.
-			retried = true
+			plan.retried = true
 			rec.Instances = append(rec.Instances, cloud.SurgedInstance{ID: id, Method: cloud.SurgeStandby})
 		case cloud.LifecycleTerminatingWait:
-			toDesired = append(toDesired, id)
+			plan.toDesired = append(plan.toDesired, id)
 			rec.Instances = append(rec.Instances, cloud.SurgedInstance{ID: id, Method: cloud.SurgeDesired})
 		default:
-			return cloud.SurgeRecord{}, fmt.Errorf("surge %s in group %s: instance is %s; only InService (standby) or Terminating:Wait (desired+1) instances can be surged: %w",
-				id, group, gi.Lifecycle, cloud.ErrValidation)
+			return surgePlan{}, fmt.Errorf("surge %s in group %s: instance is %s; only InService (standby) or Terminating:Wait (desired+1) instances can be surged: %w",
+				id, plan.group, gi.Lifecycle, cloud.ErrValidation)
 		}
 	}
 	if len(missing) > 0 {
-		return cloud.SurgeRecord{}, p.notInGroup(ctx, "surge", group, missing)
+		return surgePlan{}, p.notInGroup(ctx, "surge", plan.group, missing)
 	}
 	for _, in := range g.Instances {
 		// On a repeated call, an instance still launching is most likely the
 		// replacement the first call asked for: keep it out of the snapshot.
-		if retried && pending(in.Lifecycle) {
+		if plan.retried && pending(in.Lifecycle) {
 			continue
 		}
 		rec.Snapshot = append(rec.Snapshot, in.ID)
@@ -83,111 +132,105 @@ func (p *Provider) Surge(ctx context.Context, group string, ids []string, opts c
 	sort.Strings(rec.Snapshot)
 
 	// Headroom: every live instance plus one launch per surged instance must fit.
-	need := int32(len(toStandby) + len(toDesired))
+	surging := int32(len(plan.toStandby) + len(plan.toDesired))
+	plan.need = surging
 	for _, in := range g.Instances {
 		if live(in.Lifecycle) {
-			need++
+			plan.need++
 		}
 	}
-	raise := need > g.MaxSize && len(toStandby)+len(toDesired) > 0
-	if raise && !opts.AllowRaiseMax {
-		return cloud.SurgeRecord{}, fmt.Errorf("surge %s: group %s has %d live instances and MaxSize %d, %d more do not fit; raise MaxSize or allow Recycler to raise it temporarily: %w",
-			strings.Join(ids, ","), group, need-int32(len(toStandby)+len(toDesired)), g.MaxSize, len(toStandby)+len(toDesired), cloud.ErrNoHeadroom)
+	plan.raise = plan.need > g.MaxSize && surging > 0
+	if plan.raise && !opts.AllowRaiseMax {
+		return surgePlan{}, fmt.Errorf("surge %s: group %s has %d live instances and MaxSize %d, %d more do not fit; raise MaxSize or allow Recycler to raise it temporarily: %w",
+			strings.Join(ids, ","), plan.group, plan.need-surging, g.MaxSize, surging, cloud.ErrNoHeadroom)
 	}
 	// A MaxSize raised by an earlier attempt (or a concurrent recycle) is on record.
 	if before, after, ok := maxRaised(g); ok && g.MaxSize == after {
 		rec.MaxRaised, rec.MaxBefore, rec.MaxAfter = true, before, after
 	}
+	plan.suspend = (len(plan.toStandby) > 0 || plan.retried) && !g.Suspended(cloud.ProcessAZRebalance)
+	return plan, nil
+}
 
-	// The launches a standby causes come after its own activity, which EnterStandby
-	// answers with; only a repeated call or the desired+1 path looks activities up.
-	if err := p.markStart(ctx, &rec, retried, retried || len(toDesired) > 0); err != nil {
-		return cloud.SurgeRecord{}, err
-	}
-
-	now := p.stamp()
-	suspend := (len(toStandby) > 0 || retried) && !g.Suspended(cloud.ProcessAZRebalance)
+// surgeSetup prepares the group: its records of this step (one call, before either
+// change), then MaxSize raised and AZRebalance suspended as the plan says.
+func (p *Provider) surgeSetup(ctx context.Context, g cloud.Group, plan surgePlan, opts cloud.SurgeOptions, rec *cloud.SurgeRecord, did *surgeDone) error {
 	maxBefore := g.MaxSize
 	if rec.MaxRaised {
 		maxBefore = rec.MaxBefore
 	}
-	// The group's records of this step, written in one call before either change.
 	records := map[string]string{}
-	if raise {
-		records[cloud.TagMaxRaised] = fmt.Sprintf("%d:%d", maxBefore, need)
+	if plan.raise {
+		records[cloud.TagMaxRaised] = fmt.Sprintf("%d:%d", maxBefore, plan.need)
 	}
-	if suspend {
-		records[cloud.TagSuspendedAZRebalance] = opts.ExecutionID + "@" + now
+	if plan.suspend {
+		records[cloud.TagSuspendedAZRebalance] = opts.ExecutionID + "@" + plan.now
 	}
-	var wrote []string // group records this call wrote (undone if nothing entered standby)
-	raisedNow, suspendedNow, surged := false, false, false
-	err = func() error {
-		if len(records) > 0 {
-			if err := p.tagGroup(ctx, group, records); err != nil {
-				return err
-			}
-			wrote = slices.Sorted(maps.Keys(records))
-		}
-		if raise {
-			if _, err := p.asg.UpdateAutoScalingGroup(ctx, &autoscaling.UpdateAutoScalingGroupInput{
-				AutoScalingGroupName: &group, MaxSize: sdkaws.Int32(need),
-			}); err != nil {
-				return classify(fmt.Sprintf("raise MaxSize of %s from %d to %d", group, g.MaxSize, need), err)
-			}
-			rec.MaxRaised, rec.MaxBefore, rec.MaxAfter, raisedNow = true, maxBefore, need, true
-		}
-		if len(toStandby) > 0 || retried {
-			switch {
-			case suspend:
-				if _, err := p.asg.SuspendProcesses(ctx, &autoscaling.SuspendProcessesInput{
-					AutoScalingGroupName: &group, ScalingProcesses: []string{cloud.ProcessAZRebalance},
-				}); err != nil {
-					return classify("suspend AZRebalance on "+group, err)
-				}
-				rec.SuspendedAZRebalance, suspendedNow = true, true
-			default:
-				// Already suspended: ours (a concurrent recycle, or this one repeated)
-				// when our record is on the group; someone else's otherwise.
-				rec.SuspendedAZRebalance = g.Tags[cloud.TagSuspendedAZRebalance] != ""
-			}
-		}
-		if err := p.tagInstances(ctx, toStandby, map[string]string{cloud.TagExecution: opts.ExecutionID, cloud.TagStandbyAt: now}); err != nil {
+	if len(records) > 0 {
+		if err := p.tagGroup(ctx, plan.group, records); err != nil {
 			return err
 		}
-		for _, chunk := range chunks(toStandby, standbyChunk) {
-			out, err := p.asg.EnterStandby(ctx, &autoscaling.EnterStandbyInput{
-				AutoScalingGroupName: &group, InstanceIds: chunk, ShouldDecrementDesiredCapacity: sdkaws.Bool(false),
-			})
-			if err != nil && !p.movedAnyway(ctx, err, group, chunk, false, cloud.LifecycleEnteringStandby, cloud.LifecycleStandby) {
-				return classify(fmt.Sprintf("enter standby %s in %s", strings.Join(chunk, ","), group), err)
-			}
-			// The first chunk's activity is the oldest of this surge. Without one (a
-			// lost answer, a cloud that answers none) FindReplacement goes by StartedAt.
-			if out != nil && len(out.Activities) > 0 && !surged && rec.ActivitiesBefore == "" {
-				rec.StandbyActivity = sdkaws.ToString(out.Activities[0].ActivityId)
-			}
-			surged = true
-		}
-		if len(toDesired) > 0 {
-			if err := p.tagInstances(ctx, toDesired, map[string]string{cloud.TagExecution: opts.ExecutionID, cloud.TagDesiredRaisedAt: now}); err != nil {
-				return err
-			}
-			desired := g.Desired + int32(len(toDesired))
-			if _, err := p.asg.SetDesiredCapacity(ctx, &autoscaling.SetDesiredCapacityInput{
-				AutoScalingGroupName: &group, DesiredCapacity: &desired, HonorCooldown: sdkaws.Bool(false),
-			}); err != nil {
-				return classify(fmt.Sprintf("set desired capacity of %s to %d", group, desired), err)
-			}
-		}
-		return nil
-	}()
-	if err != nil && !surged {
-		// Nothing entered standby: undo this call's own changes to the group, or a
-		// repeated Surge would take a raised MaxSize or our suspension for someone
-		// else's and never restore them.
-		err = errors.Join(err, p.undoSetup(ctx, rec, raisedNow, suspendedNow, wrote))
+		did.wrote = slices.Sorted(maps.Keys(records))
 	}
-	return rec, err
+	if plan.raise {
+		if _, err := p.asg.UpdateAutoScalingGroup(ctx, &autoscaling.UpdateAutoScalingGroupInput{
+			AutoScalingGroupName: &plan.group, MaxSize: sdkaws.Int32(plan.need),
+		}); err != nil {
+			return classify(fmt.Sprintf("raise MaxSize of %s from %d to %d", plan.group, g.MaxSize, plan.need), err)
+		}
+		rec.MaxRaised, rec.MaxBefore, rec.MaxAfter, did.raised = true, maxBefore, plan.need, true
+	}
+	if len(plan.toStandby) == 0 && !plan.retried {
+		return nil // no standby: AZRebalance does not matter
+	}
+	if !plan.suspend {
+		// Already suspended: ours (a concurrent recycle, or this one repeated)
+		// when our record is on the group; someone else's otherwise.
+		rec.SuspendedAZRebalance = g.Tags[cloud.TagSuspendedAZRebalance] != ""
+		return nil
+	}
+	if _, err := p.asg.SuspendProcesses(ctx, &autoscaling.SuspendProcessesInput{
+		AutoScalingGroupName: &plan.group, ScalingProcesses: []string{cloud.ProcessAZRebalance},
+	}); err != nil {
+		return classify("suspend AZRebalance on "+plan.group, err)
+	}
+	rec.SuspendedAZRebalance, did.suspended = true, true
+	return nil
+}
+
+// surgeMove starts the launches: InService instances enter standby, Terminating:Wait
+// ones raise desired capacity; each is tagged with the execution first.
+func (p *Provider) surgeMove(ctx context.Context, g cloud.Group, plan surgePlan, opts cloud.SurgeOptions, rec *cloud.SurgeRecord, did *surgeDone) error {
+	if err := p.tagInstances(ctx, plan.toStandby, map[string]string{cloud.TagExecution: opts.ExecutionID, cloud.TagStandbyAt: plan.now}); err != nil {
+		return err
+	}
+	for _, chunk := range chunks(plan.toStandby, standbyChunk) {
+		out, err := p.asg.EnterStandby(ctx, &autoscaling.EnterStandbyInput{
+			AutoScalingGroupName: &plan.group, InstanceIds: chunk, ShouldDecrementDesiredCapacity: sdkaws.Bool(false),
+		})
+		if err != nil && !p.movedAnyway(ctx, err, plan.group, chunk, false, cloud.LifecycleEnteringStandby, cloud.LifecycleStandby) {
+			return classify(fmt.Sprintf("enter standby %s in %s", strings.Join(chunk, ","), plan.group), err)
+		}
+		// The first chunk's activity is the oldest of this surge. Without one (a
+		// lost answer, a cloud that answers none) FindReplacement goes by StartedAt.
+		if out != nil && len(out.Activities) > 0 && !did.surged && rec.ActivitiesBefore == "" {
+			rec.StandbyActivity = sdkaws.ToString(out.Activities[0].ActivityId)
+		}
+		did.surged = true
+	}
+	if len(plan.toDesired) == 0 {
+		return nil
+	}
+	if err := p.tagInstances(ctx, plan.toDesired, map[string]string{cloud.TagExecution: opts.ExecutionID, cloud.TagDesiredRaisedAt: plan.now}); err != nil {
+		return err
+	}
+	desired := g.Desired + int32(len(plan.toDesired))
+	if _, err := p.asg.SetDesiredCapacity(ctx, &autoscaling.SetDesiredCapacityInput{
+		AutoScalingGroupName: &plan.group, DesiredCapacity: &desired, HonorCooldown: sdkaws.Bool(false),
+	}); err != nil {
+		return classify(fmt.Sprintf("set desired capacity of %s to %d", plan.group, desired), err)
+	}
+	return nil
 }
 
 // markStart records where the surge's activities begin, so FindReplacement reads
