@@ -1087,6 +1087,6 @@ func (s *Server) completeLifecycleAction(f form) (any, *apiError) {
 		s.answers = map[string][]string{}
 	}
 	s.answers[inst.ID] = append(s.answers[inst.ID], a.Hook+"="+result)
-	s.evaluateHooksLocked(s.groups[inst.Group], inst, s.clock.Now())
+	s.evaluateHooksLocked(inst, s.clock.Now())
 	return emptyResult{}, nil
 }

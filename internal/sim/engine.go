@@ -196,7 +196,7 @@ func (s *Server) expireHookActionsLocked(g *group, inst *instance, now time.Time
 			changed = true
 		}
 	}
-	if s.evaluateHooksLocked(g, inst, now) {
+	if s.evaluateHooksLocked(inst, now) {
 		changed = true
 	}
 	return changed
@@ -287,7 +287,7 @@ func (s *Server) startActionsLocked(inst *instance, hooks []*lifecycleHook, at t
 }
 
 // evaluateHooksLocked moves an instance on once all its lifecycle actions are complete.
-func (s *Server) evaluateHooksLocked(g *group, inst *instance, now time.Time) bool {
+func (s *Server) evaluateHooksLocked(inst *instance, now time.Time) bool {
 	abandon, allDone := false, true
 	for _, a := range inst.Actions {
 		abandon = abandon || (a.Done && a.Result == "ABANDON")
