@@ -304,3 +304,77 @@ func TestTasksOnAWSEdges(t *testing.T) {
 		})
 	}
 }
+
+// A launch lifecycle hook holds the replacement in Pending:Wait while its Node is
+// already Ready. One CheckReplacement call then answers "not yet" after a look or
+// two, and the state machine's pause paces the next: it used to loop on a watch
+// that ended at once, one DescribeAutoScalingGroups after the other, until the
+// check's bound (--check-seconds).
+func TestCheckReplacementDoesNotSpinWhileAWSHoldsTheReplacement(t *testing.T) {
+	w := newEdgeWorld(t)
+	before, node := w.group(t, 2)
+	ctx := context.Background()
+	if _, err := w.asg.PutLifecycleHook(ctx, &autoscaling.PutLifecycleHookInput{
+		AutoScalingGroupName: &before.Name, LifecycleHookName: sdkaws.String("hold-launch"),
+		LifecycleTransition: sdkaws.String("autoscaling:EC2_INSTANCE_LAUNCHING"),
+		HeartbeatTimeout:    sdkaws.Int32(600), DefaultResult: sdkaws.String("CONTINUE"),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	exec := "edge-held-launch"
+	req := recycle.NewRequest(node)
+	req.CheckSeconds, req.MaxWait = 20, recycle.Duration(10*time.Minute)
+	st := recycle.State{Request: req}
+	for _, task := range []string{recycle.TaskResolve, recycle.TaskFence, recycle.TaskSurge} {
+		if err := w.step(t, exec, task, &st); err != nil {
+			t.Fatalf("%s: %v", task, err)
+		}
+	}
+	// Wait (as a person would look) until the replacement's Node is Ready.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		g := w.describe(t, before.Name)
+		var held string
+		for _, in := range g.Instances {
+			if in.Lifecycle == cloud.LifecyclePendingWait {
+				held = in.ID
+			}
+		}
+		if held != "" {
+			if n, err := w.h.Tasks.Cluster.ResolveNode(ctx, held); err == nil {
+				if ok, _ := kube.NodeIsReady(n, nil); ok {
+					break
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no replacement held in Pending:Wait with a Ready Node: %+v", g.Instances)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	m := w.h.Provider.Metrics()
+	for pass := range 2 { // the first pass reads the activities, the second starts from its answer
+		m.Reset()
+		start := time.Now()
+		raw, err := json.Marshal(recycle.Payload{Task: recycle.TaskCheckReplacement, Execution: exec, State: st})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := w.tasks.Invoke(ctx, raw)
+		if err != nil {
+			t.Fatalf("check #%d: %v", pass+1, err)
+		}
+		st.Replacement = nil
+		if err := json.Unmarshal(out, &st.Replacement); err != nil {
+			t.Fatal(err)
+		}
+		took := time.Since(start)
+		if st.Replacement.Done || len(st.Replacement.Pending) != 1 {
+			t.Fatalf("check #%d: %+v; want not done, the held replacement pending", pass+1, st.Replacement)
+		}
+		if calls := m.TotalCalls(); calls > 3 || took > 10*time.Second {
+			t.Errorf("check #%d: %d AWS calls (%v) in %s while AWS holds the replacement; want at most 3, and an answer long before --check-seconds 20",
+				pass+1, calls, m.Calls(), took.Round(time.Millisecond))
+		}
+	}
+}

@@ -78,6 +78,9 @@ type ReplacementStatus struct {
 	// replacements whose protection Retire or Rollback lifts).
 	Claimed       bool     `json:"claimed,omitempty"`
 	ProtectedByUs []string `json:"protectedByUs,omitempty"`
+	// LookedAt is when AWS was last asked (FindReplacement); a check whose Node is
+	// not Ready yet asks again only lookEvery after it.
+	LookedAt time.Time `json:"lookedAt,omitzero"`
 }
 
 // DrainStatus is Drain's result; it carries the drain's deadlines, its record of

@@ -311,10 +311,21 @@ func (t *Tasks) checkReplacement(ctx context.Context, execution string, s State)
 	since := deadline.Add(-time.Duration(s.Request.ReplacementTimeout))
 	bctx, cancel := t.bound(ctx, s.Request.CheckSeconds, since, deadline)
 	defer cancel()
+	nodeReady := false // the last watch ended with the candidate's Node Ready
 	for {
-		st, err := t.replacementOnce(ctx, execution, s)
-		if err != nil {
-			return nil, err
+		var st *ReplacementStatus
+		if prev := s.Replacement; !nodeReady && prev != nil && !prev.Done && len(prev.Pending)+len(prev.Instances) > 0 &&
+			t.Clock.Since(prev.LookedAt) < lookEvery {
+			// The candidate's Node is not Ready yet, so AWS has nothing new to say
+			// but a failed launch: watch again, and ask AWS every lookEvery.
+			cp := *prev
+			st = &cp
+		} else {
+			var err error
+			if st, err = t.replacementOnce(ctx, execution, s); err != nil {
+				return nil, err
+			}
+			st.LookedAt = t.Clock.Now().UTC()
 		}
 		if st.Done {
 			if err := t.claim(ctx, execution, s, st); err != nil {
@@ -326,8 +337,11 @@ func (t *Tasks) checkReplacement(ctx context.Context, execution string, s State)
 			return nil, newError(ErrReplacementTimeout, "no Ready replacement within %s (%s); the old node goes back into service",
 				s.Request.ReplacementTimeout, st.Reason)
 		}
-		if bctx.Err() != nil || (len(st.Pending) == 0 && len(st.Instances) == 0) {
-			return st, nil // not yet: look again after the state machine's pause
+		// Not yet: look again after the state machine's pause. Also when the Node is
+		// Ready and AWS does not have the instance InService yet (Pending:Wait under
+		// a launch hook): the watch would end at once, and each pass cost a look.
+		if bctx.Err() != nil || (len(st.Pending) == 0 && len(st.Instances) == 0) || nodeReady {
+			return st, nil
 		}
 		// Watch the first candidate's Node until it is Ready (or the bound ends), then
 		// look again: by name once it is known, else by its instance (it has not
@@ -336,12 +350,19 @@ func (t *Tasks) checkReplacement(ctx context.Context, execution string, s State)
 		if name := st.Watch[ref]; name != "" {
 			ref = name
 		}
-		if _, _, err := t.Cluster.WaitNodeReady(bctx, ref, s.Request.ReadyLabels); err != nil && bctx.Err() == nil {
+		ready, _, err := t.Cluster.WaitNodeReady(bctx, ref, s.Request.ReadyLabels)
+		if err != nil && bctx.Err() == nil {
 			return nil, fmt.Errorf("wait for node of %s: %w", ref, err)
 		}
+		nodeReady = ready && err == nil
 		s.Replacement = st // keep what this pass learned (the Node names)
 	}
 }
+
+// lookEvery is how often CheckReplacement asks AWS about a replacement whose Node
+// is not Ready yet (a Node turning Ready makes it ask at once): often enough to see
+// a failed launch soon, rarely enough that a long boot costs a few calls.
+const lookEvery = 30 * time.Second
 
 // claim protects the replacement from scale-in (the group's and, through the
 // annotation, a cluster autoscaler's) and records it on the old Node.

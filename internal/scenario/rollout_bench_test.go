@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	stdlog "log"
+	"maps"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -159,9 +161,11 @@ func benchRollout(b *testing.B, bin, dir string, groups, nodes, k int, boot, dra
 	if err := json.Unmarshal([]byte(stdout.String()), &res); err != nil {
 		b.Fatalf("rollout -o json: %v\n%s", err, stdout.String())
 	}
-	for call, n := range env.AWS.Calls() {
+	calls := env.AWS.Calls()
+	for _, call := range slices.Sorted(maps.Keys(calls)) {
 		if !strings.HasPrefix(call, "fault:") {
-			aws += int64(n)
+			aws += int64(calls[call])
+			b.Logf("%d nodes: %-40s %6d calls, %5.2f per node", groups*nodes, call, calls[call], float64(calls[call])/float64(groups*nodes))
 		}
 	}
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
