@@ -235,6 +235,16 @@ func TestRollout30NodesThreeAtATime(t *testing.T) {
 	if got, want := perZone(after), perZone(before); !maps.Equal(got, want) {
 		t.Errorf("zones after %v, before %v", got, want)
 	}
+	// Three recycles at a time share the group's suspension of AZRebalance and its
+	// MaxSize: the last one out gives both back, and no record of ours stays.
+	if !slices.Equal(after.SuspendedProcesses, before.SuspendedProcesses) || after.MaxSize != before.MaxSize {
+		t.Errorf("group after: suspended %v, MaxSize %d; before: %v, %d", after.SuspendedProcesses, after.MaxSize, before.SuspendedProcesses, before.MaxSize)
+	}
+	for k := range after.Tags {
+		if strings.HasPrefix(k, "recycler/") {
+			t.Errorf("group tag %s=%s left after the rollout", k, after.Tags[k])
+		}
+	}
 }
 
 func ec2Client(t *testing.T, env *sim.Environment) *ec2.Client {
