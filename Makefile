@@ -57,7 +57,7 @@ demo-aws: controlplane
 	$(GO) run ./cmd/recycler demo --engine stepfunctions
 
 bench: node-deps controlplane
-	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 30m ./...
+	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 60m ./...
 
 # golangci-lint (pinned in tools/lint/go.mod, built into $(RECYCLER_CACHE) on first use)
 # with .golangci.yaml: gofmt, goimports, go vet, staticcheck, errorlint, revive, gocyclo, ….
