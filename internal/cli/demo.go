@@ -189,9 +189,18 @@ func printPods(ctx context.Context, w io.Writer, env *sim.Environment) {
 }
 
 func opsSummary(ops map[string]int64) string {
+	short := func(op string) string { return op[strings.LastIndexByte(op, '/')+1:] }
+	seen := map[string]int{}
+	for op := range ops {
+		seen[short(op)]++
+	}
 	var parts []string
 	for op, n := range ops {
-		parts = append(parts, fmt.Sprintf("%s×%d", op[strings.LastIndexByte(op, '/')+1:], n))
+		name := short(op)
+		if seen[name] > 1 { // the same operation of two services (Auto Scaling's and EC2's DeleteTags)
+			name = op
+		}
+		parts = append(parts, fmt.Sprintf("%s×%d", name, n))
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, ", ")

@@ -304,6 +304,9 @@ func summarize(task string, raw json.RawMessage, at time.Time) (string, bool) {
 	case recycle.TaskRetire:
 		var s recycle.RetireStatus
 		_ = json.Unmarshal(raw, &s)
+		if !s.Done { // AWS holds the old instance between two states: asked again
+			return "Retire: " + orText(s.Reason, "waiting for AWS"), true
+		}
 		what := "terminated"
 		if s.Stopped {
 			what = "stopped and tagged"
