@@ -277,7 +277,9 @@ func (l *leader) seedStall(ctx context.Context, id, target string) {
 	if l.stalls == nil {
 		return
 	}
-	evs, err := l.eng.RecentHistory(ctx, id, 50)
+	// The whole history: a poll loop re-enters its step every pass, so only the
+	// first entry of the visit says since when (a day's drain is ~3,000 events).
+	evs, err := l.eng.History(ctx, id)
 	if err != nil {
 		l.o.Log.Warn("read history for blocked notifications", "execution", id, "err", err)
 		return
@@ -290,7 +292,7 @@ func (l *leader) seedStall(ctx context.Context, id, target string) {
 // notifyStalls checks for recycles blocked longer than BlockedAfter, at a
 // quarter of it (at most every minute): a notification is late by that much at most.
 func (l *leader) notifyStalls(ctx context.Context) {
-	t := l.o.Clock.NewTicker(min(l.o.BlockedAfter/4, time.Minute))
+	t := l.o.Clock.NewTicker(min(max(l.o.BlockedAfter/4, 100*time.Millisecond), time.Minute))
 	defer t.Stop()
 	for {
 		select {
