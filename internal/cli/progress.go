@@ -139,10 +139,10 @@ func (p *progress) liveLine(now time.Time) string {
 		d.Remaining = p.pods.Remaining()
 	}
 	if len(selected) > 0 {
-		parts = append(parts, fmt.Sprintf("waiting for %d pod(s): %s", len(selected), strings.Join(first(selected, 2), ", ")))
+		parts = append(parts, fmt.Sprintf("waiting for %d pod(s): %s", len(selected), strings.Join(recycle.FirstFew(selected, 2), ", ")))
 	}
 	parts = append(parts, fmt.Sprintf("%d left, %d evicted", d.Remaining, len(d.Evicted)))
-	parts = append(parts, first(d.BlockedBy(), 1)...)
+	parts = append(parts, recycle.FirstFew(d.BlockedBy(), 1)...)
 	if at, what := d.NextDeadline(now); !at.IsZero() {
 		parts = append(parts, fmt.Sprintf("in %s: %s", at.Sub(now).Truncate(time.Second), what))
 	}
@@ -332,13 +332,6 @@ func plural(n int, what string) string {
 		return "1 " + what
 	}
 	return fmt.Sprintf("%d %ss", n, what)
-}
-
-func first(s []string, n int) []string {
-	if len(s) > n {
-		return append(append([]string(nil), s[:n]...), fmt.Sprintf("+%d more", len(s)-n))
-	}
-	return s
 }
 
 func firstLine(s string) string {

@@ -43,10 +43,10 @@ func Waiting(task string, out json.RawMessage, now time.Time) string {
 func (st DrainStatus) Line(now time.Time) string {
 	var parts []string
 	if len(st.Selected) > 0 {
-		parts = append(parts, fmt.Sprintf("waiting for %d selected pod(s) %s", len(st.Selected), strings.Join(firstFew(st.Selected, 3), ", ")))
+		parts = append(parts, fmt.Sprintf("waiting for %d selected pod(s) %s", len(st.Selected), strings.Join(FirstFew(st.Selected, 3), ", ")))
 	}
 	parts = append(parts, fmt.Sprintf("%d pod(s) left, %d evicted", st.Remaining, len(st.Evicted)))
-	parts = append(parts, firstFew(st.BlockedBy(), 2)...)
+	parts = append(parts, FirstFew(st.BlockedBy(), 2)...)
 	if at, what := st.NextDeadline(now); !at.IsZero() {
 		parts = append(parts, fmt.Sprintf("at %s: %s", at.Local().Format(time.TimeOnly), what))
 	}
@@ -63,8 +63,8 @@ func (st DrainStatus) BlockedBy() []string {
 	return blocked
 }
 
-// firstFew keeps the first n of s and says how many more there are.
-func firstFew(s []string, n int) []string {
+// FirstFew keeps the first n of s and says how many more there are.
+func FirstFew(s []string, n int) []string {
 	if len(s) > n {
 		return append(append([]string(nil), s[:n]...), fmt.Sprintf("+%d more", len(s)-n))
 	}
