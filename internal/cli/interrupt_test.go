@@ -26,6 +26,9 @@ func openPTY(t *testing.T) (term, user *os.File) {
 	t.Helper()
 	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
 	if err != nil {
+		if os.Getenv("CI") == "true" { // CI must run it
+			t.Fatalf("no pseudo-terminals: %v", err)
+		}
 		t.Skipf("no pseudo-terminals here: %v", err)
 	}
 	t.Cleanup(func() { m.Close() })
