@@ -253,33 +253,7 @@ func startCrashRig(t *testing.T) *crashRig {
 	ctx := context.Background()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "recycler")
-	built := make(chan error, 1)
-	go func() {
-		out, err := exec.Command("go", "build", "-o", bin, "github.com/recycler/recycler/cmd/recycler").CombinedOutput()
-		if err != nil {
-			err = fmt.Errorf("go build: %w\n%s", err, out)
-		}
-		built <- err
-	}()
-	env, err := sim.Up(ctx, sim.UpOptions{Nodes: 3, BootDelay: 2 * time.Second})
-	if err != nil {
-		if berr := <-built; berr != nil {
-			t.Logf("(and %v)", berr)
-		}
-		t.Fatalf("sim up: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := env.Down(context.Background()); err != nil {
-			t.Errorf("sim down: %v", err)
-		}
-	})
-	if err := <-built; err != nil {
-		t.Fatal(err)
-	}
-	h, err := scenario.New(ctx, env)
-	if err != nil {
-		t.Fatal(err)
-	}
+	env, h := upWithBinary(ctx, t, bin, sim.UpOptions{Nodes: 3, BootDelay: 2 * time.Second})
 	if _, err := env.Kube.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: crashNamespace}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -1043,4 +1017,38 @@ func crashOr(s, def string) string {
 		return def
 	}
 	return s
+}
+
+// upWithBinary brings the simulated environment up (torn down at the test's end) and
+// a harness on it, while `go build` writes the recycler binary to bin.
+func upWithBinary(ctx context.Context, t *testing.T, bin string, opts sim.UpOptions) (*sim.Environment, *scenario.Harness) {
+	t.Helper()
+	built := make(chan error, 1)
+	go func() {
+		out, err := exec.Command("go", "build", "-o", bin, "github.com/recycler/recycler/cmd/recycler").CombinedOutput()
+		if err != nil {
+			err = fmt.Errorf("go build: %w\n%s", err, out)
+		}
+		built <- err
+	}()
+	env, err := sim.Up(ctx, opts)
+	if err != nil {
+		if berr := <-built; berr != nil {
+			t.Logf("(and %v)", berr)
+		}
+		t.Fatalf("sim up: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := env.Down(context.Background()); err != nil {
+			t.Errorf("sim down: %v", err)
+		}
+	})
+	if err := <-built; err != nil {
+		t.Fatal(err)
+	}
+	h, err := scenario.New(ctx, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env, h
 }

@@ -3,7 +3,6 @@ package scenario_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -38,33 +37,7 @@ func TestRolloutCrashAndResumeEndsLikeUninterrupted(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "recycler")
-	built := make(chan error, 1)
-	go func() {
-		out, err := exec.Command("go", "build", "-o", bin, "github.com/recycler/recycler/cmd/recycler").CombinedOutput()
-		if err != nil {
-			err = fmt.Errorf("go build: %w\n%s", err, out)
-		}
-		built <- err
-	}()
-	env, err := sim.Up(ctx, sim.UpOptions{Nodes: nodes, BootDelay: 4 * time.Second, JobDuration: 3 * time.Second})
-	if err != nil {
-		if berr := <-built; berr != nil {
-			t.Logf("(and %v)", berr)
-		}
-		t.Fatalf("sim up: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := env.Down(context.Background()); err != nil {
-			t.Errorf("sim down: %v", err)
-		}
-	})
-	if err := <-built; err != nil {
-		t.Fatal(err)
-	}
-	h, err := scenario.New(ctx, env)
-	if err != nil {
-		t.Fatal(err)
-	}
+	env, h := upWithBinary(ctx, t, bin, sim.UpOptions{Nodes: nodes, BootDelay: 4 * time.Second, JobDuration: 3 * time.Second})
 	if err := scenario.WaitSettled(ctx, env.Kube.Client, sim.WorkloadNamespace, 2*time.Minute); err != nil {
 		t.Fatal(err)
 	}
