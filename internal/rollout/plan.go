@@ -335,17 +335,9 @@ func (p *Plan) Attempts(ctx context.Context, l Lister) error {
 			if err != nil {
 				return fmt.Errorf("earlier recycles of %s: %w", it.InstanceID, err)
 			}
-			last, running := 0, ""
-			for _, ex := range exs {
-				if n, ok := recycle.AttemptOf(ex.Name, it.InstanceID); ok {
-					last = max(last, n)
-					if !ex.Status.Done() {
-						running = ex.ID
-					}
-				}
-			}
-			if running != "" {
-				p.Skipped = append(p.Skipped, Skipped{Node: it.Node, InstanceID: it.InstanceID, Group: g.Name, Reason: "already being recycled by execution " + running})
+			last, running := recycle.Attempts(it.InstanceID, exs)
+			if running != nil {
+				p.Skipped = append(p.Skipped, Skipped{Node: it.Node, InstanceID: it.InstanceID, Group: g.Name, Reason: "already being recycled by execution " + running.ID})
 				continue
 			}
 			it.Attempt = last + 1
