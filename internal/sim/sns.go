@@ -138,9 +138,9 @@ func (s *Server) snsPublish(f form) (any, *apiError) {
 		if sub.Raw {
 			body = msg
 		}
-		if _, aerr := s.enqueueLocked(q, body, nil); aerr != nil {
-			return nil, aerr
-		}
+		// SNS delivers after Publish has answered: a delivery the queue refuses (the
+		// envelope over its MaximumMessageSize) is dropped, never Publish's error.
+		_, _ = s.enqueueLocked(q, body, nil)
 	}
 	return xPublish{MessageID: id}, nil
 }
