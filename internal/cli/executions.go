@@ -141,11 +141,11 @@ func newHistoryCmd(stdout io.Writer) *cobra.Command {
 
 // printHistoryJSON prints history -o json: the execution and its events.
 func printHistoryJSON(ctx context.Context, eng executions, stdout io.Writer, ex engine.Execution) error {
-	v, err := viewOf(ctx, eng, ex)
+	hist, err := eng.History(ctx, ex.ID)
 	if err != nil {
 		return err
 	}
-	hist, err := eng.History(ctx, ex.ID)
+	v, err := viewFrom(ctx, eng, ex, hist) // the whole history: read once
 	if err != nil {
 		return err
 	}

@@ -35,20 +35,27 @@ type execView struct {
 const recentEvents = 24
 
 func viewOf(ctx context.Context, eng executions, ex engine.Execution) (execView, error) {
-	v := execView{ID: ex.ID, Name: ex.Name, StateMachine: ex.StateMachine, Status: ex.Status,
-		StartTime: ex.StartTime, StopTime: ex.StopTime, Error: ex.Error, Cause: ex.Cause,
-		RollbackOf: ex.RollbackOf, RollbackID: ex.RollbackID}
 	var recent []engine.Event
 	var err error
-	local, isLocal := eng.(*engine.Engine)
-	if isLocal {
+	if local, ok := eng.(*engine.Engine); ok {
 		recent, err = local.RecentHistory(ctx, ex.ID, recentEvents)
 	} else {
 		recent, err = eng.History(ctx, ex.ID)
 	}
 	if err != nil {
-		return v, err
+		return execView{}, err
 	}
+	return viewFrom(ctx, eng, ex, recent)
+}
+
+// viewFrom is viewOf with the execution's history (its recent events at least)
+// already read.
+func viewFrom(ctx context.Context, eng executions, ex engine.Execution, recent []engine.Event) (execView, error) {
+	v := execView{ID: ex.ID, Name: ex.Name, StateMachine: ex.StateMachine, Status: ex.Status,
+		StartTime: ex.StartTime, StopTime: ex.StopTime, Error: ex.Error, Cause: ex.Cause,
+		RollbackOf: ex.RollbackOf, RollbackID: ex.RollbackID}
+	var err error
+	local, isLocal := eng.(*engine.Engine)
 	last := lastStateEntered(recent)
 	v.Step = recycle.StepOf(last)
 	st := recycle.StateFromHistory(recent)
