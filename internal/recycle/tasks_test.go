@@ -34,6 +34,7 @@ import (
 
 	"github.com/recycler/recycler/internal/kube"
 	"github.com/recycler/recycler/internal/recycle"
+	"github.com/recycler/recycler/internal/scenario"
 	"github.com/recycler/recycler/internal/testenv"
 )
 
@@ -76,7 +77,7 @@ func newWorld(t *testing.T, spare bool) *world {
 	w.faults = &faultRT{}
 	rc.Wrap(func(rt http.RoundTripper) http.RoundTripper {
 		w.faults.rt = rt
-		return countingRT{w.faults, &w.reqs}
+		return scenario.Counting(w.faults, &w.reqs)
 	})
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
@@ -327,16 +328,6 @@ type countingCluster struct {
 func (c countingCluster) WaitPodsChange(ctx context.Context, node string, sel kube.PodSelector, prev kube.PodSet) (kube.PodSet, bool, error) {
 	c.n.Add(1)
 	return c.Cluster.WaitPodsChange(ctx, node, sel, prev)
-}
-
-type countingRT struct {
-	rt http.RoundTripper
-	n  *atomic.Int64
-}
-
-func (c countingRT) RoundTrip(r *http.Request) (*http.Response, error) {
-	c.n.Add(1)
-	return c.rt.RoundTrip(r)
 }
 
 // faultRT answers the next n requests that match with a scripted status, as a
