@@ -95,19 +95,30 @@ func checkable(kind string) bool {
 // scaled meanwhile is judged by its new size. A workload deleted meanwhile is
 // done.
 func (c *Client) WorkloadsReady(ctx context.Context, before []Workload) (WorkloadStatus, error) {
+	st, _, err := c.workloadsReady(ctx, before)
+	return st, err
+}
+
+// workloadsReady is WorkloadsReady, also returning the first workload of before
+// that is not ready (-1 when all are), from the same reads.
+func (c *Client) workloadsReady(ctx context.Context, before []Workload) (WorkloadStatus, int, error) {
 	var st WorkloadStatus
-	for _, w := range before {
+	first := -1
+	for i, w := range before {
 		msg, err := c.workloadNotReady(ctx, w)
 		if err != nil {
-			return WorkloadStatus{}, err
+			return WorkloadStatus{}, -1, err
 		}
 		if msg != "" {
 			st.NotReady = append(st.NotReady, msg)
+			if first < 0 {
+				first = i
+			}
 		}
 	}
 	slices.Sort(st.NotReady)
 	st.Ready = len(st.NotReady) == 0
-	return st, nil
+	return st, first, nil
 }
 
 // WaitWorkloadsReady returns as soon as WorkloadsReady says ready, or when ctx
@@ -116,7 +127,7 @@ func (c *Client) WorkloadsReady(ctx context.Context, before []Workload) (Workloa
 func (c *Client) WaitWorkloadsReady(ctx context.Context, before []Workload) (WorkloadStatus, error) {
 	var last WorkloadStatus
 	for {
-		st, err := c.WorkloadsReady(ctx, before)
+		st, first, err := c.workloadsReady(ctx, before)
 		if err != nil {
 			return last, ctxOr(ctx, err) // cut by ctx: the last full answer stands
 		}
@@ -124,17 +135,8 @@ func (c *Client) WaitWorkloadsReady(ctx context.Context, before []Workload) (Wor
 			return st, nil
 		}
 		last = st
-		for _, w := range before {
-			msg, err := c.workloadNotReady(ctx, w)
-			if err != nil {
-				return last, ctxOr(ctx, err)
-			}
-			if msg != "" {
-				if err := c.waitWorkload(ctx, w); err != nil {
-					return last, err
-				}
-				break
-			}
+		if err := c.waitWorkload(ctx, before[first]); err != nil {
+			return last, err
 		}
 	}
 }
