@@ -56,11 +56,7 @@ func (nc *NodeCache) instanceNode(id string) string {
 	if inf == nil || !inf.HasSynced() {
 		return ""
 	}
-	objs, err := inf.GetIndexer().ByIndex(instanceIndex, id)
-	if err != nil || len(objs) != 1 {
-		return ""
-	}
-	if n, ok := objs[0].(*corev1.Node); ok {
+	if n := byInstance(inf, id); n != nil {
 		return n.Name
 	}
 	return ""
@@ -100,9 +96,9 @@ func (nc *NodeCache) WaitNodeReady(ctx context.Context, ref string, requiredLabe
 		if err != nil {
 			return false, "", err
 		}
-		find = func() *corev1.Node { return nc.byInstance(pid.InstanceID) }
+		find = func() *corev1.Node { return byInstance(nc.informer, pid.InstanceID) }
 	case cloud.IsInstanceID(ref):
-		find = func() *corev1.Node { return nc.byInstance(ref) }
+		find = func() *corev1.Node { return byInstance(nc.informer, ref) }
 	default:
 		if err := validateNodeName(ref); err != nil {
 			return false, "", err
@@ -138,8 +134,9 @@ func (nc *NodeCache) WaitNodeReady(ctx context.Context, ref string, requiredLabe
 	}
 }
 
-func (nc *NodeCache) byInstance(id string) *corev1.Node {
-	objs, err := nc.informer.GetIndexer().ByIndex(instanceIndex, id)
+// byInstance is the one cached node of instance id, or nil.
+func byInstance(inf cache.SharedIndexInformer, id string) *corev1.Node {
+	objs, err := inf.GetIndexer().ByIndex(instanceIndex, id)
 	if err != nil || len(objs) != 1 {
 		return nil
 	}
