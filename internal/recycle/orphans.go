@@ -104,15 +104,10 @@ func (t *Tasks) OrphanState(ctx context.Context, node string) (string, State, er
 	if err != nil {
 		return "", State{}, err
 	}
-	fenced, err := t.Cluster.FencedNodes(ctx)
-	if err != nil {
-		return "", State{}, err
-	}
-	i := slices.IndexFunc(fenced, func(f kube.FencedNode) bool { return f.Node == n.Name })
-	if i < 0 {
+	rec, ok := kube.FenceOf(n)
+	if !ok {
 		return "", State{}, fmt.Errorf("node %s carries no %s annotation: %w", n.Name, kube.AnnotationFenced, ErrNoRecords)
 	}
-	rec := fenced[i].Record
 	info := rec.Recycle
 	if info == nil {
 		info = &kube.RecycleInfo{}
