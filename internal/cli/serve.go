@@ -157,12 +157,8 @@ func (f *serveFlags) validateNotify() []error {
 	if f.snsTopic != "" && !snsTopicARN.MatchString(f.snsTopic) {
 		errs = append(errs, fmt.Errorf("--notify-sns-topic %q is not a topic ARN such as arn:aws:sns:eu-west-1:123456789012:recycler", f.snsTopic))
 	}
-	switch {
-	case f.blockedAfter < 0:
+	if f.blockedAfter < 0 {
 		errs = append(errs, fmt.Errorf("--notify-blocked-after must not be negative (0 turns it off), got %s", f.blockedAfter))
-	case f.blockedAfter > 0 && f.blockedAfter < time.Second:
-		// serve checks at a quarter of it: under 4ns that is no interval (a ticker panics).
-		errs = append(errs, fmt.Errorf("--notify-blocked-after must be 0 (off) or at least 1s, got %s", f.blockedAfter))
 	}
 	return errs
 }
