@@ -174,7 +174,8 @@ func raw(s *string) json.RawMessage {
 
 func machineName(arn string) string { return arn[strings.LastIndex(arn, ":")+1:] }
 
-// List lists executions of the recycle machine, newest first (Step Functions' order).
+// List lists executions of the recycle machine, newest first (Step Functions' order),
+// with f's status, name and name prefix.
 func (c *Client) List(ctx context.Context, f engine.ListFilter) ([]engine.Execution, error) {
 	in := &sfn.ListExecutionsInput{StateMachineArn: &c.machine}
 	if f.Status != "" {
@@ -188,8 +189,12 @@ func (c *Client) List(ctx context.Context, f engine.ListFilter) ([]engine.Execut
 			return nil, fmt.Errorf("list executions of %s: %w", c.machine, err)
 		}
 		for _, e := range page.Executions {
+			name := aws.ToString(e.Name)
+			if f.Name != "" && name != f.Name || !strings.HasPrefix(name, f.NamePrefix) {
+				continue // AWS filters by status only
+			}
 			out = append(out, engine.Execution{
-				ID: aws.ToString(e.ExecutionArn), StateMachine: machineName(aws.ToString(e.StateMachineArn)), Name: aws.ToString(e.Name),
+				ID: aws.ToString(e.ExecutionArn), StateMachine: machineName(aws.ToString(e.StateMachineArn)), Name: name,
 				Status: engine.Status(e.Status), StartTime: aws.ToTime(e.StartDate), StopTime: aws.ToTime(e.StopDate),
 			})
 		}

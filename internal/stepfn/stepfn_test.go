@@ -156,6 +156,14 @@ func TestRecycleRunsToTheEndAndReadsLikeTheEngine(t *testing.T) {
 	if err != nil || len(list) != 1 || list[0].ID != ex.ID || list[0].Status != engine.StatusSucceeded {
 		t.Errorf("list: %+v %v", list, err)
 	}
+	for _, f := range []engine.ListFilter{{Name: "i-0123456789abcdef"}, {NamePrefix: "i-1"}} {
+		if list, err := c.List(ctx, f); err != nil || len(list) != 0 {
+			t.Errorf("list %+v: %+v %v, want none", f, list, err)
+		}
+	}
+	if list, err := c.List(ctx, engine.ListFilter{NamePrefix: "i-0123"}); err != nil || len(list) != 1 {
+		t.Errorf("list by prefix: %+v %v, want the one", list, err)
+	}
 }
 
 func TestStopStartsTheRollbackWithTheLastState(t *testing.T) {
