@@ -23,7 +23,8 @@ type stalls struct {
 
 type stall struct {
 	target   string
-	step     string
+	step     string // as status names it (recycle.StepOf)
+	state    string // the state last entered, whose task's output is read
 	entered  time.Time
 	task     string          // the task whose output last said what the step waits for
 	output   json.RawMessage // its output
@@ -45,16 +46,23 @@ func (s *stalls) observe(ev engine.Event, target string) {
 		var d struct {
 			Name string `json:"name"`
 		}
-		if json.Unmarshal(ev.Details, &d) != nil || d.Name == "" || strings.HasPrefix(d.Name, "Wait") || strings.HasSuffix(d.Name, "?") {
-			return // a poll loop's Choice and Wait are part of the step they serve
+		if json.Unmarshal(ev.Details, &d) != nil || d.Name == "" {
+			return
 		}
-		if st := s.execs[ev.ExecutionID]; st != nil && st.step == d.Name {
-			return // the loop came back to its task: the same visit
+		// A poll loop's task, Choice and Wait are one step (the names status shows).
+		step := recycle.StepOf(d.Name)
+		if strings.HasSuffix(step, "?") {
+			return // a Choice of no step (HookOnly?)
+		}
+		st := s.execs[ev.ExecutionID]
+		if st != nil && st.step == step {
+			st.state = d.Name // the loop came back: the same visit
+			return
 		}
 		if target == "" {
 			target = ev.ExecutionID
 		}
-		s.execs[ev.ExecutionID] = &stall{target: target, step: d.Name, entered: ev.Timestamp}
+		s.execs[ev.ExecutionID] = &stall{target: target, step: step, state: d.Name, entered: ev.Timestamp}
 	case ev.Type == "TaskSucceeded":
 		st := s.execs[ev.ExecutionID]
 		if st == nil {
@@ -64,7 +72,7 @@ func (s *stalls) observe(ev engine.Event, target string) {
 			Output json.RawMessage `json:"output"`
 		}
 		if json.Unmarshal(ev.Details, &d) == nil {
-			st.task, st.output = st.step, d.Output
+			st.task, st.output = st.state, d.Output
 		}
 	}
 }

@@ -52,7 +52,7 @@ func TestStallsNotifyOncePerStepVisit(t *testing.T) {
 		t.Errorf("notified twice for one visit: %+v", again)
 	}
 	s.observe(entered("e1", "CheckWorkloads", t0.Add(2*time.Hour)), "node-a")
-	if got := s.due(t0.Add(2*time.Hour + 31*time.Minute)); len(got) != 1 || !strings.Contains(got[0].Text, "in CheckWorkloads") {
+	if got := s.due(t0.Add(2*time.Hour + 31*time.Minute)); len(got) != 1 || !strings.Contains(got[0].Text, "in WaitWorkloads") {
 		t.Errorf("the next step's stall = %+v, want one", got)
 	}
 	s.observe(engine.Event{ExecutionID: "e1", Type: "ExecutionSucceeded", Timestamp: t0.Add(3 * time.Hour)}, "node-a")
