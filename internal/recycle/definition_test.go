@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -70,9 +71,14 @@ func mustDef(t *testing.T) []byte {
 // those run against the real control plane and simulated AWS in internal/scenario.
 type script map[string][]any
 
-func (s script) registry(calls *[]string) asl.Registry {
+// registry counts the tasks in flight in busy: the test's clock must not move while
+// one runs, or its TimeoutSeconds passes on the fake clock and the runner starts the
+// task again beside the first (the flake this replaced, under load).
+func (s script) registry(calls *[]string, busy *atomic.Int32) asl.Registry {
 	n := map[string]int{}
 	return asl.Registry{FunctionPlaceholder: func(_ context.Context, raw json.RawMessage) (json.RawMessage, error) {
+		busy.Add(1)
+		defer busy.Add(-1)
 		var p Payload
 		if err := json.Unmarshal(raw, &p); err != nil {
 			return nil, err
@@ -160,15 +166,18 @@ func TestStateMachinePaths(t *testing.T) {
 			}
 			var calls []string
 			clk := clocktesting.NewFakeClock(time.Now())
-			r := &asl.Runner{Registry: tc.script.registry(&calls), Clock: clk}
+			var busy atomic.Int32
+			r := &asl.Runner{Registry: tc.script.registry(&calls, &busy), Clock: clk}
 			input, _ := json.Marshal(State{Request: NewRequest("node-a")})
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			// Wait and Retry states wait on the fake clock: keep stepping it.
 			go func() {
 				for ctx.Err() == nil {
-					if clk.HasWaiters() {
-						clk.Step(time.Minute)
+					// Small steps, never while a task runs: the shortest task timeout
+					// (120 s) is twelve steps away from a task about to start.
+					if clk.HasWaiters() && busy.Load() == 0 {
+						clk.Step(10 * time.Second)
 					}
 					time.Sleep(time.Millisecond)
 				}
